@@ -1,0 +1,24 @@
+"""claid: class-agnostic instance-level descriptors for visual instance search.
+
+Data flow (one module per stage):
+    image -> backbones (PatchGrid) -> cutters (RegionTree) -> descriptors
+    -> store -> index -> search (Ranking) -> evaluation (Scores)
+
+The heavy submodules (torch, faiss, mlflow) are imported lazily.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["cut_regions", "search", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "cut_regions":
+        from claid.cutters import cut_regions
+
+        return cut_regions
+    if name == "search":
+        from claid.search import search
+
+        return search
+    raise AttributeError(f"module 'claid' has no attribute {name!r}")
