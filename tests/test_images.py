@@ -1,0 +1,125 @@
+"""load_image: odd-but-valid files decode to the right RGB pixels, bad files raise ImageError."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from claid.images import ImageError, image_size_from_header, load_image
+
+
+def _photo() -> np.ndarray:
+    """A real photo (skimage's astronaut), 128 x 96 so tests stay fast."""
+    return np.asarray(Image.fromarray(skdata.astronaut()).resize((128, 96)))
+
+
+def write_png16_rgb(path, rgb16: np.ndarray) -> None:
+    """Write a 16-bit-per-channel RGB PNG by hand (PIL cannot write one)."""
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header))
+        f.write(chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def write_exif_rotated_jpeg(path, rgb: np.ndarray, orientation: int = 6) -> None:
+    """Store ``rgb`` as a JPEG whose EXIF says "rotate for display"."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, quality=95, exif=exif.tobytes())
+
+
+def test_rgb_jpeg_roundtrip(tmp_path):
+    rgb = _photo()
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
+    image = load_image(tmp_path / "a.jpg")
+    assert image.mode == "RGB" and image.size == (128, 96)
+    assert np.abs(np.asarray(image).astype(int) - rgb).mean() < 6
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    rgb = _photo()
+    write_exif_rotated_jpeg(tmp_path / "r.jpg", rgb, orientation=6)
+    image = load_image(tmp_path / "r.jpg")
+    # Orientation 6 = the stored pixels must be rotated 90 degrees clockwise for display.
+    assert image.size == (96, 128)
+    expected = np.rot90(rgb, k=-1)
+    assert np.abs(np.asarray(image).astype(int) - expected).mean() < 6
+    # the header helper reports the stored (unrotated) shape: it is only a batching key
+    assert image_size_from_header(tmp_path / "r.jpg") == (96, 128)
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    gray = _photo().mean(axis=2).astype(np.uint8)
+    Image.fromarray(gray, mode="L").save(tmp_path / "g.png")
+    out = np.asarray(load_image(tmp_path / "g.png"))
+    assert out.shape == (96, 128, 3)
+    assert np.array_equal(out[..., 0], gray) and np.array_equal(out[..., 2], gray)
+
+
+def test_cmyk_jpeg_is_converted(tmp_path):
+    rgb = _photo()
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    assert Image.open(tmp_path / "c.jpg").mode == "CMYK"
+    out = load_image(tmp_path / "c.jpg")
+    assert out.mode == "RGB"
+    assert np.abs(np.asarray(out).astype(int) - rgb).mean() < 10
+
+
+def test_rgba_is_composited_over_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200  # red everywhere...
+    rgba[:4, :, 3] = 255  # ...opaque in the top half, fully transparent below
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "t.png")
+    out = np.asarray(load_image(tmp_path / "t.png"))
+    assert (out[:4] == [200, 0, 0]).all()
+    assert (out[4:] == 255).all()
+
+
+def test_16bit_gray_png_is_scaled_not_clipped(tmp_path):
+    values = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    out = np.asarray(load_image(tmp_path / "g16.png"))
+    assert out.dtype == np.uint8 and out.shape == (48, 64, 3)
+    expected = np.rint(values / 257.0)
+    assert np.abs(out[..., 1].astype(int) - expected).max() <= 1
+    assert out.max() == 255 and out.min() == 0 and len(np.unique(out)) > 200
+
+
+def test_16bit_rgb_png(tmp_path):
+    rgb = _photo()
+    write_png16_rgb(tmp_path / "c16.png", rgb.astype(np.uint16) * 257)
+    out = np.asarray(load_image(tmp_path / "c16.png"))
+    assert out.shape == rgb.shape
+    assert np.abs(out.astype(int) - rgb).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [("empty", "empty file"), ("text", "not an image"), ("truncated", "truncated"),
+     ("missing", "cannot read")],
+)
+def test_bad_files_raise_with_reason(tmp_path, kind, reason):
+    path = tmp_path / f"{kind}.jpg"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not a picture\n" * 20)
+    elif kind == "truncated":
+        Image.fromarray(_photo()).save(path, quality=95)
+        blob = path.read_bytes()
+        path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert reason in info.value.reason
+    assert str(path) in str(info.value)
