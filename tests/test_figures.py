@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from claid.figures import hierarchy_figure, recall_figure, results_grid_figure
+from claid.structures import Query, Ranking
+
+
+def _image(color, size=(64, 48)):
+    return Image.new("RGB", size, color)
+
+
+def _is_png(path):
+    with Image.open(path) as im:
+        return im.format == "PNG" and im.width > 100
+
+
+def test_hierarchy_figure_has_one_panel_per_depth(tmp_path):
+    masks = np.zeros((3, 6, 8), bool)
+    masks[0, :3] = True
+    masks[1, 3:] = True
+    masks[2, 4:, 4:] = True
+    path = hierarchy_figure(_image("white"), masks, np.array([1, 1, 2]), tmp_path / "h.png")
+    assert _is_png(path)
+    with Image.open(path) as one, Image.open(
+        hierarchy_figure(_image("white"), masks[:2], np.array([1, 1]), tmp_path / "h1.png")
+    ) as fewer:
+        assert one.width > fewer.width  # two depth levels -> one more panel
+
+
+def test_results_grid_colours_hits_and_misses(tmp_path):
+    images = {"q.jpg": _image("gray"), "a.jpg": _image("white"), "b.jpg": _image("white")}
+    query = Query(image="q.jpg", box=(5, 5, 30, 30), positives=["a.jpg"], qid="q0")
+    ranking = Ranking("q0", ["a.jpg", "b.jpg"], np.array([0.9, 0.5], np.float32), np.zeros((2, 4), np.float32))
+    path = results_grid_figure([query], [ranking], images.__getitem__, tmp_path / "g.png", ranks=(1, 2))
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    green = ((pixels[:, 1] > 100) & (pixels[:, 0] < 60) & (pixels[:, 2] < 60)).sum()
+    red = ((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).sum()
+    assert green > 50 and red > 50
+
+
+def test_results_grid_without_rankings_is_an_error(tmp_path):
+    with pytest.raises(ValueError):
+        results_grid_figure([Query(image="q", qid="x")], [], lambda i: _image("white"), tmp_path / "g.png")
+
+
+def test_recall_figure(tmp_path):
+    assert _is_png(recall_figure({"a": ([0.1, 0.5], [0.9, 0.4])}, tmp_path / "r.png"))
