@@ -56,3 +56,20 @@ def test_disabled_tracker_is_a_no_op(tmp_path):
     with tracker.run({"a": 1}):
         tracker.log_metrics({"m": 1.0})
     assert tracker.run_id is None and not (tmp_path / "x.db").exists()
+
+
+def test_runs_table_reads_logged_runs_back(tmp_path):
+    from claid.reports import format_table, runs_table
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for tau in (0.1, 0.3):
+        tracker = Tracker(uri=uri, artifact_location=str(tmp_path / "a"), experiment="sweep")
+        with tracker.run({"cutter": {"tau2": tau}}):
+            tracker.log_metrics({"lab/mAP-all": tau * 2})
+    rows = runs_table(uri, "sweep", params=["cutter.tau2"], metrics=["lab/mAP-all", "missing"])
+    assert sorted((r["cutter.tau2"], r["lab/mAP-all"]) for r in rows) == [("0.1", 0.2), ("0.3", 0.6)]
+    assert all(r["missing"] is None for r in rows)
+    text = format_table(rows, ["cutter.tau2", "lab/mAP-all"])
+    assert "0.600" in text and "cutter.tau2" in text.splitlines()[0]
+    with pytest.raises(ValueError, match="no MLflow experiment"):
+        runs_table(uri, "nope", params=[], metrics=[])
