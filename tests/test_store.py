@@ -1,0 +1,223 @@
+"""Region store: round trip, sharding, dedupe across ranks, atomic commits, versioning."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import claid.store as store_module
+from claid.store import RegionStore, RegionStoreWriter, config_hash, write_summary
+from claid.structures import PatchGrid, RegionDescriptors
+
+DIM = 8
+CONFIG = {"backbone": {"name": "tiny"}, "cutter": {"tau1": 0.5}, "dtype": "float32"}
+
+
+def make_item(image_id: str, n_regions: int, seed: int, grid=(3, 4)) -> RegionDescriptors:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n_regions, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    masks = rng.random((n_regions, *grid)) > 0.5
+    boxes = rng.uniform(0, 50, size=(n_regions, 4)).astype(np.float32)
+    return RegionDescriptors(
+        image_id=image_id,
+        image_size=(30 + seed, 40 + seed),
+        boxes=boxes,
+        masks=masks,
+        depth=np.arange(1, n_regions + 1, dtype=np.int64),
+        parent=np.arange(-1, n_regions - 1, dtype=np.int64),
+        vectors=vectors,
+    )
+
+
+def assert_same_regions(a: RegionDescriptors, b: RegionDescriptors, atol=0.0) -> None:
+    assert a.image_id == b.image_id and tuple(a.image_size) == tuple(b.image_size)
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=atol)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.parent, b.parent)
+    np.testing.assert_array_equal(a.masks, b.masks)
+
+
+def test_round_trip_across_shards(tmp_path):
+    items = [make_item(f"img/{k}.jpg", n, seed=k) for k, n in enumerate([3, 0, 5, 1, 2])]
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float32", shard_size=2)
+    for item in items:
+        writer.add(item, cell=(10.0, 10.0))
+    writer.skip("bad.jpg", "empty file")
+    writer.flush()
+    assert len(writer.committed_shards) == 3  # 2 + 2 + (1 image + 1 skipped)
+
+    store = RegionStore.open(tmp_path)
+    assert store.schema_version == 1 and store.config == CONFIG
+    assert store.image_ids == [item.image_id for item in items]
+    assert store.skipped == [("bad.jpg", "empty file")]
+    assert store.num_regions == 11 and store.vectors().shape == (11, DIM)
+    assert store.vectors().dtype == np.float32
+    np.testing.assert_array_equal(store.vectors(), np.concatenate([i.vectors for i in items]))
+    np.testing.assert_array_equal(store.region_image(), np.repeat(np.arange(5), [3, 0, 5, 1, 2]))
+    np.testing.assert_array_equal(store.boxes(), np.concatenate([i.boxes for i in items]))
+    np.testing.assert_array_equal(store.depth(), np.concatenate([i.depth for i in items]))
+    np.testing.assert_array_equal(store.parent(), np.concatenate([i.parent for i in items]))
+    np.testing.assert_array_equal(store.image_sizes()[2], [32, 42])
+    for item in items:
+        assert_same_regions(store.regions_of(item.image_id), item)
+    # global indices 3..7 are image 2's regions
+    np.testing.assert_array_equal(store.masks(np.arange(3, 8)), items[2].masks)
+    empty = store.regions_of("img/1.jpg")
+    assert len(empty) == 0 and empty.masks.shape == (0, 3, 4)
+
+
+def test_float16_storage_and_float32_view(tmp_path):
+    item = make_item("a.jpg", 4, seed=1)
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float16")
+    writer.add(item)
+    writer.flush()
+    store = RegionStore.open(tmp_path)
+    assert store.vectors().dtype == np.float16
+    assert isinstance(store.vectors(), np.memmap)  # single shard: no copy
+    np.testing.assert_allclose(store.vectors(np.float32), item.vectors, atol=1e-3)
+    assert store.regions_of("a.jpg").vectors.dtype == np.float32
+
+
+def test_mask_pixels_paints_patch_cells(tmp_path):
+    item = make_item("a.jpg", 1, seed=0, grid=(2, 3))
+    item.masks[:] = False
+    item.masks[0, 1, 2] = True  # bottom-right patch
+    item.image_size = (19, 31)  # cells of 10 px; the last row/column of pixels is partial
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.add(item, cell=(10.0, 10.0))
+    writer.flush()
+    pixels = RegionStore.open(tmp_path).mask_pixels(0)
+    assert pixels.shape == (19, 31)
+    expected = np.zeros((19, 31), bool)
+    expected[10:19, 20:30] = True
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_patch_grid_cache(tmp_path):
+    tokens = np.random.default_rng(0).normal(size=(12, 5)).astype(np.float32)
+    grid = PatchGrid(tokens=tokens, grid=(3, 4), patch_size=8, scale=(1.5, 2.0),
+                     image_size=(36, 64))
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.add(make_item("a.jpg", 2, seed=0), patch_grid=grid)
+    writer.add(make_item("b.jpg", 1, seed=1))
+    writer.flush()
+    store = RegionStore.open(tmp_path)
+    cached = store.patch_grid("a.jpg")
+    assert cached.grid == (3, 4) and cached.patch_size == 8 and cached.scale == (1.5, 2.0)
+    np.testing.assert_allclose(cached.tokens, tokens, atol=2e-3)
+    with pytest.raises(ValueError, match="keep_tokens"):
+        store.patch_grid("b.jpg")
+
+
+def test_two_ranks_overlapping_images_are_deduplicated(tmp_path):
+    """Simulated DDP: rank 0 and rank 1 both processed "shared.jpg"."""
+    rank0 = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float32", rank=0)
+    rank1 = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float32", rank=1)
+    first = make_item("shared.jpg", 2, seed=5)
+    rank0.add(make_item("a.jpg", 3, seed=1))
+    rank0.add(first)
+    rank1.add(make_item("shared.jpg", 4, seed=6))  # a different (later) result
+    rank1.add(make_item("b.jpg", 1, seed=2))
+    rank0.flush()
+    rank1.flush()
+    store = RegionStore.open(tmp_path)
+    assert sorted(store.image_ids) == ["a.jpg", "b.jpg", "shared.jpg"]
+    assert len(set(store.image_ids)) == len(store.image_ids)
+    assert store.num_regions == 3 + 2 + 1 == store.vectors().shape[0]
+    assert_same_regions(store.regions_of("shared.jpg"), first)
+    rows = store.region_image() == store.image_index("b.jpg")
+    np.testing.assert_array_equal(store.vectors()[rows], make_item("b.jpg", 1, seed=2).vectors)
+    assert sum(chunk.shape[0] for _, chunk in store.vector_chunks()) == 6
+
+
+def test_processed_after_skip_is_not_listed_as_skipped(tmp_path):
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.skip("a.jpg", "cannot read file")
+    writer.flush()
+    writer.add(make_item("a.jpg", 1, seed=0))
+    writer.flush()
+    store = RegionStore.open(tmp_path)
+    assert store.skipped == [] and store.image_ids == ["a.jpg"]
+
+
+def test_crash_during_flush_leaves_nothing_readable(tmp_path, monkeypatch):
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.add(make_item("a.jpg", 2, seed=0))
+    writer.flush()
+    writer.add(make_item("b.jpg", 2, seed=1))
+
+    real_save = store_module._save_npy_synced
+
+    def dying_save(path, array):
+        if path.endswith("vectors.npy"):
+            with open(path, "wb") as f:
+                f.write(b"\x93NUMPY half")  # a partial file, then the process dies
+            raise KeyboardInterrupt("killed")
+        real_save(path, array)
+
+    monkeypatch.setattr(store_module, "_save_npy_synced", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        writer.flush()
+    monkeypatch.setattr(store_module, "_save_npy_synced", real_save)
+
+    assert os.listdir(tmp_path / "staging")  # the half-written shard exists...
+    store = RegionStore.open(tmp_path)  # ...but the reader never sees it
+    assert store.image_ids == ["a.jpg"]
+    # a new writer of the same rank clears its staging leftovers
+    RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    assert os.listdir(tmp_path / "staging") == []
+
+
+def test_damaged_committed_shard_is_an_error_not_silence(tmp_path):
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.add(make_item("a.jpg", 3, seed=0))
+    name = writer.flush()
+    vectors = tmp_path / "shards" / name / "vectors.npy"
+    vectors.write_bytes(vectors.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="corrupt shard"):
+        RegionStore.open(tmp_path)
+
+
+def test_store_refuses_other_config_and_other_schema(tmp_path):
+    RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    with pytest.raises(ValueError, match="config_hash"):
+        RegionStoreWriter(tmp_path, config={**CONFIG, "seed": 1}, dim=DIM)
+    with pytest.raises(ValueError, match="dtype"):
+        RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float32")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="schema_version 99"):
+        RegionStore.open(tmp_path)
+    with pytest.raises(ValueError, match="not a claid region store"):
+        RegionStore.open(tmp_path / "nowhere")
+
+
+def test_writer_validates_input(tmp_path):
+    with pytest.raises(ValueError, match="dtype"):
+        RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="int8")
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    bad = make_item("a.jpg", 2, seed=0)
+    bad.vectors = bad.vectors[:, :3]
+    with pytest.raises(ValueError, match="dim 3"):
+        writer.add(bad)
+
+
+def test_summary_is_recorded(tmp_path):
+    RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    write_summary(tmp_path, {"images": 3})
+    assert RegionStore.open(tmp_path).summary == {"images": 3}
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a = {"x": 1, "y": {"b": [1, 2], "a": 0.5}}
+    b = {"y": {"a": 0.5, "b": [1, 2]}, "x": 1}
+    assert config_hash(a) == config_hash(b) and len(config_hash(a)) == 12
+    assert config_hash(a) != config_hash({**a, "x": 2})
+    with pytest.raises(ValueError, match="JSON"):
+        config_hash({"f": object()})
