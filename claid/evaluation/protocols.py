@@ -1,0 +1,351 @@
+"""Retrieval evaluation: rankings + a benchmark's protocol -> labelled ``Scores``.
+
+The protocol is data, read from ``Benchmark.protocol`` (a dict). Keys read here:
+
+``family`` (required unless ``evaluate(protocol=...)`` names it)
+    "lab" (Instance-160/335, INSTRE, synthetic), "trapezoid" (Oxford5k /
+    Paris6k classic, Holidays), "revisited" (ROxford5k / RParis6k; queries carry
+    ``extra={"easy", "hard", "junk"}``), "gldv2" (ILIAS, GLDv2). "detection"
+    and "none" have no ranking to score and are refused with a pointer.
+``metrics``
+    metric names (claid/evaluation/ap.py): default lab ``mAP-<k>`` for each k
+    of ``ks`` + ``mAP-all``; trapezoid ``mAP``; revisited ``mAP``, ``mP-1``,
+    ``mP-5``, ``mP-10`` in each of easy/medium/hard; gldv2 ``mAP-at-<k>``.
+``k``
+    list of cut-offs for gldv2 (ILIAS: [1000]); default ``ks``.
+``junk``
+    bool, default True: junk images leave the ranking before scoring (ranks
+    close up). False keeps them, scored as non-relevant.
+``remove_queries_from_db``
+    bool, default True for lab and revisited, False otherwise: every query
+    image of the benchmark leaves every ranking, and leaves the positives too
+    (it is no longer in the database; such positives are counted).
+``remove_query_image``
+    "auto" (default): a query's own image leaves its own ranking unless its
+    ground truth lists it as positive (Holidays skips the query in its results;
+    Oxford classic lists query images among the good ones); "always"; "never".
+
+Other keys (e.g. "query": "crop" | "pool" | "full", read by the pipeline) are
+recorded with the result, not interpreted; a key that looks like a misspelling of
+one of the above is an error.
+
+Relevant images that a ranking does not hold count as misses. A query without
+any reachable positive is left out of the mean (as revisitop does) and listed.
+A ranked image that is neither in ``Benchmark.database`` nor removed above is an
+error: the rankings and the benchmark do not belong together.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from claid.evaluation.ap import metric_function, relevance_vector
+from claid.evaluation.localization import pairwise_box_iou
+from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
+from claid.structures import Benchmark, Query, Ranking, Scores
+
+__all__ = ["FAMILIES", "RetrievalProtocol", "resolve_protocol", "evaluate"]
+
+FAMILIES: tuple[str, ...] = ("lab", "trapezoid", "revisited", "gldv2")
+_NOT_RANKED = {
+    "detection": "score detectors with claid.evaluation.detection (recall_vs_iou, "
+    "average_recall_greedy, cocoeval_ar, corloc)",
+    "none": "the benchmark has no queries (index only); nothing to score",
+}
+_READ_KEYS = ("family", "metrics", "k", "junk", "remove_queries_from_db", "remove_query_image")
+_SELF_REMOVAL = ("auto", "always", "never")
+_MAX_LISTED = 50  # ids listed in settings; the counts are always complete
+
+
+@dataclass(frozen=True)
+class RetrievalProtocol:
+    """A resolved retrieval protocol (see the module docstring for the keys)."""
+
+    family: str
+    metrics: tuple[str, ...]
+    junk: bool = True
+    remove_queries_from_db: bool = True
+    remove_query_image: str = "auto"
+    recorded: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown protocol family {self.family!r}; expected one of {FAMILIES}")
+        if not self.metrics:
+            raise ValueError("a protocol needs at least one metric")
+        for name in self.metrics:
+            metric_function(name)  # raises on an unknown name
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metrics listed twice in {list(self.metrics)}")
+        if self.remove_query_image not in _SELF_REMOVAL:
+            raise ValueError(
+                f"remove_query_image must be one of {_SELF_REMOVAL}, got {self.remove_query_image!r}"
+            )
+
+
+def _int_list(value, what: str) -> list[int]:
+    values = [value] if isinstance(value, int | np.integer) else list(value)
+    if not values or any(not isinstance(v, int | np.integer) or v < 1 for v in values):
+        raise ValueError(f"{what} must be positive integers, got {value!r}")
+    return [int(v) for v in values]
+
+
+def _bool(value, what: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"protocol key {what!r} must be true or false, got {value!r}")
+    return bool(value)
+
+
+def resolve_protocol(
+    protocol: Mapping, *, family: str | None = None, ks: Sequence[int] = (50, 100)
+) -> RetrievalProtocol:
+    """Read a benchmark's protocol dict into a ``RetrievalProtocol``.
+
+    Args:
+        protocol: ``Benchmark.protocol``.
+        family: overrides ``protocol["family"]``; the dict's "metrics" and "k"
+            belong to its own family and are then ignored.
+        ks: default cut-offs for lab mAP-k (and gldv2 when the dict has no "k").
+    """
+    protocol = dict(protocol)
+    for key in protocol:
+        if key in _READ_KEYS:
+            continue
+        close = difflib.get_close_matches(key, _READ_KEYS, n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f"protocol key {key!r} is not known; did you mean {close[0]!r}?")
+    chosen = family if family is not None else protocol.get("family")
+    if chosen is None:
+        raise ValueError(
+            "the benchmark's protocol names no 'family' and evaluate() got no protocol=; "
+            f"expected one of {FAMILIES}"
+        )
+    if chosen in _NOT_RANKED:
+        raise ValueError(
+            f"protocol family {chosen!r} has no ranking to score: {_NOT_RANKED[chosen]}"
+        )
+    if chosen not in FAMILIES:
+        raise ValueError(f"unknown protocol family {chosen!r}; expected one of {FAMILIES}")
+    own = family is None or family == protocol.get("family")
+    ks = _int_list(ks, "ks")
+    if own and "metrics" in protocol:
+        metrics = [str(m) for m in protocol["metrics"]]
+    elif chosen == "lab":
+        metrics = [f"mAP-{k}" for k in ks] + ["mAP-all"]
+    elif chosen in ("trapezoid",):
+        metrics = ["mAP"]
+    elif chosen == "revisited":
+        metrics = ["mAP", "mP-1", "mP-5", "mP-10"]
+    else:
+        cutoffs = _int_list(protocol["k"], "protocol 'k'") if own and "k" in protocol else ks
+        metrics = [f"mAP-at-{k}" for k in cutoffs]
+    return RetrievalProtocol(
+        family=chosen,
+        metrics=tuple(metrics),
+        junk=_bool(protocol.get("junk", True), "junk"),
+        remove_queries_from_db=_bool(
+            protocol.get("remove_queries_from_db", chosen in ("lab", "revisited")),
+            "remove_queries_from_db",
+        ),
+        remove_query_image=str(protocol.get("remove_query_image", "auto")),
+        recorded=protocol,
+    )
+
+
+def _rankings_by_query(rankings: Iterable[Ranking], queries: Sequence[Query]) -> dict[str, Ranking]:
+    qids = [q.qid for q in queries]
+    if len(set(qids)) != len(qids):
+        duplicated = sorted({q for q in qids if qids.count(q) > 1})
+        raise ValueError(f"the benchmark has duplicate query ids, e.g. {duplicated[:3]}")
+    by_qid: dict[str, Ranking] = {}
+    for ranking in rankings:
+        if ranking.qid in by_qid:
+            raise ValueError(f"two rankings for query {ranking.qid!r}")
+        n = len(ranking.images)
+        if np.asarray(ranking.scores).shape != (n,) or np.asarray(ranking.boxes).shape != (n, 4):
+            raise ValueError(
+                f"ranking {ranking.qid!r}: {n} images but scores {np.shape(ranking.scores)} and "
+                f"boxes {np.shape(ranking.boxes)} (expected ({n},) and ({n}, 4))"
+            )
+        if len(set(ranking.images)) != n:
+            raise ValueError(f"ranking {ranking.qid!r} lists an image more than once")
+        by_qid[ranking.qid] = ranking
+    unknown = sorted(set(by_qid) - set(qids))
+    if unknown:
+        raise ValueError(f"{len(unknown)} ranking(s) for unknown query ids, e.g. {unknown[:3]}")
+    missing = [q for q in qids if q not in by_qid]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} quer(y/ies) have no ranking, e.g. {missing[:3]} "
+            "(a query that found nothing needs an empty Ranking)"
+        )
+    return by_qid
+
+
+def _ground_truths(query: Query, spec: RetrievalProtocol) -> dict[str, tuple[set[str], set[str]]]:
+    """Setting name ("" outside revisited) -> (positives, junk)."""
+    if spec.family == "revisited":
+        return {s: revisited_ground_truth(query, s) for s in REVISITED_SETTINGS}
+    return {"": (set(query.positives), set(query.junk))}
+
+
+def _all_positives(query: Query, spec: RetrievalProtocol) -> set[str]:
+    return set().union(*(pos for pos, _ in _ground_truths(query, spec).values()))
+
+
+def evaluate(
+    rankings: Sequence[Ranking],
+    benchmark: Benchmark,
+    *,
+    protocol: str | None = None,
+    ks: Sequence[int] = (50, 100),
+    per_query: bool = False,
+) -> list[Scores]:
+    """Score the rankings of every query of a benchmark under its protocol.
+
+    Args:
+        rankings: one ``Ranking`` per query of ``benchmark`` (images best first).
+        benchmark: queries, ground truth, database and ``protocol`` dict.
+        protocol: a family name overriding ``benchmark.protocol["family"]``.
+        ks: lab mAP-k cut-offs (and gldv2 cut-offs when the protocol has no "k").
+        per_query: also record every query's values in ``settings["per_query"]``.
+    Returns:
+        ``[Scores(protocol=<family>)]``, followed by
+        ``Scores(protocol="loc-retrieval")`` (IoU of the returned box against
+        the ground truth, over the relevant images retrieved) when ground-truth
+        boxes exist for some retrieved relevant image. Values are fractions in
+        [0, 1]; revisited keys are "<setting>/<metric>".
+    """
+    spec = resolve_protocol(benchmark.protocol, family=protocol, ks=ks)
+    by_qid = _rankings_by_query(rankings, benchmark.queries)
+    query_images = {q.image for q in benchmark.queries if q.image is not None}
+    database = set(benchmark.database)
+    functions = {name: metric_function(name) for name in spec.metrics}
+
+    settings_names = list(REVISITED_SETTINGS) if spec.family == "revisited" else [""]
+    sums = {s: dict.fromkeys(spec.metrics, 0.0) for s in settings_names}
+    scored = dict.fromkeys(settings_names, 0)
+    skipped: dict[str, list[str]] = {s: [] for s in settings_names}
+    per_query_values: dict[str, dict[str, float]] = {}
+    n_unreachable = 0
+    n_junk_removed = 0
+    lengths: list[int] = []
+    loc_pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    loc_missing_gt = 0
+    gt_source = (
+        "query.extra['positive_boxes']"
+        if any("positive_boxes" in q.extra for q in benchmark.queries)
+        else "benchmark.gt_boxes (any annotated instance of the image)"
+    )
+
+    for query in benchmark.queries:
+        ranking = by_qid[query.qid]
+        removed: set[str] = set(query_images) if spec.remove_queries_from_db else set()
+        if query.image is not None and (
+            spec.remove_query_image == "always"
+            or (
+                spec.remove_query_image == "auto" and query.image not in _all_positives(query, spec)
+            )
+        ):
+            removed.add(query.image)
+        kept = [i for i, image in enumerate(ranking.images) if image not in removed]
+        ranked = [ranking.images[i] for i in kept]
+        if database:
+            strangers = [image for image in ranked if image not in database]
+            if strangers:
+                raise ValueError(
+                    f"ranking {query.qid!r} holds {len(strangers)} image(s) that are not in "
+                    f"benchmark {benchmark.name!r}'s database, e.g. {strangers[:3]}"
+                )
+        lengths.append(len(ranked))
+        retrieved_positives: set[str] = set()
+        for setting, (positives, junk) in _ground_truths(query, spec).items():
+            reachable = positives - removed
+            if database:
+                reachable &= database
+            n_unreachable += len(positives) - len(reachable)
+            junk = (junk - reachable) if spec.junk else set()
+            relevance = relevance_vector(ranked, reachable, junk)
+            n_junk_removed += len(ranked) - relevance.size
+            if not reachable:
+                skipped[setting].append(query.qid)
+                continue
+            scored[setting] += 1
+            retrieved_positives |= reachable
+            for name, (function, _) in functions.items():
+                value = function(relevance, len(reachable))
+                sums[setting][name] += value
+                if per_query:
+                    key = f"{setting}/{name}" if setting else name
+                    per_query_values.setdefault(query.qid, {})[key] = value
+        for i in kept:
+            image = ranking.images[i]
+            if image not in retrieved_positives:
+                continue
+            gt = query.extra.get("positive_boxes", benchmark.gt_boxes).get(image)
+            if gt is None or np.asarray(gt).size == 0:
+                loc_missing_gt += 1
+                continue
+            loc_pairs.append((np.asarray(ranking.boxes[i]), np.asarray(gt)))
+
+    if not any(scored.values()):
+        raise ValueError(
+            f"no query of benchmark {benchmark.name!r} has a positive in the database: "
+            "nothing to score"
+        )
+    values: dict[str, float] = {}
+    for setting in settings_names:
+        if scored[setting] == 0:
+            continue
+        for name in spec.metrics:
+            key = f"{setting}/{name}" if setting else name
+            values[key] = sums[setting][name] / scored[setting]
+    settings: dict = {
+        "benchmark": benchmark.name,
+        "family": spec.family,
+        "family_override": protocol is not None and protocol != spec.recorded.get("family"),
+        "metrics": {name: definition for name, (_, definition) in functions.items()},
+        "values_are": "fractions in [0, 1], means over the queries scored",
+        "junk": "removed from the ranking before scoring" if spec.junk else "kept as non-relevant",
+        "remove_queries_from_db": spec.remove_queries_from_db,
+        "remove_query_image": spec.remove_query_image,
+        "relevant_not_ranked": "counted as misses",
+        "n_queries": len(benchmark.queries),
+        "n_queries_scored": scored if spec.family == "revisited" else scored[""],
+        "queries_skipped_no_positive": {
+            s or "all": {"count": len(q), "qids": q[:_MAX_LISTED]} for s, q in skipped.items()
+        },
+        "n_positives_not_in_database": n_unreachable,
+        "n_junk_images_removed": n_junk_removed,
+        "ranking_length": {"min": min(lengths), "max": max(lengths)},
+        "protocol": spec.recorded,
+    }
+    if per_query:
+        settings["per_query"] = per_query_values
+    results = [Scores(protocol=spec.family, values=values, settings=settings)]
+
+    if loc_pairs:
+        loc_values = {}
+        for iou in ("standard", "enclosing"):
+            best = [float(pairwise_box_iou(box, gt, iou=iou).max()) for box, gt in loc_pairs]
+            loc_values[f"mIoU-{iou}"] = float(np.mean(best))
+        results.append(
+            Scores(
+                protocol="loc-retrieval",
+                values=loc_values,
+                settings={
+                    "benchmark": benchmark.name,
+                    "definition": "for every (query, relevant image it retrieved) pair: best IoU "
+                    "of the ranking's box with the image's ground-truth boxes; mean over pairs",
+                    "gt_source": gt_source,
+                    "n_pairs": len(loc_pairs),
+                    "n_pairs_without_gt": loc_missing_gt,
+                    "box_end": "as the ranking gives it (pixels, exclusive end)",
+                },
+            )
+        )
+    return results
