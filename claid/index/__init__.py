@@ -1,0 +1,35 @@
+"""Region index: FAISS inner-product search over region descriptors with optional
+PCA-whitening, and region ranking -> image ranking (``conf/index/``).
+
+    build_index(vectors, **cfg) -> RegionIndex      (train + add; save / load a folder)
+    RegionIndex.search(queries, k) -> sims, ids     (regions)
+    rank_images(sims, ids, ...) -> [Ranking]        (an image scores its best region)
+    search_images(index, queries, ...) -> [Ranking] (both, in query blocks)
+"""
+
+from claid.index.image_ranking import rank_images, rank_images_dense
+from claid.index.image_search import search_images
+from claid.index.region_index import RegionIndex, build_index, training_points_needed
+from claid.index.whitening import (
+    apply_whitening,
+    fit_pca_whitening,
+    l2_normalize,
+    load_whitening,
+    save_whitening,
+    whiten_and_normalize,
+)
+
+__all__ = [
+    "RegionIndex",
+    "apply_whitening",
+    "build_index",
+    "fit_pca_whitening",
+    "l2_normalize",
+    "load_whitening",
+    "rank_images",
+    "rank_images_dense",
+    "save_whitening",
+    "search_images",
+    "training_points_needed",
+    "whiten_and_normalize",
+]

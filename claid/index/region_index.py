@@ -1,0 +1,497 @@
+"""A FAISS inner-product index over region descriptors, with optional PCA-whitening.
+
+Vectors go through ``L2 -> PCA-whiten -> L2`` (PROTOCOLS.md sec. 1) before they are
+indexed, and queries go through the same transform, so the inner product is the
+cosine similarity of the (whitened) descriptors. The index type is a FAISS factory
+string ("Flat" = exact, "IVF1024,PQ32", "HNSW32", ...).
+
+On disk an index is a folder, written atomically::
+
+    index.faiss     the FAISS index
+    whitening.npz   the whitening (only when one is used)
+    index.json      what produced it: factory, parameters, dims, store hash, versions
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from claid.index.whitening import (
+    file_sha256,
+    fit_pca_whitening,
+    l2_normalize,
+    load_whitening,
+    save_whitening,
+    whiten_and_normalize,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+WHITENING_KINDS = ("none", "database", "file")
+#: FAISS warns below 39 training points per centroid; k-means with fewer gives poor
+#: cells, so an index that cannot get them falls back (or fails, see ``fallback``).
+MIN_POINTS_PER_CENTROID = 39
+INDEX_FILE, WHITENING_FILE, META_FILE = "index.faiss", "whitening.npz", "index.json"
+
+
+def _check_vectors(vectors: np.ndarray, what: str) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (N, D) array, got shape {vectors.shape}")
+    if vectors.shape[1] == 0:
+        raise ValueError(f"{what} have dimension 0")
+    return vectors
+
+
+def _subsample(vectors: np.ndarray, train_size: int | None, seed: int) -> np.ndarray:
+    """A seeded random subset of ``train_size`` rows (all rows when None or larger)."""
+    n = vectors.shape[0]
+    if train_size is None or train_size >= n:
+        return vectors
+    if train_size < 1:
+        raise ValueError(f"train_size must be >= 1 or None, got {train_size}")
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=train_size, replace=False))
+    return vectors[rows]
+
+
+def training_points_needed(faiss_index: faiss.Index) -> int:
+    """Training vectors an untrained FAISS index needs for sound k-means:
+    ``MIN_POINTS_PER_CENTROID`` x its largest codebook (IVF cells, PQ centroids);
+    0 for indexes that need no training."""
+    if faiss_index.is_trained:
+        return 0
+    sizes = [1]
+    ivf = faiss.try_extract_index_ivf(faiss_index)
+    if ivf is not None:
+        sizes.append(ivf.nlist)
+    inner = faiss.downcast_index(ivf if ivf is not None else faiss_index)
+    if hasattr(inner, "pq"):
+        sizes.append(inner.pq.ksub)
+    return MIN_POINTS_PER_CENTROID * max(sizes)
+
+
+def _make_faiss_index(dim: int, factory: str) -> faiss.Index:
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ValueError(
+            f"FAISS cannot build factory {factory!r} for dimension {dim}: "
+            f"{str(err).splitlines()[-1]}"
+        ) from err
+
+
+class RegionIndex:
+    """Region vectors searchable by inner product after the protocol's transform.
+
+    Build with ``RegionIndex.build(vectors, **cfg)`` (or ``build_index``), or in two
+    steps for stores that do not fit in memory: ``RegionIndex.train(sample, **cfg)``
+    then ``.add(block)`` per block. Ids are the row numbers of the added vectors, in
+    the order they were added.
+    """
+
+    def __init__(self, faiss_index: faiss.Index, whitening: dict | None, meta: dict) -> None:
+        self.faiss_index = faiss_index
+        self.whitening = whitening
+        self.meta = meta
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def train(
+        cls,
+        training_vectors: np.ndarray,
+        *,
+        factory: str = "Flat",
+        whitening: str = "none",
+        whitening_file: str | os.PathLike | None = None,
+        whitening_dim: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        train_size: int | None = None,
+        seed: int = 0,
+        fallback: str | None = "Flat",
+        store_hash: str = "",
+    ) -> RegionIndex:
+        """An empty, trained index: fits the whitening and trains FAISS on a sample.
+
+        Args:
+            training_vectors: (N, D) float32 L2-normalised vectors (the database or a
+                sample of it); ``train_size`` rows are drawn from it (seeded).
+            factory: FAISS factory string, metric is always inner product.
+            whitening: "none"; "database" (PCA-whitening fitted on the training
+                vectors); or "file" (loaded from ``whitening_file``).
+            whitening_file: .npz from ``save_whitening`` (with ``whitening="file"``).
+            whitening_dim: output dimension of a database whitening; None keeps every
+                direction with variance. For "file" it must be None or equal the file's.
+            nprobe: IVF cells visited per query (IVF factories only; None = FAISS default).
+            ef_search: HNSW search breadth (HNSW factories only; None = FAISS default).
+            train_size: rows used to fit the whitening and train FAISS; None = all.
+            seed: seed of the training subsample and of FAISS k-means.
+            fallback: factory used when there are too few training vectors for
+                ``factory`` (logged and recorded in ``meta["fallback"]``); None raises.
+            store_hash: identifies the region store the index is built from (recorded).
+        Returns:
+            an empty RegionIndex ready for ``add``.
+        """
+        training_vectors = _check_vectors(training_vectors, "training vectors")
+        dim_in = int(training_vectors.shape[1])
+        if whitening not in WHITENING_KINDS:
+            raise ValueError(f"whitening must be one of {WHITENING_KINDS}, got {whitening!r}")
+        if whitening == "file" and whitening_file is None:
+            raise ValueError('whitening="file" needs whitening_file (a .npz from save_whitening)')
+        if whitening != "file" and whitening_file is not None:
+            raise ValueError(
+                f'whitening_file is only used with whitening="file", not {whitening!r}'
+            )
+        if whitening == "none" and whitening_dim is not None:
+            raise ValueError('whitening_dim needs whitening="database" or "file"')
+        started = time.perf_counter()
+        sample = _subsample(training_vectors, train_size, seed)
+        unit_sample = l2_normalize(sample, what="training vectors")
+
+        white: dict | None = None
+        whitening_info: dict = {"kind": whitening}
+        if whitening == "file":
+            white = load_whitening(whitening_file)
+            if white["mean"].shape[0] != dim_in:
+                raise ValueError(
+                    f"whitening file {whitening_file} expects dimension {white['mean'].shape[0]}, "
+                    f"the vectors have {dim_in}"
+                )
+            if whitening_dim is not None and whitening_dim != white["proj"].shape[1]:
+                raise ValueError(
+                    f"whitening_dim={whitening_dim} but {whitening_file} projects to "
+                    f"{white['proj'].shape[1]}"
+                )
+            whitening_info.update(
+                file=str(whitening_file),
+                file_sha256=file_sha256(whitening_file),
+                fitted_on=white["fitted_on"],
+            )
+        elif whitening == "database":
+            if sample.shape[0] == 0:
+                # An empty store has nothing to fit; searching it returns nothing anyway.
+                log.warning("empty database: PCA-whitening skipped, index left unwhitened")
+                whitening_info.update(skipped="empty database")
+            else:
+                white = fit_pca_whitening(
+                    unit_sample, dim=whitening_dim, fitted_on=store_hash or "database"
+                )
+        if white is not None:
+            whitening_info.update(dim=int(white["proj"].shape[1]), n_fit=white["n_fit"])
+        train_points = whiten_and_normalize(unit_sample, white) if white else unit_sample
+        dim = int(white["proj"].shape[1]) if white else dim_in
+
+        faiss_index = _make_faiss_index(dim, factory)
+        used_factory, fallback_info = factory, None
+        needed = training_points_needed(faiss_index)
+        if train_points.shape[0] < needed:
+            reason = (
+                f"factory {factory!r} needs {needed} training vectors, "
+                f"{train_points.shape[0]} available"
+            )
+            if fallback is None:
+                raise ValueError(f"{reason}; use a smaller index or set fallback")
+            log.warning("%s: falling back to %r", reason, fallback)
+            faiss_index = _make_faiss_index(dim, fallback)
+            if training_points_needed(faiss_index) > train_points.shape[0]:
+                raise ValueError(f"{reason}, and fallback {fallback!r} needs training too")
+            used_factory, fallback_info = fallback, {"requested": factory, "reason": reason}
+        if not faiss_index.is_trained:
+            ivf = faiss.try_extract_index_ivf(faiss_index)
+            if ivf is not None:
+                ivf.cp.seed = seed
+            faiss_index.train(train_points)
+
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "metric": "inner_product",
+            "factory": used_factory,
+            "requested_factory": factory,
+            "fallback": fallback_info,
+            "params": {
+                "nprobe": nprobe,
+                "ef_search": ef_search,
+                "train_size": train_size,
+                "seed": seed,
+            },
+            "whitening": whitening_info,
+            "dim_in": dim_in,
+            "dim": dim,
+            "n_train": int(train_points.shape[0]),
+            "store_hash": store_hash,
+            "train_seconds": round(time.perf_counter() - started, 3),
+        }
+        index = cls(faiss_index, white, meta)
+        index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+        return index
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, *, add_block: int = 65536, **cfg) -> RegionIndex:
+        """Train on (a sample of) ``vectors`` and add all of them.
+
+        Args:
+            vectors: (N, D) float32 L2-normalised region vectors; N = 0 is allowed
+                (an empty index whose searches return nothing).
+            add_block: rows transformed and added at a time.
+            **cfg: the keyword arguments of ``train``.
+        Returns:
+            the RegionIndex; region ids are the row numbers of ``vectors``.
+        """
+        started = time.perf_counter()
+        vectors = _check_vectors(vectors, "region vectors")
+        index = cls.train(vectors, **cfg)
+        for start in range(0, vectors.shape[0], add_block):
+            index.add(vectors[start : start + add_block])
+        index.meta["build_seconds"] = round(time.perf_counter() - started, 3)
+        return index
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append (B, D) vectors; their ids continue from ``ntotal``."""
+        vectors = _check_vectors(vectors, "region vectors")
+        if vectors.shape[0]:
+            self.faiss_index.add(self.transform(vectors))
+
+    # ------------------------------------------------------------------ search
+    @property
+    def ntotal(self) -> int:
+        """Number of indexed regions."""
+        return int(self.faiss_index.ntotal)
+
+    @property
+    def dim_in(self) -> int:
+        """Dimension D of the vectors given to ``add`` / ``search``."""
+        return int(self.meta["dim_in"])
+
+    @property
+    def dim(self) -> int:
+        """Dimension D' of the indexed (transformed) vectors."""
+        return int(self.meta["dim"])
+
+    @property
+    def is_exact(self) -> bool:
+        """True for a flat (brute-force) index: its search is exhaustive."""
+        return isinstance(faiss.downcast_index(self.faiss_index), faiss.IndexFlat)
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Set IVF ``nprobe`` / HNSW ``ef_search`` (None leaves a value unchanged).
+
+        A parameter the index type does not have is an error, except after a
+        recorded fallback (the config was written for the requested factory).
+        """
+        for name, value, holder in (
+            ("nprobe", nprobe, faiss.try_extract_index_ivf(self.faiss_index)),
+            ("ef_search", ef_search, self._hnsw()),
+        ):
+            if value is None:
+                continue
+            if holder is None:
+                if self.meta.get("fallback"):
+                    continue
+                raise ValueError(
+                    f"{name}={value} does not apply to factory {self.meta['factory']!r}"
+                )
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+            if name == "nprobe":
+                holder.nprobe = int(value)
+            else:
+                holder.efSearch = int(value)
+            self.meta["params"][name] = int(value)
+
+    def _hnsw(self) -> faiss.HNSW | None:
+        inner = faiss.downcast_index(self.faiss_index)
+        return inner.hnsw if hasattr(inner, "hnsw") else None
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, D) -> (N, D') float32: L2 -> PCA-whiten -> L2 (L2 only without whitening).
+
+        Raises:
+            ValueError: on a wrong dimension, NaN/inf or all-zero rows.
+        """
+        vectors = _check_vectors(vectors, "vectors")
+        if vectors.shape[1] != self.dim_in:
+            raise ValueError(f"index expects dimension {self.dim_in}, got {vectors.shape[1]}")
+        return whiten_and_normalize(vectors, self.whitening)
+
+    def search(self, queries: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The k most similar regions of each query.
+
+        Args:
+            queries: (Q, D) float query vectors (transformed like the database).
+            k: regions per query; None = every region (exact indexes only).
+        Returns:
+            sims (Q, k) float32 descending, ids (Q, k) int64; where fewer than k
+            regions were found the row is padded with id -1 and similarity -inf.
+            With k=None the shape is (Q, ntotal).
+        """
+        if k is None:
+            return self._search_all(queries)
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1 or None, got {k}")
+        k = int(k)
+        queries = self.transform(queries)
+        n_q = queries.shape[0]
+        sims = np.full((n_q, k), -np.inf, dtype=np.float32)
+        ids = np.full((n_q, k), -1, dtype=np.int64)
+        k_found = min(k, self.ntotal)
+        if n_q and k_found:
+            found_sims, found_ids = self.faiss_index.search(queries, k_found)
+            sims[:, :k_found] = np.where(found_ids >= 0, found_sims, -np.inf)
+            ids[:, :k_found] = found_ids
+        return sims, ids
+
+    def database_vectors(self) -> np.ndarray:
+        """(ntotal, D') float32 view of the indexed vectors (exact indexes only)."""
+        if not self.is_exact:
+            raise ValueError(
+                f"factory {self.meta['factory']!r} stores compressed vectors; "
+                "exhaustive search needs an exact 'Flat' index"
+            )
+        flat = faiss.downcast_index(self.faiss_index)
+        n = self.ntotal
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+
+    def iter_similarities(
+        self, queries: np.ndarray, block: int = 16_000_000
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Similarity of every query to every region, in query blocks.
+
+        Args:
+            queries: (Q, D) query vectors.
+            block: about how many similarities one block holds (memory: 4 bytes each).
+        Yields:
+            (first query row, (B, ntotal) float32 similarities) per block.
+        """
+        database = self.database_vectors()
+        queries = self.transform(queries)
+        rows = max(1, block // max(self.ntotal, 1))
+        for start in range(0, queries.shape[0], rows):
+            yield start, queries[start : start + rows] @ database.T
+
+    def _search_all(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exhaustive ranking of every region: (Q, ntotal) sims and ids, descending."""
+        n_q = np.asarray(queries).shape[0] if np.asarray(queries).ndim == 2 else 0
+        sims = np.zeros((n_q, self.ntotal), dtype=np.float32)
+        ids = np.zeros((n_q, self.ntotal), dtype=np.int64)
+        for start, block_sims in self.iter_similarities(queries):
+            order = np.argsort(-block_sims, axis=1, kind="stable")
+            rows = slice(start, start + block_sims.shape[0])
+            ids[rows] = order
+            sims[rows] = np.take_along_axis(block_sims, order, axis=1)
+        return sims, ids
+
+    # ------------------------------------------------------------------ disk
+    def describe(self) -> dict:
+        """The JSON record of what produced this index (schema, config, dims, versions)."""
+        from claid import __version__
+
+        return {
+            **self.meta,
+            "ntotal": self.ntotal,
+            "claid_version": __version__,
+            "faiss_version": faiss.__version__,
+        }
+
+    def nbytes(self) -> int:
+        """Size of the serialised FAISS index in bytes (a proxy for its memory)."""
+        return int(faiss.serialize_index(self.faiss_index).nbytes)
+
+    def save(
+        self,
+        directory: str | os.PathLike,
+        *,
+        provenance: dict | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write the index folder atomically (built in a temp folder, then renamed).
+
+        Args:
+            directory: the folder to create (e.g. beside the region store).
+            provenance: extra JSON-serialisable facts to record (config, store path...).
+            overwrite: replace an existing folder; otherwise an existing one is an error.
+        Returns:
+            the folder path.
+        """
+        directory = Path(directory)
+        if directory.exists() and not overwrite:
+            raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()
+        try:
+            faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
+            if self.whitening is not None:
+                save_whitening(tmp / WHITENING_FILE, self.whitening)
+            record = {**self.describe(), "provenance": provenance or {}}
+            (tmp / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> RegionIndex:
+        """Read an index folder written by ``save``.
+
+        Raises:
+            FileNotFoundError: when the folder or one of its files is missing.
+            ValueError: on an unknown schema version or a record that does not match
+                the stored index.
+        """
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"no {META_FILE} in {directory}: not a claid index folder (build one with "
+                "claid.index.build_index(...).save(folder))"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{directory} has index schema {meta.get('schema_version')}, this claid reads "
+                f"{SCHEMA_VERSION}; rebuild the index"
+            )
+        faiss_index = faiss.read_index(str(directory / INDEX_FILE))
+        whitening = None
+        if (directory / WHITENING_FILE).is_file():
+            whitening = load_whitening(directory / WHITENING_FILE)
+        if (whitening is None) != ("dim" not in meta["whitening"]):
+            raise ValueError(f"{directory}: whitening file and {META_FILE} disagree")
+        if faiss_index.ntotal != meta["ntotal"] or faiss_index.d != meta["dim"]:
+            raise ValueError(
+                f"{directory}: {INDEX_FILE} holds {faiss_index.ntotal} x {faiss_index.d}, "
+                f"{META_FILE} says {meta['ntotal']} x {meta['dim']}"
+            )
+        for key in ("ntotal", "claid_version", "faiss_version", "provenance"):
+            meta.pop(key, None)
+        index = cls(faiss_index, whitening, meta)
+        index.set_search_params(
+            nprobe=meta["params"].get("nprobe"), ef_search=meta["params"].get("ef_search")
+        )
+        return index
+
+
+def build_index(vectors: np.ndarray, **cfg) -> RegionIndex:
+    """``RegionIndex.build(vectors, **cfg)``: the stage function the pipeline calls
+    with ``conf/index/*.yaml`` minus ``k``. See ``RegionIndex.train`` for the keys."""
+    return RegionIndex.build(vectors, **cfg)

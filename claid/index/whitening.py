@@ -1,0 +1,235 @@
+"""PCA-whitening of region descriptors, as pure numpy functions.
+
+The paper's lab (PROTOCOLS.md sec. 1) L2-normalises the vectors, PCA-whitens them
+(``whiten=True``) with a PCA fitted on the regions of *another* dataset, and
+L2-normalises again. A whitening is a plain dict of arrays so that it can be fitted
+on one dataset, saved to ``.npz`` and loaded for another::
+
+    {"mean": (D,) float32, "proj": (D, D') float32, "eigvals": (D',) float64,
+     "n_fit": int, "fitted_on": str}
+
+``apply_whitening(x) = (x - mean) @ proj`` with ``proj[:, j] = v_j / sqrt(lambda_j + eps)``
+(``v_j`` the j-th principal direction, ``lambda_j`` its variance), i.e. what
+scikit-learn's ``PCA(whiten=True).transform`` computes, without the L2 steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+#: Eigenvalues below ``RANK_RTOL * largest`` are treated as zero variance: whitening
+#: them would multiply floating-point noise by ~1e4 or more.
+RANK_RTOL = 1e-6
+
+_KEYS = ("mean", "proj", "eigvals", "n_fit", "fitted_on")
+
+
+def l2_normalize(vectors: np.ndarray, *, what: str = "vectors") -> np.ndarray:
+    """Rows scaled to unit L2 norm.
+
+    Args:
+        vectors: (N, D) float array.
+        what: name used in error messages.
+    Returns:
+        (N, D) float32, unit rows.
+    Raises:
+        ValueError: on NaN/inf entries or all-zero rows (they have no direction).
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (N, D) array, got shape {vectors.shape}")
+    if not np.all(np.isfinite(vectors)):
+        bad = np.flatnonzero(~np.all(np.isfinite(vectors), axis=1))
+        raise ValueError(
+            f"{what} contain NaN or inf in {bad.size} rows (first: {bad[:5].tolist()})"
+        )
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        bad = np.flatnonzero(norms[:, 0] == 0)
+        raise ValueError(
+            f"{what} contain {bad.size} all-zero rows (first: {bad[:5].tolist()}); "
+            "a zero vector has no direction to search with"
+        )
+    return vectors / norms
+
+
+def fit_pca_whitening(
+    vectors: np.ndarray,
+    dim: int | None = None,
+    eps: float = 1e-9,
+    *,
+    fitted_on: str = "",
+    block: int = 65536,
+) -> dict:
+    """Fit a PCA-whitening on (already L2-normalised) vectors.
+
+    The covariance is accumulated in float64 over row blocks, so N can be large.
+
+    Args:
+        vectors: (N, D) float vectors, N >= 2.
+        dim: output dimension D' (the D' directions of largest variance). None keeps
+            every direction with non-zero variance (``lambda > RANK_RTOL * lambda_max``),
+            i.e. at most min(D, N - 1).
+        eps: added to each variance before the inverse square root (numerical floor).
+        fitted_on: free text recorded with the whitening (dataset / store it came from).
+        block: rows per covariance block.
+    Returns:
+        dict with ``mean`` (D,) float32, ``proj`` (D, D') float32, ``eigvals`` (D',)
+        float64 (descending), ``n_fit`` and ``fitted_on``.
+    Raises:
+        ValueError: on N < 2, non-finite input, or ``dim`` larger than the number of
+            directions the data has variance in.
+    """
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"whitening needs (N, D) vectors, got shape {vectors.shape}")
+    n, d = vectors.shape
+    if n < 2:
+        raise ValueError(f"PCA-whitening needs at least 2 vectors to fit, got {n}")
+    if not np.all(np.isfinite(vectors)):
+        raise ValueError("PCA-whitening input contains NaN or inf")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    mean = vectors.mean(axis=0, dtype=np.float64)
+    cov = np.zeros((d, d), dtype=np.float64)
+    for start in range(0, n, block):
+        centred = vectors[start : start + block].astype(np.float64) - mean
+        cov += centred.T @ centred
+    cov /= n - 1
+    eigvals, eigvecs = np.linalg.eigh(cov)  # ascending
+    eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
+    rank = int(np.sum(eigvals > RANK_RTOL * max(eigvals[0], 0.0))) if eigvals[0] > 0 else 0
+    if dim is None:
+        dim = rank
+    if not 1 <= dim <= rank:
+        raise ValueError(
+            f"whitening dim={dim} impossible: the {n} fitting vectors of dimension {d} have "
+            f"variance in only {rank} directions (need 1 <= dim <= {rank}); fit on more "
+            "vectors or ask for a smaller dim"
+        )
+    # Fix each direction's sign (largest-magnitude entry positive) so that two fits
+    # of the same data give the same projection.
+    vecs = eigvecs[:, :dim]
+    signs = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(dim)])
+    vecs = vecs * signs
+    proj = vecs / np.sqrt(eigvals[:dim] + eps)
+    return {
+        "mean": mean.astype(np.float32),
+        "proj": proj.astype(np.float32),
+        "eigvals": eigvals[:dim].copy(),
+        "n_fit": int(n),
+        "fitted_on": str(fitted_on),
+    }
+
+
+def check_whitening(whitening: dict) -> None:
+    """Raise ValueError unless ``whitening`` has the keys and shapes described above."""
+    missing = [k for k in ("mean", "proj") if k not in whitening]
+    if missing:
+        raise ValueError(f"whitening is missing {missing}; expected keys {_KEYS}")
+    mean, proj = np.asarray(whitening["mean"]), np.asarray(whitening["proj"])
+    if mean.ndim != 1 or proj.ndim != 2 or proj.shape[0] != mean.shape[0]:
+        raise ValueError(
+            f"whitening shapes do not fit: mean {mean.shape}, proj {proj.shape} "
+            "(expected (D,) and (D, D'))"
+        )
+
+
+def apply_whitening(vectors: np.ndarray, whitening: dict) -> np.ndarray:
+    """Centre and project: ``(vectors - mean) @ proj``, no normalisation.
+
+    Args:
+        vectors: (N, D) float vectors.
+        whitening: from ``fit_pca_whitening`` or ``load_whitening``.
+    Returns:
+        (N, D') float32.
+    """
+    check_whitening(whitening)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    d = whitening["mean"].shape[0]
+    if vectors.ndim != 2 or vectors.shape[1] != d:
+        raise ValueError(
+            f"whitening was fitted on dimension {d}, got vectors of shape {vectors.shape}"
+        )
+    return (vectors - whitening["mean"]) @ whitening["proj"]
+
+
+def whiten_and_normalize(vectors: np.ndarray, whitening: dict | None) -> np.ndarray:
+    """The full protocol transform: L2 -> PCA-whiten -> L2 (PROTOCOLS.md sec. 1).
+
+    With ``whitening=None`` only the first L2 step is done.
+
+    Args:
+        vectors: (N, D) float vectors.
+        whitening: a whitening dict or None.
+    Returns:
+        (N, D') float32 unit rows (D' = D without whitening).
+    """
+    unit = l2_normalize(vectors)
+    if whitening is None:
+        return unit
+    return l2_normalize(apply_whitening(unit, whitening), what="whitened vectors")
+
+
+def save_whitening(path: str | os.PathLike, whitening: dict) -> Path:
+    """Write a whitening to ``path`` (.npz), atomically (temp file + rename).
+
+    Returns:
+        the path written.
+    """
+    check_whitening(whitening)
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"whitening files are .npz, got {path}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    np.savez(
+        tmp,
+        mean=np.asarray(whitening["mean"], dtype=np.float32),
+        proj=np.asarray(whitening["proj"], dtype=np.float32),
+        eigvals=np.asarray(whitening.get("eigvals", np.zeros(0)), dtype=np.float64),
+        n_fit=np.int64(whitening.get("n_fit", -1)),
+        fitted_on=np.str_(whitening.get("fitted_on", "")),
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def load_whitening(path: str | os.PathLike) -> dict:
+    """Read a whitening written by ``save_whitening``.
+
+    Raises:
+        FileNotFoundError: with what to do when the file is missing.
+        ValueError: when the file lacks the expected arrays.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"whitening file {path} not found; fit one with claid.index.fit_pca_whitening "
+            "on another dataset's region vectors and save it with save_whitening"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in _KEYS if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} is not a claid whitening file (missing {missing})")
+        whitening = {
+            "mean": data["mean"].astype(np.float32),
+            "proj": data["proj"].astype(np.float32),
+            "eigvals": data["eigvals"].astype(np.float64),
+            "n_fit": int(data["n_fit"]),
+            "fitted_on": str(data["fitted_on"]),
+        }
+    check_whitening(whitening)
+    return whitening
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (recorded so an index says which whitening it used)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
