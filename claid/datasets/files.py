@@ -1,0 +1,103 @@
+"""Finding a dataset's files on disk, and the errors raised when they are missing or wrong.
+
+Every loader goes through these helpers so a missing benchmark always stops
+with the same kind of message: what is missing, where to download it and the
+folder layout the loader expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from PIL import Image
+
+#: Lower-case file extensions treated as images by :func:`list_images`.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset (or one of its files) is not where the configuration says.
+
+    The message names the missing path, where to get the data and the layout
+    the loader expects under ``root``.
+    """
+
+
+class DatasetFormatError(ValueError):
+    """A ground-truth file is malformed; the message names the file (and line)."""
+
+
+def missing(
+    name: str, path: str | os.PathLike, *, source: str, layout: str
+) -> DatasetNotFoundError:
+    """Build the error for a missing dataset file or folder.
+
+    Args:
+        name: benchmark name, e.g. "roxford5k".
+        path: the path that does not exist.
+        source: where to download the data (URL or instructions).
+        layout: the expected folder layout under the dataset root, one entry a line.
+    """
+    return DatasetNotFoundError(
+        f"{name}: {path} does not exist.\n"
+        f"  Get the data from: {source}\n"
+        f"  Expected layout under dataset.root:\n"
+        + "\n".join("    " + line for line in layout.strip("\n").splitlines())
+    )
+
+
+def require(
+    path: str | os.PathLike, *, name: str, source: str, layout: str, kind: str = "any"
+) -> Path:
+    """Return ``path`` as a Path if it exists, else raise :class:`DatasetNotFoundError`.
+
+    Args:
+        kind: "dir", "file" or "any": what ``path`` must be.
+    """
+    p = Path(path)
+    ok = p.is_dir() if kind == "dir" else p.is_file() if kind == "file" else p.exists()
+    if not ok:
+        raise missing(name, p, source=source, layout=layout)
+    return p
+
+
+def list_images(root: str | os.PathLike) -> list[str]:
+    """All image files under ``root``, searched recursively.
+
+    Returns:
+        Paths relative to ``root`` with "/" separators, sorted; a file counts as
+        an image when its extension (case-insensitive) is in :data:`IMAGE_EXTENSIONS`.
+        Hidden files and folders (name starting with ".") are skipped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image folder {root} does not exist")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Sorting in place keeps the walk order stable; hidden folders hold caches, not data.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(root)
+        for fname in filenames:
+            if fname.startswith("."):
+                continue
+            if os.path.splitext(fname)[1].lower() in IMAGE_EXTENSIONS:
+                found.append((rel_dir / fname).as_posix())
+    return sorted(found)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) in pixels of an image file, read from its header only."""
+    with Image.open(path) as im:
+        width, height = im.size
+    return int(height), int(width)
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex md5 digest of a file."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
