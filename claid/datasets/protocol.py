@@ -5,15 +5,6 @@ from __future__ import annotations
 FAMILIES = ("lab", "trapezoid", "revisited", "gldv2", "detection", "none")
 QUERY_MODES = ("crop", "pool", "full")
 
-_METRICS = {
-    "lab": ["mAP-50", "mAP-100", "mAP-all"],
-    "trapezoid": ["mAP"],
-    "revisited": ["mAP-easy", "mAP-medium", "mAP-hard", "mP@1", "mP@5", "mP@10"],
-    "gldv2": ["mAP@1000"],
-    "detection": ["recall"],
-    "none": [],
-}
-
 
 def make_protocol(
     family: str,
@@ -32,7 +23,10 @@ def make_protocol(
             "full" (the whole image).
         remove_queries_from_db: whether every query image left the database.
         junk: whether queries carry junk images to drop from the ranking.
-        details: anything else to record (ground-truth file, checksum, copy...).
+        details: anything else to record (ground-truth file, checksum, copy...),
+            or an evaluator key such as ``k`` (gldv2 cut-offs) or
+            ``remove_query_image``. Metric names are left to the evaluator's
+            defaults for the family.
     """
     if family not in FAMILIES:
         raise ValueError(f"protocol family {family!r} is not one of {FAMILIES}")
@@ -40,7 +34,6 @@ def make_protocol(
         raise ValueError(f"query mode {query!r} is not one of {QUERY_MODES}")
     return {
         "family": family,
-        "metrics": list(_METRICS[family]),
         "query": query,
         "remove_queries_from_db": bool(remove_queries_from_db),
         "junk": bool(junk),

@@ -1,0 +1,168 @@
+"""A user's own collection: a folder of images and an optional ``queries.jsonl``.
+
+Layout::
+
+    <root>/**/*.jpg|png|...     every image, searched recursively
+    <root>/queries.jsonl        optional, one JSON object a line:
+        {"image": "q/cup.jpg", "box": [x1, y1, x2, y2] | null,
+         "positives": ["db/a.jpg", ...], "junk": [...], "qid": "cup"}
+
+Paths are relative to ``root`` with "/"; ``box`` is in pixels of the image
+(exclusive end), null for the whole image; ``positives``, ``junk`` and ``qid``
+are optional. The database is every image that is not a query image. Without
+``queries.jsonl`` the benchmark has no queries (protocol family "none"): the run
+indexes the collection and stops, and searches come later from the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from claid.datasets.boxes import check_box
+from claid.datasets.files import DatasetFormatError, image_size, list_images, missing
+from claid.datasets.protocol import make_protocol
+from claid.structures import Benchmark, Query
+
+LAYOUT = """\
+<root>/**/<image>.jpg|.png|...   your images, any sub-folders
+<root>/queries.jsonl             optional: {"image", "box", "positives", "junk", "qid"} a line"""
+_KEYS = {"image", "box", "positives", "junk", "qid"}
+
+
+def _norm(path: str) -> str:
+    p = path.replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    return p
+
+
+def _image_list(value, key: str, where: str, known: set[str]) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DatasetFormatError(f"{where}: {key!r} must be a list of image paths, got {value!r}")
+    out = [_norm(v) for v in value]
+    unknown = [v for v in out if v not in known]
+    if unknown:
+        raise DatasetFormatError(
+            f"{where}: {key} image {unknown[0]!r} is not an image under the dataset root"
+        )
+    return out
+
+
+def read_queries(
+    path: str | os.PathLike, root: str | os.PathLike, images: list[str]
+) -> list[Query]:
+    """Parse a ``queries.jsonl`` against the images found under ``root``.
+
+    Raises:
+        DatasetFormatError: naming ``file:line`` for a malformed line, an unknown
+            key or image, an empty box or a box outside its image, a duplicate qid,
+            or a positive that is itself a query image (it would not be in the database).
+    """
+    known = set(images)
+    queries: list[Query] = []
+    name = Path(path).name
+    with open(path, encoding="utf-8") as f:
+        lines = list(enumerate(f, start=1))
+    for lineno, text in lines:
+        where = f"{name}:{lineno}"
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DatasetFormatError(f"{where}: not a JSON object ({err.msg})") from err
+        if not isinstance(record, dict):
+            raise DatasetFormatError(
+                f"{where}: expected a JSON object, got {type(record).__name__}"
+            )
+        extra = sorted(set(record) - _KEYS)
+        if extra:
+            raise DatasetFormatError(f"{where}: unknown key(s) {extra}; allowed: {sorted(_KEYS)}")
+        image = record.get("image")
+        if not isinstance(image, str):
+            raise DatasetFormatError(f"{where}: 'image' (a path relative to the root) is required")
+        image = _norm(image)
+        if image not in known:
+            raise DatasetFormatError(f"{where}: image {image!r} is not an image under {root}")
+        box = record.get("box")
+        if box is not None:
+            try:
+                box = check_box(box, image_size(Path(root) / image), where=where, tolerance=0.0)
+            except ValueError as err:
+                raise DatasetFormatError(str(err)) from err
+        qid = record.get("qid", f"{len(queries):04d}")
+        if not isinstance(qid, str | int):
+            raise DatasetFormatError(f"{where}: 'qid' must be a string, got {qid!r}")
+        queries.append(
+            Query(
+                image=image,
+                box=box,
+                positives=_image_list(record.get("positives"), "positives", where, known),
+                junk=_image_list(record.get("junk"), "junk", where, known),
+                qid=str(qid),
+                extra={"line": lineno},
+            )
+        )
+    query_images = {q.image for q in queries}
+    seen: set[str] = set()
+    for q in queries:
+        where = f"{name}:{q.extra['line']}"
+        if q.qid in seen:
+            raise DatasetFormatError(f"{where}: qid {q.qid!r} is used twice")
+        seen.add(q.qid)
+        clash = [p for p in q.positives if p in query_images]
+        if clash:
+            raise DatasetFormatError(
+                f"{where}: positive {clash[0]!r} is itself a query image, so it is not in the "
+                "database; make a copy of it if it should be found"
+            )
+    return queries
+
+
+def load_manifest(
+    root: str | os.PathLike, *, queries_file: str = "queries.jsonl", query: str = "crop"
+) -> Benchmark:
+    """A folder of images as a Benchmark.
+
+    Args:
+        root: the collection's folder.
+        queries_file: query list relative to ``root``; absent = index only.
+        query: how query boxes are described: "crop" or "pool".
+
+    Returns:
+        Benchmark "manifest": protocol family "lab" with queries, "none" without.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise missing("manifest", root, source="your own images (any folder)", layout=LAYOUT)
+    images = list_images(root)
+    qpath = root / queries_file
+    if not qpath.is_file():
+        return Benchmark(
+            name="manifest",
+            root=str(root),
+            database=images,
+            queries=[],
+            protocol=make_protocol(
+                "none", query=query, remove_queries_from_db=True, junk=False, queries_file=None
+            ),
+        )
+    queries = read_queries(qpath, root, images)
+    query_images = {q.image for q in queries}
+    return Benchmark(
+        name="manifest",
+        root=str(root),
+        database=[i for i in images if i not in query_images],
+        queries=queries,
+        protocol=make_protocol(
+            "lab",
+            query=query,
+            remove_queries_from_db=True,
+            junk=any(q.junk for q in queries),
+            queries_file=str(qpath),
+        ),
+    )
