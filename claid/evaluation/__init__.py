@@ -26,6 +26,7 @@ from claid.evaluation.ap import (
 from claid.evaluation.detection import (
     CocoMasks,
     average_recall_greedy,
+    box_recall_vs_iou,
     boxes_to_coco_results,
     cocoeval_ar,
     corloc,
@@ -54,6 +55,7 @@ __all__ = [
     "RetrievalProtocol",
     "average_recall_greedy",
     "best_iou_per_image",
+    "box_recall_vs_iou",
     "boxes_to_coco_results",
     "cocoeval_ar",
     "corloc",

@@ -34,6 +34,7 @@ __all__ = [
     "patch_masks_to_pixels",
     "CocoMasks",
     "recall_vs_iou",
+    "box_recall_vs_iou",
     "average_recall_greedy",
     "boxes_to_coco_results",
     "cocoeval_ar",
@@ -171,6 +172,18 @@ def recall_vs_iou(
         raise ValueError("the ground truth holds no object: recall is undefined")
     best_iou = np.concatenate(best)
     return {float(t): float((best_iou > t).mean()) for t in np.round(thresholds, 6)}
+
+
+def box_recall_vs_iou(
+    pred_boxes: Mapping[str, np.ndarray],
+    gt_boxes: Mapping[str, np.ndarray],
+    *,
+    thresholds: Sequence[float] = ANY_MATCH_THRESHOLDS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The any-match recall curve on boxes, as two aligned arrays for plotting:
+    ((T,) thresholds, (T,) recall). Same rule as ``recall_vs_iou(kind="box")``."""
+    curve = recall_vs_iou(pred_boxes, gt_boxes, thresholds=thresholds, kind="box")
+    return np.array(list(curve), dtype=np.float64), np.array(list(curve.values()))
 
 
 def _greedy_overlaps(overlaps: np.ndarray) -> np.ndarray:
