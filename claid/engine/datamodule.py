@@ -1,0 +1,189 @@
+"""Image lists -> batches of network inputs, decoded and preprocessed in DataLoader workers.
+
+Why the pieces look the way they do:
+- Decoding and resizing run in ``Dataset.__getitem__``, i.e. in the DataLoader's
+  worker processes, so on a GPU machine they overlap the forward passes.
+- Images keep their aspect ratio, so network inputs differ in size. The images of
+  each rank are ordered by header size (bucketing), which puts same-shaped inputs
+  in the same batch; ``collate`` then stacks each group of equal shapes into one
+  tensor, so a batch that still mixes shapes costs one forward per shape and is
+  never padded (padding would change ViT tokens).
+- Ranks get disjoint strided slices of the list (no DistributedSampler padding,
+  which would process some images twice).
+- A file that cannot be used travels through the batch as ``(image_id, reason)``
+  so the writer records it as skipped; the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from claid.images import ImageError, image_size_from_header, load_image
+
+__all__ = ["ImageListDataset", "ImageListDataModule", "collate_images", "rank_slice",
+           "bucket_order"]
+
+
+def rank_slice(n_items: int, rank: int, world_size: int) -> list[int]:
+    """Indices of the items rank ``rank`` of ``world_size`` processes handles:
+    ``rank, rank + W, ...``. Slices of different ranks are disjoint and together
+    cover every item exactly once (ranks may differ by one item)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+    return list(range(rank, n_items, world_size))
+
+
+def bucket_order(sizes: Sequence[tuple[int, int] | None]) -> list[int]:
+    """Order images so that equal (then similar) shapes are adjacent.
+
+    Args:
+        sizes: (height, width) per image from the file header, None if unreadable.
+    Returns:
+        A permutation of ``range(len(sizes))``: sorted by aspect ratio, then size;
+        unreadable headers last (they are reported as skipped when decoded).
+    """
+
+    def key(i: int):
+        size = sizes[i]
+        if size is None:
+            return (1, 0.0, 0, 0, i)
+        height, width = size
+        return (0, round(width / max(height, 1), 3), height, width, i)
+
+    return sorted(range(len(sizes)), key=key)
+
+
+class ImageListDataset(Dataset):
+    """``[(image_id, path)]`` -> one dict per image with both networks' inputs.
+
+    Each item is ``{"id", "error"}`` plus, when ``error`` is None,
+    ``"image_size"`` (H, W original pixels), ``"backbone_pixels"`` (3, h, w),
+    ``"backbone_scale"`` (sy, sx), ``"descriptor_pixels"`` (3, h', w') or None and
+    ``"descriptor_scale"``.
+    """
+
+    def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor) -> None:
+        self.images = list(images)
+        self.backbone = backbone
+        self.descriptor = descriptor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        image_id, path = self.images[index]
+        try:
+            image = load_image(path)
+        except ImageError as err:
+            return {"id": image_id, "error": err.reason}
+        try:
+            backbone_pixels, backbone_scale = self.backbone.preprocess(image)
+            descriptor_pixels, descriptor_scale = None, (1.0, 1.0)
+            if self.descriptor.needs_image:
+                descriptor_pixels, descriptor_scale = self.descriptor.preprocess(image)
+        except ValueError as err:
+            # e.g. an image too small for one patch; recorded, not fatal
+            return {"id": image_id, "error": f"preprocessing failed: {err}"}
+        patch = self.backbone.patch_size
+        if backbone_pixels.shape[-2] < patch or backbone_pixels.shape[-1] < patch:
+            return {"id": image_id, "error": f"image smaller than one {patch}-px patch "
+                    f"after preprocessing ({image.height}x{image.width})"}
+        return {
+            "id": image_id,
+            "error": None,
+            "image_size": (image.height, image.width),
+            "backbone_pixels": backbone_pixels,
+            "backbone_scale": tuple(float(v) for v in backbone_scale),
+            "descriptor_pixels": descriptor_pixels,
+            "descriptor_scale": tuple(float(v) for v in descriptor_scale),
+        }
+
+
+def _stack_by_shape(tensors: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+    """Group equal-shaped tensors: [(positions, (B, ...) stacked)], first-seen order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for position, tensor in enumerate(tensors):
+        groups.setdefault(tuple(tensor.shape), []).append(position)
+    return [(positions, torch.stack([tensors[p] for p in positions]))
+            for positions in groups.values()]
+
+
+def collate_images(items: list[dict]) -> dict:
+    """Dataset items -> one batch.
+
+    Returns:
+        ``{"ids": [...], "image_sizes": [(H, W)], "backbone_scales": [(sy, sx)],
+        "descriptor_scales": [(sy, sx)], "backbone_groups": [(positions, (B, 3, h, w))],
+        "descriptor_groups": [...] (empty when the descriptor needs no image),
+        "skipped": [(image_id, reason)]}``; positions index ``ids``.
+    """
+    good = [item for item in items if item["error"] is None]
+    batch = {
+        "ids": [item["id"] for item in good],
+        "image_sizes": [item["image_size"] for item in good],
+        "backbone_scales": [item["backbone_scale"] for item in good],
+        "descriptor_scales": [item["descriptor_scale"] for item in good],
+        "backbone_groups": _stack_by_shape([item["backbone_pixels"] for item in good]),
+        "descriptor_groups": [],
+        "skipped": [(item["id"], item["error"]) for item in items if item["error"] is not None],
+    }
+    if good and good[0]["descriptor_pixels"] is not None:
+        batch["descriptor_groups"] = _stack_by_shape([item["descriptor_pixels"] for item in good])
+    return batch
+
+
+class ImageListDataModule(pl.LightningDataModule):
+    """Predict-only DataModule over ``[(image_id, path)]``.
+
+    Args:
+        images: (image_id, absolute path) pairs, ids unique.
+        backbone, descriptor: their ``preprocess`` runs in the workers.
+        batch_size: images per batch (> 0).
+        num_workers: DataLoader worker processes (0 = decode in the main process).
+        bucket: order each rank's images by header shape so batches are homogeneous.
+    """
+
+    def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
+                 batch_size: int = 4, num_workers: int = 0, bucket: bool = True) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.images = list(images)
+        self.backbone = backbone
+        self.descriptor = descriptor
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.bucket = bucket
+        self.rank_images: list[tuple[str, str]] = []
+
+    def images_for_rank(self, rank: int, world_size: int) -> list[tuple[str, str]]:
+        """This rank's share of the images, in processing order."""
+        mine = [self.images[i] for i in rank_slice(len(self.images), rank, world_size)]
+        if self.bucket:
+            sizes = [image_size_from_header(path) for _, path in mine]
+            mine = [mine[i] for i in bucket_order(sizes)]
+        return mine
+
+    def setup(self, stage: str) -> None:
+        trainer = self.trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        world_size = trainer.world_size if trainer is not None else 1
+        self.rank_images = self.images_for_rank(rank, world_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        dataset = ImageListDataset(self.rank_images, backbone=self.backbone,
+                                   descriptor=self.descriptor)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_images,
+            pin_memory=torch.cuda.is_available(),
+        )

@@ -1,0 +1,177 @@
+"""The extraction stage: images -> region store, resumable, on any Lightning accelerator."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+
+from claid.engine.datamodule import ImageListDataModule
+from claid.engine.module import ExtractionModule
+from claid.engine.writer import ExtractionProgress, StoreWriter
+from claid.store import RegionStore, RegionStoreWriter, write_summary
+from claid.structures import PatchGrid, RegionTree
+
+__all__ = ["extract_regions", "format_summary"]
+
+_MAX_LISTED_SKIPS = 1000  # the manifest lists this many; the shards hold them all
+
+
+def _check_images(images: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    checked = []
+    for entry in images:
+        if (not isinstance(entry, (tuple, list)) or len(entry) != 2
+                or not all(isinstance(v, str) for v in entry)):
+            raise ValueError(f"images must be (image_id, path) string pairs, got {entry!r}")
+        checked.append((entry[0], entry[1]))
+    counts = Counter(image_id for image_id, _ in checked)
+    duplicates = [image_id for image_id, n in counts.items() if n > 1]
+    if duplicates:
+        raise ValueError(f"image ids must be unique; repeated: {duplicates[:5]}")
+    return checked
+
+
+def _reason_head(reason: str) -> str:
+    """'truncated or corrupt: image file is truncated (3 bytes...)' -> 'truncated or corrupt'."""
+    return reason.split(":", 1)[0].strip()
+
+
+def _summarise(store: RegionStore, requested: list[str], already_done: set[str],
+               seconds: float, timings: dict, extra: dict) -> dict:
+    processed = set(store.image_ids)
+    skipped = dict(store.skipped)
+    requested_set = set(requested)
+    new_images = len((processed & requested_set) - already_done)
+    new_skipped = len((set(skipped) & requested_set) - already_done)
+    counts = store.region_counts()
+    return {
+        "requested": len(requested),
+        "already_done": len(already_done & requested_set),
+        "new_images": new_images,
+        "new_skipped": new_skipped,
+        "missing": sorted(requested_set - processed - set(skipped)),
+        "images": store.num_images,
+        "regions": store.num_regions,
+        "regions_per_image": float(counts.mean()) if len(counts) else 0.0,
+        "images_without_regions": int((counts == 0).sum()),
+        "skipped": len(skipped),
+        "skipped_by_reason": dict(Counter(_reason_head(r) for r in skipped.values())),
+        "skipped_images": [[i, r] for i, r in store.skipped[:_MAX_LISTED_SKIPS]],
+        "seconds": round(seconds, 3),
+        "images_per_second": round((new_images + new_skipped) / seconds, 3) if seconds else 0.0,
+        "timings_rank0_seconds": {k: round(v, 3) for k, v in timings.items()},
+        **extra,
+    }
+
+
+def format_summary(summary: dict, max_skips: int = 20) -> str:
+    """The end-of-run summary as a few readable lines."""
+    lines = [
+        f"extraction: {summary['images']} images, {summary['regions']} regions "
+        f"({summary['regions_per_image']:.1f}/image, {summary['images_without_regions']} "
+        f"with none), {summary['skipped']} skipped",
+        f"this run: {summary['new_images']} new images, {summary['new_skipped']} new skips, "
+        f"{summary['already_done']} already done, {summary['seconds']:.1f} s "
+        f"({summary['images_per_second']:.2f} images/s)",
+    ]
+    if summary["missing"]:
+        lines.append(f"MISSING (neither stored nor skipped): {len(summary['missing'])}, "
+                     f"e.g. {summary['missing'][:5]}")
+    for reason, n in sorted(summary["skipped_by_reason"].items()):
+        lines.append(f"  skipped {n:>6} x {reason}")
+    for image_id, reason in summary["skipped_images"][:max_skips]:
+        lines.append(f"    {image_id}: {reason}")
+    if summary["skipped"] > max_skips:
+        lines.append(f"    ... {summary['skipped'] - max_skips} more in the store's shards")
+    return "\n".join(lines)
+
+
+def extract_regions(
+    images: Sequence[tuple[str, str]],
+    *,
+    backbone,
+    cutter: Callable[[PatchGrid], RegionTree],
+    descriptor,
+    store_dir: str,
+    config: dict,
+    accelerator: str = "cpu",
+    devices: int | str | list[int] = 1,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    precision: str = "32-true",
+    dtype: str = "float16",
+    keep_tokens: bool = False,
+    progress: bool = True,
+    shard_size: int = 256,
+    cut_workers: int | None = None,
+    strategy: str = "auto",
+) -> RegionStore:
+    """Detect and describe the regions of every image into a region store; resumable.
+
+    Images already in ``store_dir`` (processed or skipped) are not redone, so a
+    killed run continues where its last committed shard ended. Files that cannot
+    be decoded are recorded as skipped with the reason, and the run goes on.
+
+    Args:
+        images: (image_id, absolute path) pairs, ids unique.
+        backbone: a claid Backbone; cutter: callable PatchGrid -> RegionTree;
+            descriptor: a claid RegionDescriptor.
+        store_dir: the store directory (name it ``regions-<config_hash(config)>``).
+        config: the resolved config that produced the store (recorded; an existing
+            store made with another config is refused).
+        accelerator, devices, precision, strategy: passed to ``pl.Trainer``; with
+            several devices each rank writes its own shards over a disjoint slice.
+        batch_size: images per batch; num_workers: decoding worker processes.
+        dtype: stored vector dtype, "float16" or "float32".
+        keep_tokens: also cache each image's PatchGrid (float16) in the store.
+        progress: show a tqdm bar in images/s and print the summary.
+        shard_size: images per committed shard (what a crash can cost).
+        cut_workers: cutter threads; None = 0 on CPU (the forwards use every core),
+            min(4, cpus) on an accelerator (overlaps the descriptor forward).
+    Returns:
+        The store, opened for reading; its ``summary`` describes this run.
+    """
+    images = _check_images(images)
+    if cut_workers is None:
+        cut_workers = 0 if accelerator == "cpu" else min(4, os.cpu_count() or 1)
+    dim = int(descriptor.dim)
+    # Creating the writer here validates config/dtype against an existing store up front.
+    RegionStoreWriter(store_dir, config=config, dim=dim, dtype=dtype)
+    already_done = RegionStore.open(store_dir).done_ids()
+    todo = [(image_id, path) for image_id, path in images if image_id not in already_done]
+
+    started = time.perf_counter()
+    module = ExtractionModule(backbone=backbone, cutter=cutter, descriptor=descriptor,
+                              cut_workers=cut_workers, keep_tokens=keep_tokens)
+    is_rank_zero = True
+    extra = {"accelerator": accelerator, "devices": str(devices), "world_size": 1}
+    if todo:
+        datamodule = ImageListDataModule(todo, backbone=backbone, descriptor=descriptor,
+                                         batch_size=batch_size, num_workers=num_workers)
+        writer = StoreWriter(store_dir, config=config, dim=dim, dtype=dtype,
+                             shard_size=shard_size)
+        trainer = pl.Trainer(
+            accelerator=accelerator, devices=devices, precision=precision, strategy=strategy,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, use_distributed_sampler=False, inference_mode=True,
+            callbacks=[writer, ExtractionProgress(enabled=progress)],
+        )
+        with warnings.catch_warnings():
+            # num_workers=0 is a deliberate choice on small CPU runs
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        is_rank_zero = trainer.is_global_zero
+        extra["world_size"] = trainer.world_size
+    store = RegionStore.open(store_dir)
+    if is_rank_zero:
+        summary = _summarise(store, [i for i, _ in images], already_done,
+                             time.perf_counter() - started, module.timings, extra)
+        write_summary(store_dir, summary)
+        store = RegionStore.open(store_dir)
+        if progress:
+            print(format_summary(summary), flush=True)
+    return store

@@ -1,0 +1,111 @@
+"""Lightning callbacks of the extraction stage: persist every batch, show images/s.
+
+``StoreWriter`` hands each predicted batch to a :class:`claid.store.RegionStoreWriter`
+of this rank, which commits a shard atomically every ``shard_size`` images and at
+the end. If the run fails, the uncommitted buffer is dropped (never half-written);
+a rerun recomputes exactly those images.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
+from tqdm.auto import tqdm
+
+from claid.store import RegionStoreWriter
+
+__all__ = ["StoreWriter", "ExtractionProgress"]
+
+
+class StoreWriter(BasePredictionWriter):
+    """Writes ``ExtractionModule.predict_step`` outputs into a region store.
+
+    Args:
+        store_dir: the store directory.
+        config: resolved config recorded in (and checked against) the manifest.
+        dim: descriptor length.
+        dtype: stored vector dtype, "float16" or "float32".
+        shard_size: images per committed shard.
+    """
+
+    def __init__(self, store_dir: str, *, config: dict, dim: int, dtype: str = "float16",
+                 shard_size: int = 256) -> None:
+        super().__init__(write_interval="batch")
+        self.store_dir = store_dir
+        self.config = config
+        self.dim = dim
+        self.dtype = dtype
+        self.shard_size = shard_size
+        self.writer: RegionStoreWriter | None = None
+        self.images_written = 0
+        self.regions_written = 0
+        self.skipped_written = 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.writer = RegionStoreWriter(
+            self.store_dir, config=self.config, dim=self.dim, dtype=self.dtype,
+            rank=trainer.global_rank, shard_size=self.shard_size,
+        )
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
+                           batch_idx, dataloader_idx) -> None:
+        grids = prediction["patch_grids"] or [None] * len(prediction["regions"])
+        for item, cell, patch_grid in zip(prediction["regions"], prediction["cells"], grids):
+            self.writer.add(item, cell=cell, patch_grid=patch_grid)
+            self.regions_written += len(item)
+        for image_id, reason in prediction["skipped"]:
+            self.writer.skip(image_id, reason)
+        self.images_written += len(prediction["regions"])
+        self.skipped_written += len(prediction["skipped"])
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.writer.flush()
+        # Every rank's last shard must be committed before rank 0 summarises the store.
+        trainer.strategy.barrier("claid-store-flushed")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if self.writer is not None:
+            self.writer.discard()
+
+
+class ExtractionProgress(pl.Callback):
+    """A tqdm bar in images/s (rank 0 only; counts that rank's share of the images,
+    read from the datamodule's ``rank_images``).
+
+    Args:
+        enabled: False shows nothing (tests, non-interactive logs).
+    """
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.regions = 0
+        self.started = 0.0
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
+        if self.enabled and trainer.is_global_zero:
+            suffix = f" (rank 0 of {trainer.world_size})" if trainer.world_size > 1 else ""
+            total = len(getattr(trainer.datamodule, "rank_images", [])) or None
+            self.bar = tqdm(total=total, unit="img", desc=f"extracting{suffix}",
+                            dynamic_ncols=True)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                             dataloader_idx: int = 0) -> None:
+        if self.bar is None:
+            return
+        self.regions += sum(len(item) for item in outputs["regions"])
+        self.bar.update(len(outputs["regions"]) + len(outputs["skipped"]))
+        self.bar.set_postfix(regions=self.regions, refresh=False)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        self.on_predict_end(trainer, pl_module)

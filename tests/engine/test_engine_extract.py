@@ -1,0 +1,170 @@
+"""extract_regions end to end on tiny components: correctness, bad input, resume, reuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from claid.engine import extract_regions
+from claid.engine.writer import StoreWriter
+from claid.images import image_size_from_header, load_image
+from claid.store import RegionStore, config_hash
+from tests.engine.tiny_parts import BAD, GOOD, ODD, TinyBackbone, TinyDescriptor, tiny_cutter
+
+CONFIG = {"backbone": "tiny", "cutter": "tiny", "descriptor": "tiny"}
+
+
+def run(images, components, store_dir, **kwargs):
+    backbone, cutter, descriptor = components
+    options = {"batch_size": 3, "progress": False, "dtype": "float32", **kwargs}
+    return extract_regions(images, backbone=backbone, cutter=cutter, descriptor=descriptor,
+                           store_dir=str(store_dir), config=CONFIG, **options)
+
+
+def reference_regions(path, components):
+    """The same image through the components one at a time, no batching, no engine."""
+    backbone, cutter, descriptor = components
+    image = load_image(path)
+    grid = backbone.extract_patches(image)
+    tree = cutter(grid)
+    boxes = grid.patch_boxes_to_pixels(tree.boxes)
+    vectors = descriptor.describe(image, boxes, tree.masks, grid) if len(tree) else None
+    return image, tree, boxes, vectors
+
+
+def assert_stores_equal(a: RegionStore, b: RegionStore) -> None:
+    assert sorted(a.image_ids) == sorted(b.image_ids)
+    assert sorted(a.skipped) == sorted(b.skipped)
+    assert a.num_regions == b.num_regions
+    for image_id in a.image_ids:
+        ra, rb = a.regions_of(image_id), b.regions_of(image_id)
+        assert ra.image_size == rb.image_size
+        np.testing.assert_array_equal(ra.boxes, rb.boxes)
+        np.testing.assert_array_equal(ra.masks, rb.masks)
+        np.testing.assert_array_equal(ra.depth, rb.depth)
+        np.testing.assert_array_equal(ra.parent, rb.parent)
+        # batch composition changes float summation order in the convolutions
+        np.testing.assert_allclose(ra.vectors, rb.vectors, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def full_store(image_folder, tmp_path_factory):
+    components = (TinyBackbone().eval(), tiny_cutter, TinyDescriptor().eval())
+    store_dir = tmp_path_factory.mktemp("full") / f"regions-{config_hash(CONFIG)}"
+    return run(image_folder[1], components, store_dir)
+
+
+def test_every_file_is_processed_or_skipped_with_its_reason(full_store, image_folder):
+    store = full_store
+    assert sorted(store.image_ids) == sorted(GOOD + ODD)
+    skipped = dict(store.skipped)
+    assert sorted(skipped) == sorted(BAD)
+    for name, reason in BAD.items():
+        assert reason in skipped[name], (name, skipped[name])
+    summary = store.summary
+    assert summary["images"] == len(GOOD + ODD) and summary["skipped"] == len(BAD)
+    assert summary["missing"] == [] and summary["new_images"] == len(GOOD + ODD)
+    assert summary["regions"] == store.num_regions > 0
+    assert summary["images_without_regions"] == 1  # blank.png: processed, not skipped
+    assert len(store.regions_of("blank.png")) == 0
+    assert store.config == CONFIG and store.dtype == np.float32
+
+
+def test_batched_engine_matches_one_image_at_a_time(full_store, image_folder, components):
+    root, images = image_folder
+    for image_id, path in images:
+        if image_id in BAD:
+            continue
+        image, tree, boxes, vectors = reference_regions(path, components)
+        stored = full_store.regions_of(image_id)
+        assert stored.image_size == (image.height, image.width)
+        np.testing.assert_array_equal(stored.masks, tree.masks)
+        np.testing.assert_array_equal(stored.boxes, boxes)
+        np.testing.assert_array_equal(stored.depth, tree.depth)
+        np.testing.assert_array_equal(stored.parent, tree.parent)
+        if vectors is not None:
+            np.testing.assert_allclose(stored.vectors, vectors, atol=1e-5)
+
+
+def test_exif_rotation_reaches_the_store(full_store, image_folder):
+    root, _ = image_folder
+    stored_h, stored_w = image_size_from_header(root / "exif_rotated.jpg")
+    assert tuple(full_store.regions_of("exif_rotated.jpg").image_size) == (stored_w, stored_h)
+    boxes = full_store.regions_of("exif_rotated.jpg").boxes
+    assert (boxes[:, 2] <= stored_h).all() and (boxes[:, 3] <= stored_w).all()
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(
+        full_store, image_folder, components, tmp_path, monkeypatch):
+    real_write = StoreWriter.write_on_batch_end
+    calls = {"n": 0}
+
+    def crash_after_two_batches(self, *args, **kwargs):
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash in the writer")
+        calls["n"] += 1
+        real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(StoreWriter, "write_on_batch_end", crash_after_two_batches)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(image_folder[1], components, tmp_path, shard_size=2)
+    monkeypatch.setattr(StoreWriter, "write_on_batch_end", real_write)
+
+    partial = RegionStore.open(tmp_path)
+    done = len(partial.image_ids) + len(partial.skipped)
+    assert 0 < done < len(image_folder[1])
+    assert done == 6  # 2 batches x 3 images, committed in shards of 2
+
+    resumed = run(image_folder[1], components, tmp_path, shard_size=2)
+    assert len(resumed.image_ids) == len(set(resumed.image_ids))
+    assert resumed.summary["already_done"] == done
+    assert resumed.summary["new_images"] + resumed.summary["new_skipped"] == (
+        len(image_folder[1]) - done)
+    assert_stores_equal(resumed, full_store)
+
+
+def test_a_finished_store_is_reused_without_work(full_store, image_folder, components,
+                                                 monkeypatch):
+    def no_predict(*args, **kwargs):
+        raise AssertionError("a complete store must not run the models again")
+
+    monkeypatch.setattr("pytorch_lightning.Trainer.predict", no_predict)
+    store = run(image_folder[1], components, full_store.store_dir)
+    assert store.summary["new_images"] == 0 and store.summary["already_done"] == len(image_folder[1])
+    assert_stores_equal(store, full_store)
+
+
+def test_store_of_another_config_is_refused(full_store, image_folder, components):
+    backbone, cutter, descriptor = components
+    with pytest.raises(ValueError, match="config_hash"):
+        extract_regions(image_folder[1], backbone=backbone, cutter=cutter,
+                        descriptor=descriptor, store_dir=full_store.store_dir,
+                        config={**CONFIG, "tau1": 0.3}, progress=False, dtype="float32")
+
+
+def test_workers_threads_tokens_and_float16(image_folder, components, tmp_path, full_store,
+                                            capfd):
+    """Decoding in 2 worker processes + the cutter in 2 threads gives the same store;
+    float16 storage, token cache, progress bar and summary."""
+    store = run(image_folder[1], components, tmp_path, num_workers=2, cut_workers=2,
+                batch_size=4, dtype="float16", keep_tokens=True, progress=True)
+    assert store.dtype == np.float16
+    assert sorted(store.image_ids) == sorted(full_store.image_ids)
+    np.testing.assert_allclose(store.regions_of("coffee.jpg").vectors,
+                               full_store.regions_of("coffee.jpg").vectors, atol=2e-3)
+    grid = store.patch_grid("coffee.jpg")
+    reference = components[0].extract_patches(load_image(image_folder[0] / "coffee.jpg"))
+    assert grid.grid == reference.grid and grid.scale == pytest.approx(reference.scale)
+    np.testing.assert_allclose(grid.tokens, reference.tokens, atol=1e-2, rtol=1e-2)
+    err = capfd.readouterr()
+    assert "img/s" in err.err or "s/img" in err.err  # tqdm rate in images
+    assert "skipped" in err.out and "empty.jpg: empty file" in err.out
+
+
+def test_bad_arguments_are_errors(components, tmp_path):
+    with pytest.raises(ValueError, match="unique"):
+        run([("a", "/x/a.jpg"), ("a", "/x/b.jpg")], components, tmp_path)
+    with pytest.raises(ValueError, match="pairs"):
+        run(["a.jpg"], components, tmp_path)
+    with pytest.raises(ValueError, match="dtype"):
+        run([("a", "/x/a.jpg")], components, tmp_path / "s", dtype="int8")
