@@ -1,0 +1,311 @@
+"""Algorithm 1: the top-down decomposition of one image's tokens into a RegionTree.
+
+``cut_regions`` is the public, array-in/array-out entry point (``claid.cut_regions``);
+``decompose`` runs the algorithm on a precomputed Gram matrix and also returns a
+per-node trace, for tests and diagnostics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from claid.cutters.affinity import gram_matrix, high_energy_mask, normalise_rows, token_matrix
+from claid.cutters.components import get_objects
+from claid.cutters.connectivity import average_connectivity, node_degrees
+from claid.cutters.ksums import INITS, ksums_bisect
+from claid.cutters.ncut import ncut_bisect
+from claid.cutters.random_order import node_state
+from claid.structures import RegionTree
+
+CUTTERS = ("ksums", "ncut")
+
+# tokens whose pairwise cosines all exceed this are one direction: no cut separates them
+_IDENTICAL_COSINE = 1.0 - 1e-6
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, (float, np.floating)) and math.isfinite(value))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CutSettings:
+    """Every parameter of the decomposition, checked on construction.
+
+    Attributes:
+        cutter: "ksums" (default) or "ncut" (TokenCut-style normalised cut).
+        tau1: stop bisecting a node when its connectivity cbar >= tau1 (Eq. 9).
+            Ignored when ``max_depth`` is set.
+        tau2: a node is output only when its high-energy share xi > tau2 (Eq. 10).
+        alpha: edge when the cosine of two unit tokens is > alpha (Eq. 5).
+        energy_quantile: share of the image's patches in H (top by raw L1 norm).
+        min_patches: getObject drops connected components with fewer patches.
+        init: k-sums start, "seed" (highest/lowest degree patches) or "random".
+        seed: seeds the pass orders, random starts and ARPACK start vectors.
+        max_passes: cap on k-sums passes per bisection.
+        max_depth: None for the tau1 rule; an int d >= 1 for the fixed-depth
+            variant of Table VIII (nodes at depth d are not bisected, tau1 ignored).
+        filter_dummies: False outputs every node but the root (Table VII).
+        count_diagonal: add the n self-edges to c(S) as the authors' code does
+            (default False: the paper's Eq. 9).
+    """
+
+    cutter: str = "ksums"
+    tau1: float = 0.97
+    tau2: float = 0.2
+    alpha: float = 0.2
+    energy_quantile: float = 0.3
+    min_patches: int = 15
+    init: str = "seed"
+    seed: int = 0
+    max_passes: int = 500
+    max_depth: int | None = None
+    filter_dummies: bool = True
+    count_diagonal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cutter not in CUTTERS:
+            raise ValueError(f"cutter must be one of {CUTTERS}, got {self.cutter!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        for name in ("tau1", "tau2", "alpha", "energy_quantile"):
+            if not _is_real(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if self.tau1 < 0:
+            raise ValueError(f"tau1 must be >= 0, got {self.tau1}")
+        if not 0.0 <= self.tau2 < 1.0:
+            raise ValueError(f"tau2 must be in [0, 1), got {self.tau2}")
+        if not -1.0 <= self.alpha < 1.0:
+            raise ValueError(f"alpha must be in [-1, 1), got {self.alpha}")
+        if not 0.0 < self.energy_quantile <= 1.0:
+            raise ValueError(f"energy_quantile must be in (0, 1], got {self.energy_quantile}")
+        for name, low in (("min_patches", 1), ("seed", 0), ("max_passes", 1)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_depth is not None and (not _is_int(self.max_depth) or self.max_depth < 1):
+            raise ValueError(f"max_depth must be None or an integer >= 1, got {self.max_depth!r}")
+        for name in ("filter_dummies", "count_diagonal"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict of the settings (for provenance records)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node of the full hierarchy (root and dummies included), in pop order.
+
+    Attributes:
+        size: number of patches.
+        depth: bisections from the root (root 0).
+        connectivity: cbar of Eq. (9).
+        energy_share: xi of Eq. (10).
+        output: index in the RegionTree, -1 when not output (root, dummy).
+        cut: whether the node was bisected.
+        n_children: kept connected components of both halves.
+        largest_piece: largest connected component of either half, kept or not
+            (-1 when not cut).
+        passes: k-sums passes run (0 when not cut or for ncut).
+        converged: the last k-sums pass moved nothing (False when not applicable).
+    """
+
+    size: int
+    depth: int
+    connectivity: float
+    energy_share: float
+    output: int
+    cut: bool
+    n_children: int
+    largest_piece: int
+    passes: int
+    converged: bool
+
+
+def decompose(
+    gram: np.ndarray,
+    high_energy: np.ndarray,
+    grid: tuple[int, int],
+    settings: CutSettings,
+) -> tuple[RegionTree, list[NodeRecord]]:
+    """Algorithm 1 on one image, breadth first.
+
+    Args:
+        gram: (N, N) float32 cosines of the unit tokens, N = H * W.
+        high_energy: (N,) bool, the set H.
+        grid: (H, W).
+        settings: the decomposition parameters.
+    Returns:
+        The output regions and the trace of every node in pop order.
+    """
+    h, w = grid
+    n_total = h * w
+    if gram.shape != (n_total, n_total) or high_energy.shape != (n_total,):
+        raise ValueError(
+            f"gram {gram.shape} and high_energy {high_energy.shape} do not fit grid {grid}"
+        )
+    s = settings
+    queue: deque[tuple[np.ndarray, int, int]] = deque([(np.arange(n_total, dtype=np.int64), 0, -1)])
+    outputs: list[tuple[np.ndarray, int, int, float, float]] = []
+    trace: list[NodeRecord] = []
+    n_cuts = 0
+    while queue:
+        idx, depth, parent = queue.popleft()
+        node_index = len(trace)
+        degrees, min_cosine = node_degrees(gram, idx, s.alpha)
+        cbar = average_connectivity(degrees, s.count_diagonal)
+        xi = float(np.count_nonzero(high_energy[idx])) / idx.shape[0]
+        output = -1
+        if depth > 0 and (not s.filter_dummies or xi > s.tau2):
+            output = len(outputs)
+            outputs.append((idx, depth, parent, cbar, xi))
+        wants_cut = depth < s.max_depth if s.max_depth is not None else cbar < s.tau1
+        can_cut = idx.shape[0] >= max(2, s.min_patches) and min_cosine < _IDENTICAL_COSINE
+        record = dict(
+            size=int(idx.shape[0]),
+            depth=depth,
+            connectivity=cbar,
+            energy_share=xi,
+            output=output,
+            cut=False,
+            n_children=0,
+            largest_piece=-1,
+            passes=0,
+            converged=False,
+        )
+        if wants_cut and can_cut:
+            state = node_state(s.seed, node_index)
+            if s.cutter == "ksums":
+                labels, passes, converged = ksums_bisect(
+                    gram, idx, degrees, init=s.init, state=state, max_passes=s.max_passes
+                )
+                record.update(passes=passes, converged=converged)
+            else:
+                labels = ncut_bisect(gram, idx, degrees, alpha=s.alpha, state=state)
+            n_cuts += 1
+            largest = 0
+            children = []
+            for half in (0, 1):
+                pieces, biggest = get_objects(idx[labels == half], grid, s.min_patches)
+                children.extend(pieces)
+                largest = max(largest, biggest)
+            next_parent = output if output >= 0 else parent
+            queue.extend((child, depth + 1, next_parent) for child in children)
+            record.update(cut=True, n_children=len(children), largest_piece=largest)
+        trace.append(NodeRecord(**record))
+    return _region_tree(outputs, grid, n_cuts, len(trace)), trace
+
+
+def _region_tree(
+    outputs: list[tuple[np.ndarray, int, int, float, float]],
+    grid: tuple[int, int],
+    n_cuts: int,
+    n_nodes: int,
+) -> RegionTree:
+    h, w = grid
+    if not outputs:
+        return RegionTree.empty(grid, n_cuts=n_cuts, n_nodes=n_nodes)
+    n_regions = len(outputs)
+    masks = np.zeros((n_regions, h * w), dtype=bool)
+    boxes = np.zeros((n_regions, 4), dtype=np.int64)
+    for r, (idx, *_rest) in enumerate(outputs):
+        masks[r, idx] = True
+        rows, cols = np.divmod(idx, w)
+        boxes[r] = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    return RegionTree(
+        masks=masks.reshape(n_regions, h, w),
+        boxes=boxes,
+        parent=np.array([o[2] for o in outputs], dtype=np.int64),
+        depth=np.array([o[1] for o in outputs], dtype=np.int64),
+        connectivity=np.array([o[3] for o in outputs], dtype=np.float32),
+        energy_share=np.array([o[4] for o in outputs], dtype=np.float32),
+        n_cuts=n_cuts,
+        n_nodes=n_nodes,
+        grid=(h, w),
+    )
+
+
+def cut_regions(
+    tokens: Any,
+    grid: tuple[int, int] | None = None,
+    *,
+    cutter: str = "ksums",
+    tau1: float = 0.97,
+    tau2: float = 0.2,
+    alpha: float = 0.2,
+    energy_quantile: float = 0.3,
+    min_patches: int = 15,
+    init: str = "seed",
+    seed: int = 0,
+    max_passes: int = 500,
+    max_depth: int | None = None,
+    filter_dummies: bool = True,
+    count_diagonal: bool = False,
+) -> RegionTree:
+    """Decompose one image's patch tokens into CLAID instance regions (Algorithm 1).
+
+    Tokens are L2-normalised; one float32 Gram matrix gives the affinity
+    (cosine > alpha, Eq. 5) and the k-sums distances (Eq. 3). The high-energy set H
+    is the top ``energy_quantile`` of the *raw* tokens by L1 norm. Starting from
+    the root (all patches), nodes are popped breadth first; a popped node other
+    than the root is output when its share of H exceeds tau2 (or always, with
+    ``filter_dummies=False``); it is bisected (k-sums or NCut) while its
+    connectivity cbar < tau1 (or, with ``max_depth``, while its depth < max_depth),
+    and each half's 8-connected components of at least ``min_patches`` patches
+    become its children. A node with fewer than ``max(2, min_patches)`` patches,
+    or whose tokens all point the same way, is a leaf. See ``CutSettings`` for
+    each parameter.
+
+    Args:
+        tokens: (H*W, D) with ``grid=(H, W)``, or (H, W, D); numpy or torch; raw
+            (un-normalised) last-layer patch tokens, row-major over the grid.
+        grid: (H, W), needed for flat tokens.
+    Returns:
+        RegionTree: masks (R, H, W) bool; boxes (R, 4) int64 patch units (x1, y1, x2,
+        y2, exclusive end); parent (R,) nearest output ancestor or -1; depth (R,)
+        >= 1; connectivity and energy_share (R,) float32; n_cuts; n_nodes; grid.
+        Parents come before their children. Constant tokens or fewer than
+        ``min_patches`` patches give an empty tree.
+    Raises:
+        ValueError: malformed tokens (rank, grid mismatch, NaN/inf, zero rows) or
+            parameters out of range.
+    """
+    settings = CutSettings(
+        cutter=cutter,
+        tau1=tau1,
+        tau2=tau2,
+        alpha=alpha,
+        energy_quantile=energy_quantile,
+        min_patches=min_patches,
+        init=init,
+        seed=seed,
+        max_passes=max_passes,
+        max_depth=max_depth,
+        filter_dummies=filter_dummies,
+        count_diagonal=count_diagonal,
+    )
+    return cut_settings_regions(tokens, grid, settings)
+
+
+def cut_settings_regions(
+    tokens: Any, grid: tuple[int, int] | None, settings: CutSettings
+) -> RegionTree:
+    """``cut_regions`` with the parameters already checked in a ``CutSettings``."""
+    raw, grid = token_matrix(tokens, grid)
+    if raw.shape[0] < max(2, settings.min_patches):
+        return RegionTree.empty(grid, n_cuts=0, n_nodes=1)
+    unit = normalise_rows(raw)
+    tree, _ = decompose(
+        gram_matrix(unit), high_energy_mask(raw, settings.energy_quantile), grid, settings
+    )
+    return tree
