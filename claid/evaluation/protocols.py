@@ -232,7 +232,7 @@ def evaluate(
     skipped: dict[str, list[str]] = {s: [] for s in settings_names}
     per_query_values: dict[str, dict[str, float]] = {}
     n_unreachable = 0
-    n_junk_removed = 0
+    n_junk_removed = dict.fromkeys(settings_names, 0)
     lengths: list[int] = []
     loc_pairs: list[tuple[np.ndarray, np.ndarray]] = []
     loc_missing_gt = 0
@@ -270,7 +270,7 @@ def evaluate(
             n_unreachable += len(positives) - len(reachable)
             junk = (junk - reachable) if spec.junk else set()
             relevance = relevance_vector(ranked, reachable, junk)
-            n_junk_removed += len(ranked) - relevance.size
+            n_junk_removed[setting] += len(ranked) - relevance.size
             if not reachable:
                 skipped[setting].append(query.qid)
                 continue
@@ -320,7 +320,9 @@ def evaluate(
             s or "all": {"count": len(q), "qids": q[:_MAX_LISTED]} for s, q in skipped.items()
         },
         "n_positives_not_in_database": n_unreachable,
-        "n_junk_images_removed": n_junk_removed,
+        "n_junk_images_removed": n_junk_removed
+        if spec.family == "revisited"
+        else n_junk_removed[""],
         "ranking_length": {"min": min(lengths), "max": max(lengths)},
         "protocol": spec.recorded,
     }

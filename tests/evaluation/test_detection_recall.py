@@ -58,6 +58,16 @@ def test_any_match_counts_one_prediction_for_several_objects_greedy_does_not():
     assert greedy["n_gt"] == 2
 
 
+def test_any_match_is_strict_greedy_is_not():
+    gt = {"im": np.stack([_mask((0, 4), (0, 5))])}  # 20 px
+    pred = {"im": np.stack([_mask((0, 2), (0, 5))])}  # 10 px inside: IoU exactly 0.5
+    assert recall_vs_iou(pred, gt, thresholds=[0.5])[0.5] == 0.0  # IoU > t
+    gt_box = {"im": np.array([[0, 0, 10, 10]], np.float32)}
+    half = {"im": np.array([[0, 0, 10, 5]], np.float32)}
+    assert average_recall_greedy(half, gt_box)["recall"][0.5] == 1.0  # IoU >= t
+    assert recall_vs_iou(half, gt_box, kind="box", thresholds=[0.5])[0.5] == 0.0
+
+
 def test_greedy_matching_takes_the_largest_overlap_first():
     # rows: proposals, columns: objects. Greedy takes (p1, A) = 0.9 first, leaving
     # p2 for B (0.1), although p1-B 0.8 + p2-A 0.7 would be better.
