@@ -168,3 +168,14 @@ def test_bad_arguments_are_errors(components, tmp_path):
         run(["a.jpg"], components, tmp_path)
     with pytest.raises(ValueError, match="dtype"):
         run([("a", "/x/a.jpg")], components, tmp_path / "s", dtype="int8")
+
+
+@pytest.mark.slow
+def test_real_ddp_on_two_cpu_processes(full_store, image_folder, components, tmp_path):
+    """Two ranks (ddp_spawn, gloo) write disjoint shards; the store equals one process's."""
+    store = run(image_folder[1], components, tmp_path, accelerator="cpu", devices=2,
+                strategy="ddp_spawn", shard_size=2)
+    names = [p.name for p in (tmp_path / "shards").iterdir()]
+    assert any("-r000-" in n for n in names) and any("-r001-" in n for n in names)
+    assert store.summary["world_size"] == 2 and store.summary["missing"] == []
+    assert_stores_equal(store, full_store)
