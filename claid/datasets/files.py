@@ -101,3 +101,37 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def split_unreadable(
+    root: str | os.PathLike, image_ids: list[str]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Open the header of every image; return (readable ids, [(id, reason), ...]).
+
+    Used where a published dataset is known to ship broken files (Paris6k has
+    20), so they are reported and skipped instead of failing a run halfway.
+    """
+    ok, bad = [], []
+    for image_id in image_ids:
+        try:
+            with Image.open(Path(root) / image_id) as im:
+                im.verify()
+        except (OSError, SyntaxError, ValueError) as err:
+            # PIL reports truncated / corrupt files with any of these.
+            bad.append((image_id, f"{type(err).__name__}: {err}"))
+        else:
+            ok.append(image_id)
+    return ok, bad
+
+
+def index_by_stem(root: str | os.PathLike, folder: str) -> dict[str, str]:
+    """Map file stem -> image id (relative to ``root``) of every image under
+    ``root/folder``, searched recursively. Two images with one stem are an error."""
+    out: dict[str, str] = {}
+    for rel in list_images(Path(root) / folder):
+        image_id = f"{folder}/{rel}" if folder else rel
+        stem = Path(rel).stem
+        if stem in out:
+            raise DatasetFormatError(f"two images named {stem!r}: {out[stem]} and {image_id}")
+        out[stem] = image_id
+    return out
