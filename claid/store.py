@@ -76,6 +76,8 @@ __all__ = [
     "RegionStore",
     "RegionStoreWriter",
     "config_hash",
+    "ensure_store",
+    "write_summary",
 ]
 
 SCHEMA_VERSION = 1
@@ -506,6 +508,50 @@ def _open_shard(path: str, name: str, manifest: dict) -> _Shard:
 # ---------------------------------------------------------------- writer
 
 
+def ensure_store(store_dir: str, *, config: dict, dim: int, dtype: str = "float16") -> None:
+    """Create the store's manifest, or check that the existing one matches.
+
+    Safe to call from several ranks at once: the manifest is created with an
+    exclusive link, so exactly one version wins and the others are checked against it.
+
+    Raises:
+        ValueError: the existing store was made with another config, dim or dtype.
+    """
+    if dtype not in _VECTOR_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_VECTOR_DTYPES)}, got {dtype!r}")
+    store_dir = os.fspath(store_dir)
+    os.makedirs(store_dir, exist_ok=True)
+    path = os.path.join(store_dir, "manifest.json")
+    manifest = {
+        "format": FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "claid_version": _claid_version(),
+        "config": config,
+        "config_hash": config_hash(config),
+        "dim": int(dim),
+        "dtype": dtype,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not os.path.exists(path):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        _write_bytes_synced(tmp, _json_bytes(manifest))
+        try:
+            # link() fails if another rank created it first: exactly one manifest wins.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(tmp)
+        _fsync_dir(store_dir)
+    existing = _read_manifest(store_dir)
+    for key in ("config_hash", "dim", "dtype"):
+        if existing[key] != manifest[key]:
+            raise ValueError(
+                f"store {store_dir} has {key}={existing[key]!r} but this run has "
+                f"{manifest[key]!r}; use a store directory keyed by this config's hash"
+            )
+
+
 class RegionStoreWriter:
     """Appends images to a region store, one atomically committed shard at a time.
 
@@ -537,7 +583,7 @@ class RegionStoreWriter:
         self.dtype = dtype
         self.rank = int(rank)
         self.shard_size = int(shard_size)
-        self._ensure_manifest(config)
+        ensure_store(self.store_dir, config=config, dim=self.dim, dtype=dtype)
         self._shard_root = os.path.join(self.store_dir, "shards")
         self._staging_root = os.path.join(self.store_dir, "staging")
         os.makedirs(self._shard_root, exist_ok=True)
@@ -546,38 +592,6 @@ class RegionStoreWriter:
         self._seq = len(os.listdir(self._shard_root))
         self._reset_buffer()
         self.committed_shards: list[str] = []
-
-    def _ensure_manifest(self, config: dict) -> None:
-        os.makedirs(self.store_dir, exist_ok=True)
-        path = os.path.join(self.store_dir, "manifest.json")
-        manifest = {
-            "format": FORMAT_NAME,
-            "schema_version": SCHEMA_VERSION,
-            "claid_version": _claid_version(),
-            "config": config,
-            "config_hash": config_hash(config),
-            "dim": self.dim,
-            "dtype": self.dtype,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        if not os.path.exists(path):
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            _write_bytes_synced(tmp, _json_bytes(manifest))
-            try:
-                # link() fails if another rank created it first: exactly one manifest wins.
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                os.remove(tmp)
-            _fsync_dir(self.store_dir)
-        existing = _read_manifest(self.store_dir)
-        for key in ("config_hash", "dim", "dtype"):
-            if existing[key] != manifest[key]:
-                raise ValueError(
-                    f"store {self.store_dir} has {key}={existing[key]!r} but this run has "
-                    f"{manifest[key]!r}; use a store directory keyed by this config's hash"
-                )
 
     def _drop_own_staging(self) -> None:
         """Remove this rank's leftovers from a crashed run (never another rank's)."""

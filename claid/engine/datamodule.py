@@ -136,6 +136,12 @@ def collate_images(items: list[dict]) -> dict:
     return batch
 
 
+def _one_torch_thread(worker_id: int) -> None:
+    """Each decoding worker is one process; letting each also start a full torch
+    thread pool would oversubscribe the cores the forwards need."""
+    torch.set_num_threads(1)
+
+
 class ImageListDataModule(pl.LightningDataModule):
     """Predict-only DataModule over ``[(image_id, path)]``.
 
@@ -185,5 +191,6 @@ class ImageListDataModule(pl.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate_images,
+            worker_init_fn=_one_torch_thread if self.num_workers else None,
             pin_memory=torch.cuda.is_available(),
         )

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from claid.engine.datamodule import ImageListDataModule
 from claid.engine.module import ExtractionModule
 from claid.engine.writer import ExtractionProgress, StoreWriter
-from claid.store import RegionStore, RegionStoreWriter, write_summary
+from claid.store import RegionStore, ensure_store, write_summary
 from claid.structures import PatchGrid, RegionTree
 
 __all__ = ["extract_regions", "format_summary"]
@@ -109,11 +109,12 @@ def extract_regions(
     shard_size: int = 256,
     cut_workers: int | None = None,
     strategy: str = "auto",
+    retry_skipped: bool = False,
 ) -> RegionStore:
     """Detect and describe the regions of every image into a region store; resumable.
 
-    Images already in ``store_dir`` (processed or skipped) are not redone, so a
-    killed run continues where its last committed shard ended. Files that cannot
+    Images already in ``store_dir`` (processed, or skipped unless ``retry_skipped``)
+    are not redone, so a killed run continues where its last committed shard ended. Files that cannot
     be decoded are recorded as skipped with the reason, and the run goes on.
 
     Args:
@@ -132,6 +133,8 @@ def extract_regions(
         shard_size: images per committed shard (what a crash can cost).
         cut_workers: cutter threads; None = 0 on CPU (the forwards use every core),
             min(4, cpus) on an accelerator (overlaps the descriptor forward).
+        retry_skipped: try the images recorded as skipped again (a later success
+            supersedes the skip record).
     Returns:
         The store, opened for reading; its ``summary`` describes this run.
     """
@@ -139,9 +142,10 @@ def extract_regions(
     if cut_workers is None:
         cut_workers = 0 if accelerator == "cpu" else min(4, os.cpu_count() or 1)
     dim = int(descriptor.dim)
-    # Creating the writer here validates config/dtype against an existing store up front.
-    RegionStoreWriter(store_dir, config=config, dim=dim, dtype=dtype)
-    already_done = RegionStore.open(store_dir).done_ids()
+    # Fails early when store_dir holds a store of another config.
+    ensure_store(store_dir, config=config, dim=dim, dtype=dtype)
+    existing = RegionStore.open(store_dir)
+    already_done = set(existing.image_ids) if retry_skipped else existing.done_ids()
     todo = [(image_id, path) for image_id, path in images if image_id not in already_done]
 
     started = time.perf_counter()

@@ -12,7 +12,9 @@
 4. pooling one vector per region, once the image's regions are known.
 
 Per-phase wall times are accumulated in ``timings`` (seconds; the accelerator is
-synchronised around each forward so the split is honest on a GPU).
+synchronised around each forward so the split is honest on a GPU): backbone_forward,
+tokens_to_cpu, cut (inline cutting, or submitting to the pool), descriptor_forward,
+cut_wait, pool, and predict_loop (the whole loop, data loading and writing included).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class ExtractionModule(pl.LightningModule):
         self.keep_tokens = keep_tokens
         self.timings: dict[str, float] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._loop_started = 0.0
 
     # -- timing
 
@@ -125,10 +128,13 @@ class ExtractionModule(pl.LightningModule):
 
     def on_predict_start(self) -> None:
         self.timings = {}
+        self._loop_started = time.perf_counter()
         if self.cut_workers > 0:
             self._pool = ThreadPoolExecutor(self.cut_workers, thread_name_prefix="claid-cut")
 
     def on_predict_end(self) -> None:
+        # the whole loop: the denominator of the time split (decoding waits included)
+        self.timings["predict_loop"] = time.perf_counter() - self._loop_started
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -179,3 +179,17 @@ def test_real_ddp_on_two_cpu_processes(full_store, image_folder, components, tmp
     assert any("-r000-" in n for n in names) and any("-r001-" in n for n in names)
     assert store.summary["world_size"] == 2 and store.summary["missing"] == []
     assert_stores_equal(store, full_store)
+
+
+def test_retry_skipped_picks_up_a_repaired_file(image_folder, components, tmp_path):
+    root, _ = image_folder
+    broken = tmp_path / "later.jpg"
+    broken.write_bytes(b"")
+    images = [("coffee.jpg", str(root / "coffee.jpg")), ("later.jpg", str(broken))]
+    store = run(images, components, tmp_path / "store")
+    assert store.skipped == [("later.jpg", "empty file")]
+    broken.write_bytes((root / "astronaut.jpg").read_bytes())  # the file arrives
+    store = run(images, components, tmp_path / "store")
+    assert store.skipped == [("later.jpg", "empty file")]  # skips are not retried by default
+    store = run(images, components, tmp_path / "store", retry_skipped=True)
+    assert store.skipped == [] and sorted(store.image_ids) == ["coffee.jpg", "later.jpg"]
