@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from claid.evaluation.ap import metric_function, relevance_vector
+from claid.evaluation.ap import metric_function
 from claid.evaluation.localization import pairwise_box_iou
 from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
 from claid.structures import Benchmark, Query, Ranking, Scores
@@ -171,8 +171,6 @@ def _rankings_by_query(rankings: Iterable[Ranking], queries: Sequence[Query]) ->
                 f"ranking {ranking.qid!r}: {n} images but scores {np.shape(ranking.scores)} and "
                 f"boxes {np.shape(ranking.boxes)} (expected ({n},) and ({n}, 4))"
             )
-        if len(set(ranking.images)) != n:
-            raise ValueError(f"ranking {ranking.qid!r} lists an image more than once")
         by_qid[ranking.qid] = ranking
     unknown = sorted(set(by_qid) - set(qids))
     if unknown:
@@ -191,6 +189,11 @@ def _ground_truths(query: Query, spec: RetrievalProtocol) -> dict[str, tuple[set
     if spec.family == "revisited":
         return {s: revisited_ground_truth(query, s) for s in REVISITED_SETTINGS}
     return {"": (set(query.positives), set(query.junk))}
+
+
+def _positions(position: dict[str, int], images: Iterable[str]) -> np.ndarray:
+    """Sorted 0-based ranks of the given images among those the ranking holds."""
+    return np.sort(np.fromiter((position[i] for i in images if i in position), dtype=np.int64))
 
 
 def _all_positives(query: Query, spec: RetrievalProtocol) -> set[str]:
@@ -244,36 +247,49 @@ def evaluate(
 
     for query in benchmark.queries:
         ranking = by_qid[query.qid]
-        removed: set[str] = set(query_images) if spec.remove_queries_from_db else set()
+        removed: set[str] = query_images if spec.remove_queries_from_db else set()
         if query.image is not None and (
             spec.remove_query_image == "always"
             or (
                 spec.remove_query_image == "auto" and query.image not in _all_positives(query, spec)
             )
         ):
-            removed.add(query.image)
-        kept = [i for i, image in enumerate(ranking.images) if image not in removed]
-        ranked = [ranking.images[i] for i in kept]
-        if database:
-            strangers = [image for image in ranked if image not in database]
+            removed = removed | {query.image}
+        # One dict pass per ranking; everything else works on the few ids the
+        # ground truth names (rankings can hold the whole database).
+        position = dict(zip(ranking.images, range(len(ranking.images))))
+        if len(position) != len(ranking.images):
+            raise ValueError(f"ranking {query.qid!r} lists an image more than once")
+        removed_at = _positions(position, removed)
+        if database and not database.issuperset(position):
+            strangers = [i for i in ranking.images if i not in database and i not in removed]
             if strangers:
                 raise ValueError(
                     f"ranking {query.qid!r} holds {len(strangers)} image(s) that are not in "
                     f"benchmark {benchmark.name!r}'s database, e.g. {strangers[:3]}"
                 )
-        lengths.append(len(ranked))
+        lengths.append(len(position) - removed_at.size)
         retrieved_positives: set[str] = set()
         for setting, (positives, junk) in _ground_truths(query, spec).items():
+            clash = positives & junk
+            if clash:
+                raise ValueError(
+                    f"query {query.qid!r}: {len(clash)} image(s) are both positive and junk, "
+                    f"e.g. {sorted(clash)[:3]}"
+                )
             reachable = positives - removed
             if database:
                 reachable &= database
             n_unreachable += len(positives) - len(reachable)
-            junk = (junk - reachable) if spec.junk else set()
-            relevance = relevance_vector(ranked, reachable, junk)
-            n_junk_removed[setting] += len(ranked) - relevance.size
+            junk_at = _positions(position, junk - removed) if spec.junk else removed_at[:0]
+            n_junk_removed[setting] += junk_at.size
             if not reachable:
                 skipped[setting].append(query.qid)
                 continue
+            dropped = np.union1d(removed_at, junk_at)
+            found_at = _positions(position, reachable)
+            relevance = np.zeros(len(position) - dropped.size, dtype=bool)
+            relevance[found_at - np.searchsorted(dropped, found_at)] = True
             scored[setting] += 1
             retrieved_positives |= reachable
             for name, (function, _) in functions.items():
@@ -282,15 +298,15 @@ def evaluate(
                 if per_query:
                     key = f"{setting}/{name}" if setting else name
                     per_query_values.setdefault(query.qid, {})[key] = value
-        for i in kept:
-            image = ranking.images[i]
-            if image not in retrieved_positives:
+        boxes = query.extra.get("positive_boxes", benchmark.gt_boxes)
+        for image in retrieved_positives:
+            if image not in position:
                 continue
-            gt = query.extra.get("positive_boxes", benchmark.gt_boxes).get(image)
+            gt = boxes.get(image)
             if gt is None or np.asarray(gt).size == 0:
                 loc_missing_gt += 1
                 continue
-            loc_pairs.append((np.asarray(ranking.boxes[i]), np.asarray(gt)))
+            loc_pairs.append((np.asarray(ranking.boxes[position[image]]), np.asarray(gt)))
 
     if not any(scored.values()):
         raise ValueError(

@@ -179,3 +179,27 @@ def test_every_default_metric_key_is_a_valid_mlflow_name():
         for prefix in settings:
             for name in spec.metrics:
                 _validate_metric_name(f"{family}/{prefix}{name}")
+
+
+def test_evaluate_matches_a_direct_relevance_list_on_random_cases():
+    from claid.evaluation import lab_ap_all, relevance_vector, trapezoid_ap
+
+    rng = np.random.default_rng(1)
+    database = [f"d{i}" for i in range(40)]
+    query_images = [f"d{i}" for i in range(5)]  # query images live in the database here
+    queries, rankings = [], []
+    for n, image in enumerate(query_images):
+        shuffled = list(rng.permutation(database[5:]))
+        positives, junk = shuffled[:6], shuffled[6:9]
+        queries.append(Query(image=image, qid=f"q{n}", positives=positives, junk=junk))
+        ranked = list(rng.permutation(database))[: rng.integers(5, 40)]
+        rankings.append(_ranking(f"q{n}", ranked))
+    bench = _bench({"family": "lab", "metrics": ["mAP-all", "mAP"]}, queries, database)
+    (scores,) = evaluate(rankings, bench, per_query=True)
+    for query, ranking in zip(queries, rankings):
+        # the reference: drop every query image, then the junk, then score the list
+        kept = [i for i in ranking.images if i not in query_images]
+        relevance = relevance_vector(kept, query.positives, query.junk)
+        got = scores.settings["per_query"][query.qid]
+        assert got["mAP-all"] == pytest.approx(lab_ap_all(relevance, 6))
+        assert got["mAP"] == pytest.approx(trapezoid_ap(relevance, 6))
