@@ -333,6 +333,17 @@ def ensure_generated(root: str | os.PathLike, params: dict) -> Path:
     return folder
 
 
+def _positive_boxes(query: dict, boxes_of: dict[str, dict[str, list]]) -> dict[str, np.ndarray]:
+    """Positive image id -> (1, 4) float32 box of what the query looks for there:
+    the instance's visible box, or for a multi-instance query the box enclosing
+    both instances (as the query box does). Empty for whole-image queries."""
+    out = {}
+    for image in query["positives"] if query["instances"] else []:
+        b = np.asarray([boxes_of[image][n] for n in query["instances"]], dtype=np.float32)
+        out[image] = np.concatenate([b[:, :2].min(0), b[:, 2:].max(0)]).reshape(1, 4)
+    return out
+
+
 def load_synthetic(
     root: str | os.PathLike,
     *,
@@ -365,7 +376,9 @@ def load_synthetic(
 
     Returns:
         A Benchmark scored with the lab protocol (mAP-50/100/all); every query
-        carries ``extra={"kind": ..., "instances": [...]}``.
+        carries ``extra={"kind", "instances", "positive_boxes"}``, the last
+        mapping each positive to the (1, 4) box of the queried instance(s) there
+        (for localisation scores; empty for whole-image queries).
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
@@ -392,13 +405,22 @@ def load_synthetic(
         for d in truth["database"]
         if d["kind"] == "instances"
     }
+    boxes_of = {
+        d["image"]: {x["name"]: x["box"] for x in d["instances"]}
+        for d in truth["database"]
+        if d["kind"] == "instances"
+    }
     queries = [
         Query(
             image=q["image"],
             box=None if q["box"] is None else tuple(float(v) for v in q["box"]),
             positives=list(q["positives"]),
             qid=q["qid"],
-            extra={"kind": q["kind"], "instances": list(q["instances"])},
+            extra={
+                "kind": q["kind"],
+                "instances": list(q["instances"]),
+                "positive_boxes": _positive_boxes(q, boxes_of),
+            },
         )
         for q in truth["queries"]
         if split == "all" or q["kind"] == split

@@ -187,3 +187,47 @@ def test_default_config_instantiates_quickly(tmp_path):
     assert 60 <= len(bench.database) <= 100 and 15 <= len(bench.queries) <= 30
     assert min(cfg.image_size) < 356
     assert elapsed < 20, f"default generation took {elapsed:.1f} s"
+
+
+def test_positive_boxes_locate_the_queried_instances(small):
+    truth = _truth(small)
+    boxes_of = {
+        d["image"]: {x["name"]: x["box"] for x in d["instances"]}
+        for d in truth["database"]
+        if d["kind"] == "instances"
+    }
+    for q in small.queries:
+        located = q.extra["positive_boxes"]
+        if q.extra["kind"] == "image":
+            assert located == {}
+            continue
+        assert set(located) == set(q.positives)
+        for image, box in located.items():
+            assert box.shape == (1, 4) and box.dtype == np.float32
+            # The located box encloses each queried instance's own box in that image.
+            for name in q.extra["instances"]:
+                x1, y1, x2, y2 = boxes_of[image][name]
+                assert box[0, 0] <= x1 and box[0, 1] <= y1 and box[0, 2] >= x2 and box[0, 3] >= y2
+            if q.extra["kind"] == "single":
+                assert box[0].tolist() == boxes_of[image][q.extra["instances"][0]]
+
+
+def test_evaluator_accepts_the_benchmark(small):
+    # The evaluation helper's contract: a perfect ranking scores 1, the reverse less.
+    from claid.evaluation.protocols import evaluate
+    from claid.structures import Ranking
+
+    def ranking(q, order):
+        n = len(order)
+        return Ranking(qid=q.qid, images=order, scores=np.linspace(1, 0.1, n, dtype=np.float32),
+                       boxes=np.zeros((n, 4), np.float32))  # fmt: skip
+
+    perfect, reverse = [], []
+    for q in small.queries:
+        rest = [i for i in small.database if i not in q.positives]
+        perfect.append(ranking(q, q.positives + rest))
+        reverse.append(ranking(q, rest + q.positives))
+    best = evaluate(perfect, small)[0].values
+    worst = evaluate(reverse, small)[0].values
+    assert best == {"mAP-50": 1.0, "mAP-100": 1.0, "mAP-all": 1.0}
+    assert worst["mAP-all"] < 0.5
