@@ -181,12 +181,29 @@ def _claid_version() -> str:
 
 @dataclass
 class _Shard:
+    """One committed shard; its arrays are memory-mapped on first use, so opening a
+    store with thousands of shards maps nothing."""
+
     name: str
     path: str
     info: dict
-    regions: np.ndarray  # memmap, structured REGION_DTYPE
-    vectors: np.ndarray  # memmap, (n, D)
     image_keep: np.ndarray  # (n_images_in_shard,) bool, False for duplicates
+    _regions: np.ndarray | None = None
+    _vectors: np.ndarray | None = None
+
+    @property
+    def regions(self) -> np.ndarray:
+        """(n,) structured REGION_DTYPE memmap."""
+        if self._regions is None:
+            self._regions = np.load(os.path.join(self.path, "regions.npy"), mmap_mode="r")
+        return self._regions
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(n, dim) memmap in the stored dtype."""
+        if self._vectors is None:
+            self._vectors = np.load(os.path.join(self.path, "vectors.npy"), mmap_mode="r")
+        return self._vectors
 
 
 class RegionStore:
@@ -249,8 +266,10 @@ class RegionStore:
         skipped: dict[str, str] = {}
         for name in names:
             shard = _open_shard(os.path.join(shard_root, name), name, manifest)
-            keep = np.array([e["id"] not in seen for e in shard.info["images"]], dtype=bool)
-            seen.update(e["id"] for e in shard.info["images"])
+            keep = np.zeros(len(shard.info["images"]), dtype=bool)
+            for k, entry in enumerate(shard.info["images"]):
+                keep[k] = entry["id"] not in seen
+                seen.add(entry["id"])
             shard.image_keep = keep
             for image_id, reason in shard.info["skipped"]:
                 skipped.setdefault(image_id, reason)
@@ -481,28 +500,45 @@ class RegionStore:
         )
 
 
+def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a .npy file from its header; checks that the data is all
+    there (a truncated file is corrupt) without reading or mapping it."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        data_start = f.tell()
+    expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if os.path.getsize(path) < expected:
+        raise ValueError(f"{os.path.basename(path)} is shorter than its header says")
+    return tuple(shape), dtype
+
+
 def _open_shard(path: str, name: str, manifest: dict) -> _Shard:
     try:
         with open(os.path.join(path, "shard.json"), encoding="utf-8") as f:
             info = json.load(f)
-        regions = np.load(os.path.join(path, "regions.npy"), mmap_mode="r")
-        vectors = np.load(os.path.join(path, "vectors.npy"), mmap_mode="r")
+        regions_shape, regions_dtype = _npy_header(os.path.join(path, "regions.npy"))
+        vectors_shape, vectors_dtype = _npy_header(os.path.join(path, "vectors.npy"))
     except (OSError, ValueError) as err:
         # Committed shards are complete by construction; this is damage after the fact.
         raise ValueError(f"corrupt shard {path}: {err}") from err
     n = int(info["n_regions"])
+    dim = int(manifest["dim"])
     problems = []
     if info.get("schema_version") != SCHEMA_VERSION:
         problems.append(f"schema_version {info.get('schema_version')}")
-    if regions.dtype != REGION_DTYPE or regions.shape != (n,):
-        problems.append(f"regions.npy {regions.dtype}{regions.shape} vs ({n},)")
-    if vectors.shape != (n, int(manifest["dim"])) or vectors.dtype != np.dtype(manifest["dtype"]):
-        problems.append(f"vectors.npy {vectors.dtype}{vectors.shape} vs ({n}, {manifest['dim']})")
+    if regions_dtype != REGION_DTYPE or regions_shape != (n,):
+        problems.append(f"regions.npy {regions_dtype}{regions_shape} vs ({n},)")
+    if vectors_shape != (n, dim) or vectors_dtype != np.dtype(manifest["dtype"]):
+        problems.append(f"vectors.npy {vectors_dtype}{vectors_shape} vs ({n}, {dim})")
     if sum(e["n_regions"] for e in info["images"]) != n:
         problems.append("image region counts do not add up to n_regions")
     if problems:
         raise ValueError(f"corrupt shard {path}: " + "; ".join(problems))
-    return _Shard(name, path, info, regions, vectors, np.ones(0, bool))
+    return _Shard(name, path, info, np.ones(0, bool))
 
 
 # ---------------------------------------------------------------- writer

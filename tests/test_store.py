@@ -135,6 +135,20 @@ def test_two_ranks_overlapping_images_are_deduplicated(tmp_path):
     assert sum(chunk.shape[0] for _, chunk in store.vector_chunks()) == 6
 
 
+def test_duplicate_inside_one_shard_keeps_the_first(tmp_path):
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float32")
+    first = make_item("a.jpg", 2, seed=0)
+    writer.add(first)
+    writer.add(make_item("a.jpg", 3, seed=1))
+    writer.add(make_item("b.jpg", 1, seed=2))
+    writer.flush()
+    store = RegionStore.open(tmp_path)
+    assert store.image_ids == ["a.jpg", "b.jpg"] and store.num_regions == 3
+    assert_same_regions(store.regions_of("a.jpg"), first)
+    np.testing.assert_array_equal(store.vectors()[2], make_item("b.jpg", 1, seed=2).vectors[0])
+    np.testing.assert_array_equal(store.masks([2]), make_item("b.jpg", 1, seed=2).masks)
+
+
 def test_processed_after_skip_is_not_listed_as_skipped(tmp_path):
     writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
     writer.skip("a.jpg", "cannot read file")
