@@ -100,18 +100,23 @@ def patch_masks_to_pixels(
 class CocoMasks(Mapping):
     """Ground-truth instance masks of a COCO annotation file, decoded lazily.
 
-    Maps the image's ``file_name`` to (K, H, W) bool masks (all val2017 masks
-    at once would not fit in memory). ``include_crowd`` keeps crowd regions as
-    objects, as the paper's recall-curve code does on val2017.
+    Maps ``prefix + file_name`` (e.g. prefix "val2017/" to match a benchmark's
+    image ids) to (K, H, W) bool masks; all val2017 masks at once would not fit
+    in memory. ``include_crowd`` keeps crowd regions as objects, as the paper's
+    recall-curve code does on val2017.
     """
 
-    def __init__(self, annotation_file: str, *, include_crowd: bool = True) -> None:
+    def __init__(
+        self, annotation_file: str, *, include_crowd: bool = True, prefix: str = ""
+    ) -> None:
         from pycocotools.coco import COCO
 
         with contextlib.redirect_stdout(io.StringIO()):
             self.coco = COCO(annotation_file)
         self.include_crowd = include_crowd
-        self._by_name = {img["file_name"]: img for img in self.coco.dataset.get("images", [])}
+        self._by_name = {
+            prefix + img["file_name"]: img for img in self.coco.dataset.get("images", [])
+        }
 
     def __getitem__(self, file_name: str) -> np.ndarray:
         image = self._by_name[file_name]

@@ -33,6 +33,11 @@ Relevant images that a ranking does not hold count as misses. A query without
 any reachable positive is left out of the mean (as revisitop does) and listed.
 A ranked image that is neither in ``Benchmark.database`` nor removed above is an
 error: the rankings and the benchmark do not belong together.
+
+Retrieval localisation ("loc-retrieval") compares the ranking's box of every
+relevant image retrieved with ``query.extra["positive_boxes"][image]`` (the
+queried instance's box in that image) when the query has that key, else with
+``Benchmark.gt_boxes[image]`` (any annotated instance).
 """
 
 from __future__ import annotations

@@ -185,6 +185,7 @@ def test_cocoeval_segm_and_lazy_coco_masks(tmp_path):
     assert len(masks) == 2 and set(masks) == {"one.jpg", "two.jpg"}
     assert masks["two.jpg"].shape == (2, 100, 100)
     assert CocoMasks(str(path), include_crowd=False)["two.jpg"].shape == (1, 100, 100)
+    assert set(CocoMasks(str(path), prefix="val2017/")) == {"val2017/one.jpg", "val2017/two.jpg"}
     one = masks["one.jpg"][0]
     assert one[25, 25] and not one[50, 50]
     rle = mask_utils.encode(np.asfortranarray(one.astype(np.uint8)))

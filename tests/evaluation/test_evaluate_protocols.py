@@ -135,6 +135,21 @@ def test_retrieval_localisation_scores_the_returned_boxes_of_true_positives():
     assert "loc-retrieval/mIoU-standard" in metrics and "lab/mAP-all" in metrics
 
 
+def test_retrieval_localisation_prefers_the_querys_own_located_boxes():
+    gt = {"a": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)}
+    # the query's instance is the second object of image a; the box found the first one
+    query = Query(
+        image="q1.jpg",
+        qid="q1",
+        positives=["a"],
+        extra={"positive_boxes": {"a": np.array([[20, 20, 30, 30]], np.float32)}},
+    )
+    bench = _bench({"family": "lab"}, [query], gt_boxes=gt)
+    scores = evaluate([_ranking("q1", ["a"], [[0, 0, 10, 10]])], bench)
+    assert scores[1].values["mIoU-standard"] == 0.0
+    assert scores[1].settings["gt_source"] == "query.extra['positive_boxes']"
+
+
 @pytest.mark.parametrize(
     ("rankings", "message"),
     [
