@@ -214,8 +214,9 @@ def average_recall_greedy(
     *,
     n: int = 100,
     thresholds: Sequence[float] = GREEDY_THRESHOLDS,
+    without_predictions: str = "skip",
 ) -> dict:
-    """Detectron2-style proposal recall AR@n.
+    """Detectron2-style proposal recall AR@n (``_evaluate_box_proposals``).
 
     Args:
         pred_boxes: image id -> (R, 4) boxes, best first (only the first ``n``
@@ -223,13 +224,23 @@ def average_recall_greedy(
         gt_boxes: image id -> (K, 4) boxes (drop crowd boxes before, as
             Detectron2 does).
         n: proposals kept per image.
-        thresholds: IoU thresholds (recall counts IoU >= t).
+        thresholds: IoU thresholds; recall counts IoU >= t, compared in float32
+            as Detectron2's torch code does.
+        without_predictions: "skip" (Detectron2: an image with no proposal
+            adds nothing, its objects are not counted) or "miss" (its objects
+            count as not recalled).
     Returns:
-        {"AR": mean recall over thresholds, "recall": {t: recall}, "n_gt": count}.
+        {"AR": mean recall over thresholds, "recall": {t: recall},
+        "n_gt": objects counted, "n_images_skipped": images left out}.
     """
     if int(n) < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if without_predictions not in ("skip", "miss"):
+        raise ValueError(
+            f"without_predictions must be 'skip' or 'miss', got {without_predictions!r}"
+        )
     matched: list[np.ndarray] = []
+    n_skipped = 0
     for image_id, gt in gt_boxes.items():
         gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
         if gt.shape[0] == 0:
@@ -238,18 +249,25 @@ def average_recall_greedy(
         pred = np.zeros((0, 4)) if pred is None else np.asarray(pred, dtype=np.float64)
         pred = pred.reshape(-1, 4)[: int(n)]
         if pred.shape[0] == 0:
-            matched.append(np.zeros(gt.shape[0]))
+            if without_predictions == "skip":
+                n_skipped += 1
+            else:
+                matched.append(np.zeros(gt.shape[0]))
             continue
         matched.append(_greedy_overlaps(pairwise_box_iou(pred, gt)))
     if not matched:
-        raise ValueError("the ground truth holds no box: average recall is undefined")
-    overlaps = np.concatenate(matched)
-    thresholds = np.round(np.asarray(thresholds, dtype=np.float64), 6)
-    recall = {float(t): float((overlaps >= t).mean()) for t in thresholds}
+        raise ValueError(
+            "no ground-truth box to score (none given, or no image with both boxes and "
+            "predictions): average recall is undefined"
+        )
+    overlaps = np.concatenate(matched).astype(np.float32)
+    thresholds = np.asarray(thresholds, dtype=np.float32)
+    recall = {round(float(t), 6): float((overlaps >= t).sum() / overlaps.size) for t in thresholds}
     return {
         "AR": float(np.mean(list(recall.values()))),
         "recall": recall,
         "n_gt": int(overlaps.size),
+        "n_images_skipped": n_skipped,
     }
 
 
@@ -426,6 +444,7 @@ def detection_scores(
             "rule": "Detectron2 greedy one-to-one, IoU >= t, top-N proposals",
             "thresholds": sorted(greedy["recall"]),
             "n_gt": greedy.get("n_gt"),
+            "n_images_skipped_without_predictions": greedy.get("n_images_skipped"),
         }
     if cocoeval is not None:
         for name, value in cocoeval.items():

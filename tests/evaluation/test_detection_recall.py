@@ -83,7 +83,18 @@ def test_greedy_ar_thresholds_and_top_n_cut():
     late = {"im": np.array([[50, 50, 60, 60], [0, 0, 10, 10]], np.float32)}
     assert average_recall_greedy(late, gt, n=2)["AR"] == pytest.approx(1.0)
     assert average_recall_greedy(late, gt, n=1)["AR"] == 0.0
-    assert average_recall_greedy({}, gt)["AR"] == 0.0
+    assert average_recall_greedy({}, gt, without_predictions="miss")["AR"] == 0.0
+    with pytest.raises(ValueError, match="no ground-truth box to score"):
+        average_recall_greedy({}, gt)  # Detectron2 skips images without proposals
+
+
+def test_greedy_ar_skips_images_without_proposals_like_detectron2():
+    gt = {"found": np.array([[0, 0, 10, 10]]), "empty": np.array([[0, 0, 5, 5]])}
+    pred = {"found": np.array([[0, 0, 10, 10]])}
+    skip = average_recall_greedy(pred, gt)
+    assert skip["AR"] == 1.0 and skip["n_gt"] == 1 and skip["n_images_skipped"] == 1
+    miss = average_recall_greedy(pred, gt, without_predictions="miss")
+    assert miss["AR"] == 0.5 and miss["n_gt"] == 2
 
 
 def _coco_gt():
