@@ -141,7 +141,7 @@ def resolve_protocol(
         metrics = [str(m) for m in protocol["metrics"]]
     elif chosen == "lab":
         metrics = [f"mAP-{k}" for k in ks] + ["mAP-all"]
-    elif chosen in ("trapezoid",):
+    elif chosen == "trapezoid":
         metrics = ["mAP"]
     elif chosen == "revisited":
         metrics = ["mAP", "mP-1", "mP-5", "mP-10"]

@@ -7,7 +7,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -47,17 +47,19 @@ def scores_to_metrics(scores: Sequence[Scores]) -> dict[str, float]:
 
 
 def _jsonable(obj):
-    if isinstance(obj, dict):
+    if obj is None or isinstance(obj, str | bool | int | float):
+        return obj
+    # Mapping / Sequence also cover OmegaConf containers in a recorded protocol
+    if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        items = sorted(obj) if isinstance(obj, set | frozenset) else obj
-        return [_jsonable(v) for v in items]
+    if isinstance(obj, set | frozenset):
+        return [_jsonable(v) for v in sorted(obj)]
+    if isinstance(obj, Sequence):
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return _jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         return obj.item()
-    if obj is None or isinstance(obj, str | bool | int | float):
-        return obj
     raise TypeError(f"cannot write {type(obj).__name__} to scores JSON: {obj!r}")
 
 

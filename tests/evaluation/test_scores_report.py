@@ -58,6 +58,16 @@ def test_json_round_trip_is_atomic_and_versioned(tmp_path):
     assert back[2].settings["n_images"] == 3
 
 
+def test_omegaconf_containers_in_settings_are_written_as_plain_json(tmp_path):
+    from omegaconf import OmegaConf
+
+    protocol = OmegaConf.create({"family": "gldv2", "k": [1000]})
+    path = write_scores_json(
+        [Scores("gldv2", {"mAP-at-1000": 0.2}, {"protocol": protocol})], tmp_path / "s.json"
+    )
+    assert read_scores_json(path)[0].settings["protocol"] == {"family": "gldv2", "k": [1000]}
+
+
 def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
     path = tmp_path / "scores.json"
     write_scores_json(_scores()[:1], path)
