@@ -152,7 +152,7 @@ def planted_token_map(
     noise: float = 1.1,
     shared: float = 0.25,
     instance_spread: float = 0.3,
-    part_spread: float = 0.8,
+    part_spread: float = 1.0,
     object_energy: float = 2.0,
     energy_jitter: float = 0.15,
     seed: int = 0,

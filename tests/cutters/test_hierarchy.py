@@ -252,3 +252,24 @@ def test_bad_parameters_raise(small_map, params, message):
 def test_misspelled_parameter_is_an_error(small_map):
     with pytest.raises(TypeError):
         cut_regions(small_map.tokens, small_map.grid, tau_1=0.9)
+
+
+@pytest.mark.slow
+def test_at_least_ten_times_faster_than_the_reference():
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    planted = planted_token_map((45, 60), 768, seed=1)
+    with threadpool_limits(limits=1):
+        cut_regions(planted.tokens, planted.grid)  # compile / load the numba cache
+        fast = []
+        for _ in range(3):
+            start = time.process_time()  # CPU time: robust to other processes on the cores
+            tree = cut_regions(planted.tokens, planted.grid)
+            fast.append(time.process_time() - start)
+        start = time.process_time()
+        slow_tree = reference_cut_regions(planted.tokens, planted.grid)
+        slow = time.process_time() - start
+    np.testing.assert_array_equal(tree.masks, slow_tree.masks)
+    assert slow / np.median(fast) >= 10, (slow, fast)
