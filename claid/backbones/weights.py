@@ -1,0 +1,189 @@
+"""Building a timm model with the weights a config asks for.
+
+Every backbone and descriptor YAML has the same two switches:
+
+- ``checkpoint: /path/to/file`` loads that local file (a timm / Hugging Face
+  ``.safetensors`` or ``.bin``, or the original release ``.pth``: timm's own
+  key-remapping runs on it), strictly. A checkpoint wins over ``pretrained``.
+- ``pretrained: true`` loads the published weights through timm, which reads
+  the Hugging Face hub cache (``HF_HOME``/``HF_HUB_CACHE``) or, for URL-hosted
+  weights, the torch hub cache (``TORCH_HOME``); ``cache_dir`` overrides both.
+- ``pretrained: false`` builds random weights from ``seed`` (same seed, same
+  weights), with the full architecture, so compute and memory are the real ones.
+
+When weights cannot be had (offline, empty cache, missing file) the build stops
+with ``WeightsUnavailableError`` naming the model, the cache and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Published or local weights for a model could not be loaded."""
+
+
+def _offline_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'could not fetch the file', not 'the file is wrong'."""
+    errors: list[type[BaseException]] = [urllib.error.URLError, ConnectionError, TimeoutError]
+    try:
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        errors.append(LocalEntryNotFoundError)
+    except ImportError:  # older huggingface_hub keeps it in utils
+        from huggingface_hub.utils import LocalEntryNotFoundError
+
+        errors.append(LocalEntryNotFoundError)
+    try:
+        import requests
+
+        errors.append(requests.exceptions.ConnectionError)
+    except ImportError:  # huggingface_hub >= 1.0 no longer needs requests
+        pass
+    return tuple(errors)
+
+
+def check_timm_name(model_name: str) -> None:
+    """Raise ValueError unless timm knows the architecture and pretrained tag."""
+    if not timm.is_model(model_name):
+        raise ValueError(f"timm has no model {model_name!r} (see timm.list_models())")
+    try:
+        timm.models.get_pretrained_cfg(model_name)
+    except RuntimeError as error:  # timm raises RuntimeError for an unknown tag
+        raise ValueError(f"{model_name!r}: {error} (see timm.list_pretrained())") from error
+
+
+def describe_weight_source(model_name: str, cache_dir: str | None = None) -> str:
+    """Where timm looks for ``model_name``'s published weights, as readable text."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None:
+        return f"timm has no published weights for {model_name!r}"
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        hub_cache = cache_dir or constants.HF_HUB_CACHE
+        repo = cfg.hf_hub_id.split("@")[0]
+        folder = Path(hub_cache) / ("models--" + repo.replace("/", "--"))
+        return (
+            f"Hugging Face hub repo {repo!r} (https://huggingface.co/{repo}); "
+            f"expected in the hub cache at {folder} (set HF_HOME or HF_HUB_CACHE, or "
+            f"cache_dir, to point elsewhere)"
+        )
+    url = cfg.url or "unknown URL"
+    torch_cache = cache_dir or os.path.join(torch.hub.get_dir(), "checkpoints")
+    return f"URL {url}; expected in the torch hub cache at {torch_cache} (set TORCH_HOME)"
+
+
+def unavailable_message(model_name: str, cache_dir: str | None, reason: str) -> str:
+    """The one message a user sees when weights are missing."""
+    return (
+        f"Weights for {model_name!r} are unavailable: {reason}.\n"
+        f"  Source: {describe_weight_source(model_name, cache_dir)}.\n"
+        f"  Fix: download the weights on a machine with network access and either copy "
+        f"the hub cache folder to the path above, or pass the file with "
+        f"checkpoint=/path/to/weights (.safetensors, .bin or the original .pth); "
+        f"pretrained=false builds random weights for testing."
+    )
+
+
+def build_timm_model(
+    model_name: str,
+    *,
+    pretrained: bool,
+    checkpoint: str | None,
+    seed: int,
+    cache_dir: str | None = None,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Create ``model_name`` with timm and the requested weights, in eval mode.
+
+    Args:
+        model_name: timm name with its pretrained tag, e.g. ``vit_base_patch8_224.dino``.
+        pretrained: load the published weights (ignored when ``checkpoint`` is set).
+        checkpoint: path of a local weight file, or None.
+        seed: seed of the random initialisation (also used around weight loading,
+            so parameters a file does not cover are reproducible too).
+        cache_dir: overrides timm's download cache, or None for the default.
+        model_kwargs: forwarded to ``timm.create_model`` (e.g. ``num_classes=0``).
+    Raises:
+        ValueError: timm does not know ``model_name`` (or its pretrained tag).
+        WeightsUnavailableError: the weights cannot be found or downloaded.
+    """
+    check_timm_name(model_name)
+    path = None
+    if checkpoint is not None:
+        path = Path(os.path.expanduser(str(checkpoint)))
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                unavailable_message(model_name, cache_dir, f"checkpoint file {path} does not exist")
+            )
+    create_kwargs: dict[str, Any] = {"pretrained": bool(pretrained) and path is None}
+    if cache_dir is not None:
+        create_kwargs["cache_dir"] = str(cache_dir)
+    # fork_rng: seeding must not disturb the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = timm.create_model(model_name, **create_kwargs, **model_kwargs)
+        except _offline_errors() as error:
+            raise WeightsUnavailableError(
+                unavailable_message(
+                    model_name, cache_dir, f"{type(error).__name__} while fetching them"
+                )
+            ) from error
+    if path is not None:
+        load_checkpoint_strictly(model, path)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_checkpoint_strictly(model: nn.Module, path: Path) -> None:
+    """Load a local weight file into a timm model; every model weight must come
+    from the file (only classifier weights may be left over).
+
+    timm's own loader turns strictness off whenever the classifier is dropped, so a
+    wrong file would silently leave random weights: this checks instead. The
+    model module's checkpoint filter runs first, so original release files
+    (DINO / DINOv2 ``.pth``, torchvision ``.pth``) load as well as timm ones.
+    """
+    name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+    try:
+        state_dict = timm.models.load_state_dict(str(path))
+    except (OSError, RuntimeError, ValueError) as error:
+        raise RuntimeError(f"checkpoint {path} could not be read: {error}") from error
+    module = sys.modules[type(model).__module__]
+    filter_fn = getattr(module, "checkpoint_filter_fn", None) or getattr(module, "_filter_fn", None)
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
+    classifiers = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+    model_keys = set(model.state_dict())
+    leftover = [
+        k
+        for k in state_dict
+        if k not in model_keys and not any(k.startswith(c + ".") for c in classifiers)
+    ]
+    state_dict = {k: v for k, v in state_dict.items() if k in model_keys}
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise RuntimeError(
+            f"checkpoint {path} does not fit timm model {name!r}: {error}"
+        ) from error
+    if result.missing_keys or leftover:
+        raise RuntimeError(
+            f"checkpoint {path} does not fit timm model {name!r}: "
+            f"{len(result.missing_keys)} model weights missing from the file "
+            f"(e.g. {result.missing_keys[:3]}), {len(leftover)} unknown file entries "
+            f"(e.g. {leftover[:3]})"
+        )

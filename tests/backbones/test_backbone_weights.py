@@ -1,0 +1,75 @@
+"""Weights: published (through the cache), local checkpoint, seeded random; one clear error."""
+
+import time
+
+import huggingface_hub.constants
+import pytest
+import timm
+import torch
+
+from claid.backbones.timm_vit import TimmViTBackbone
+from claid.backbones.weights import WeightsUnavailableError, build_timm_model
+
+TINY = dict(
+    model_name="vit_tiny_patch16_224.augreg_in21k",
+    patch_size=16,
+    embed_dim=192,
+)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    # huggingface_hub reads HF_HUB_OFFLINE at import: patch the module value too
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_missing_published_weights_raise_one_clear_error_fast(offline, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as info:
+        TimmViTBackbone(pretrained=True, cache_dir=str(tmp_path), **TINY)
+    assert time.monotonic() - start < 30
+    message = str(info.value)
+    assert "vit_tiny_patch16_224.augreg_in21k" in message
+    assert str(tmp_path) in message  # the cache it looked in
+    assert "checkpoint=" in message  # how to provide the file
+
+
+def test_default_cache_is_named_in_the_message(offline, monkeypatch, tmp_path):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeightsUnavailableError, match="hub"):
+        build_timm_model("resnet50.tv_in1k", pretrained=True, checkpoint=None, seed=0)
+
+
+def test_missing_checkpoint_file_is_named(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(WeightsUnavailableError, match="nope.safetensors"):
+        TimmViTBackbone(pretrained=False, checkpoint=str(missing), **TINY)
+
+
+def test_checkpoint_file_is_loaded(tmp_path):
+    source = TimmViTBackbone(pretrained=False, seed=3, **TINY)
+    path = tmp_path / "weights.pth"
+    torch.save(source.model.state_dict(), path)
+    loaded = TimmViTBackbone(pretrained=True, checkpoint=str(path), seed=0, **TINY)
+    other = TimmViTBackbone(pretrained=False, seed=0, **TINY)
+    pixels = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels), source(pixels))
+        assert not torch.allclose(other(pixels), source(pixels))
+
+
+def test_a_checkpoint_with_a_classifier_head_loads_into_the_headless_model(tmp_path):
+    # published files carry the classifier; the backbone drops it (num_classes=0)
+    with_head = timm.create_model(TINY["model_name"], pretrained=False, num_classes=1000)
+    path = tmp_path / "with_head.pth"
+    torch.save(with_head.state_dict(), path)
+    loaded = TimmViTBackbone(pretrained=True, checkpoint=str(path), **TINY)
+    torch.testing.assert_close(loaded.model.cls_token, with_head.cls_token)
+
+
+def test_checkpoint_of_another_model_fails_with_context(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        TimmViTBackbone(pretrained=True, checkpoint=str(path), **TINY)
