@@ -76,7 +76,7 @@ class TinyDescriptor(RegionDescriptor):
     def forward(self, pixels):
         return torch.relu(self.conv(pixels)) + 0.01
 
-    def pool(self, feature_map, boxes, scale, masks=None, patch_grid=None):
+    def pool(self, feature_map, boxes, scale, masks=None, patch_grid=None, mask_cell_px=None):
         fmap = feature_map.float().cpu().numpy()
         _, fh, fw = fmap.shape
         sy, sx = scale
