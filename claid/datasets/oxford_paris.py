@@ -133,6 +133,7 @@ def load_oxford_paris(
             remove_queries_from_db=False,
             junk=True,
             box_format="x1y1x2y2",
+            ground_truth=str(gt_dir),
             skipped=[i for i, _ in skipped],
         ),
     )

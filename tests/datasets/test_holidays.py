@@ -6,6 +6,7 @@ import pytest
 
 from claid.datasets import DatasetFormatError
 from claid.datasets.holidays import load_holidays
+from claid.evaluation.protocols import resolve_protocol
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def test_queries_are_numbers_divisible_by_100(holidays):
     p = bench.protocol
     assert p["family"] == "trapezoid" and p["copy"] == "rotated" and p["query"] == "full"
     assert p["remove_query_image"] == "always" and not p["remove_queries_from_db"]
+    assert resolve_protocol(bench.protocol).family == bench.protocol["family"]
 
 
 def test_bad_names_and_groups(holidays, image_writer):

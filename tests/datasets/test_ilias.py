@@ -7,6 +7,7 @@ import pytest
 
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.datasets.ilias import load_ilias
+from claid.evaluation.protocols import resolve_protocol
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def test_queries_positives_and_distractors(ilias):
     np.testing.assert_array_equal(bench.gt_boxes[first.positives[0]], [[0, 0, 8, 8]])
     p = bench.protocol
     assert p["family"] == "gldv2" and p["k"] == [1000] and p["n_distractors"] == 1
+    assert resolve_protocol(bench.protocol).family == bench.protocol["family"]
 
 
 def test_distractors_are_required_unless_declined(ilias):

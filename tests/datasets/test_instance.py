@@ -7,6 +7,7 @@ import pytest
 
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.datasets.instance import load_instance160, load_instance335
+from claid.evaluation.protocols import resolve_protocol
 
 
 def _build(root, save, box_folder="bbox"):
@@ -43,6 +44,7 @@ def test_first_frame_is_the_query_and_boxes_become_x1y1x2y2(tmp_path, image_writ
     )
     assert "Images/CarScale/CarScale_0002.jpg" not in bench.gt_boxes  # no box given
     assert bench.protocol["query_frames"] == "first frame of each sequence"
+    assert resolve_protocol(bench.protocol).family == bench.protocol["family"]
 
 
 def test_query_list_and_instance335_folder(tmp_path, image_writer):

@@ -9,6 +9,7 @@ import scipy.io
 
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.datasets.instre import load_instre
+from claid.evaluation.protocols import resolve_protocol
 
 # class folder -> list of (image name, [x y w h boxes])
 CLASSES = {
@@ -78,6 +79,7 @@ def test_every_reading_gives_the_same_benchmark(tmp_path, image_writer, bbx_form
     assert pair.box == (2.0, 3.0, 44.0, 36.0) and pair.extra["subset"] == "INSTRE-M"
     np.testing.assert_array_equal(bench.gt_boxes[IMLIST[2]], [[0, 0, 8, 8], [20, 20, 28, 28]])
     assert bench.protocol["family"] == "lab" and bench.protocol["remove_queries_from_db"]
+    assert resolve_protocol(bench.protocol).family == bench.protocol["family"]
 
 
 def test_subset_keeps_only_its_queries(tmp_path, image_writer):

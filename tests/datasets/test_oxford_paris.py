@@ -9,6 +9,7 @@ import pytest
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.datasets.oxford_paris import load_oxford5k, load_paris6k
 from claid.datasets.revisited import load_roxford5k, load_rparis6k
+from claid.evaluation.protocols import resolve_protocol
 
 
 def _write(path, lines):
@@ -48,6 +49,7 @@ def test_oxford_classic_reads_x1y1x2y2_boxes(oxford):
     p = bench.protocol
     assert p["family"] == "trapezoid" and not p["remove_queries_from_db"] and p["junk"]
     assert p["query"] == "crop" and p["skipped"] == []
+    assert resolve_protocol(bench.protocol).family == bench.protocol["family"]
 
 
 def test_paris_subfolders_and_broken_files(tmp_path, image_writer):
@@ -112,6 +114,7 @@ def test_revisited_pickle(tmp_path, image_writer, name, loader):
     assert q1.extra["easy"] == [] and q1.positives == ["jpg/magdalen_000001.jpg"]
     assert all(q.image not in bench.database for q in bench.queries)
     assert bench.protocol["family"] == "revisited" and bench.protocol["remove_queries_from_db"]
+    assert resolve_protocol(bench.protocol).family == bench.protocol["family"]
 
 
 def test_revisited_bad_index_and_missing_pickle(tmp_path, image_writer):
