@@ -167,10 +167,13 @@ def test_repeated_instances_come_out_as_separate_regions():
     assert np.all(ious >= 0.5), ious
 
 
-def test_thread_pool_gives_the_same_trees(small_maps):
-    sequential = [cut_regions(p.tokens, p.grid) for p in small_maps]
+@pytest.mark.parametrize("cutter", ["ksums", "ncut"])
+def test_thread_pool_gives_the_same_trees(small_maps, cutter):
+    sequential = [cut_regions(p.tokens, p.grid, cutter=cutter) for p in small_maps]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        threaded = list(pool.map(lambda p: cut_regions(p.tokens, p.grid), small_maps))
+        threaded = list(
+            pool.map(lambda p: cut_regions(p.tokens, p.grid, cutter=cutter), small_maps)
+        )
     for a, b in zip(sequential, threaded):
         np.testing.assert_array_equal(a.masks, b.masks)
 
