@@ -57,6 +57,12 @@ def read_bbox_file(path: Path) -> np.ndarray:
     return xywh_to_xyxy(np.asarray(rows))
 
 
+def _photos(folder: Path) -> list[str]:
+    """Images in ``folder``, without box renderings (``*_bbox.png``, which the
+    ILIAS README lists beside some positives)."""
+    return [p for p in list_images(folder) if not Path(p).stem.endswith("_bbox")]
+
+
 def load_ilias(
     root: str | os.PathLike,
     *,
@@ -87,9 +93,7 @@ def load_ilias(
     gt_boxes: dict[str, np.ndarray] = {}
     for inst in instances:
         rel = f"ilias_core/{inst.name}"
-        pos = (
-            [f"{rel}/pos/{p}" for p in list_images(inst / "pos")] if (inst / "pos").is_dir() else []
-        )
+        pos = [f"{rel}/pos/{p}" for p in _photos(inst / "pos")] if (inst / "pos").is_dir() else []
         if not pos:
             raise DatasetFormatError(f"ilias: {inst} has no positives under pos/")
         for image in pos:
@@ -100,7 +104,7 @@ def load_ilias(
         qdir = inst / "query"
         if not qdir.is_dir():
             raise DatasetFormatError(f"ilias: {inst} has no query/ folder")
-        for qimage in list_images(qdir):
+        for qimage in _photos(qdir):
             image = f"{rel}/query/{qimage}"
             bbox_path = (root / image).with_name(Path(qimage).stem + "_bbox.txt")
             if not bbox_path.is_file():

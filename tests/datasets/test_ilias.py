@@ -22,6 +22,8 @@ def ilias(tmp_path, image_writer):
         for z in range(2):
             image_writer(base / "pos" / f"P{iid}_{z:02d}.jpg")
             (base / "pos" / f"P{iid}_{z:02d}_bbox.txt").write_text("0 0 8 8\n")
+    # The ILIAS README lists box renderings beside positives: they are not photos.
+    image_writer(tmp_path / "ilias_core" / "bold_bimp_000" / "pos" / "P000_00_bbox.png")
     image_writer(tmp_path / "yfcc100m" / "000" / "1234.jpg")
     return tmp_path
 
