@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from claid.datasets.boxes import xywh_to_xyxy
+from claid.datasets.boxes import union_box, xywh_to_xyxy
 from claid.datasets.files import DatasetFormatError, list_images, missing, require
 from claid.datasets.protocol import make_protocol
 from claid.structures import Benchmark, Query
@@ -114,12 +114,7 @@ def load_ilias(
                 Query(
                     image=image,
                     # Several boxes: the query covers all of them; each is kept in extra.
-                    box=(
-                        float(boxes[:, 0].min()),
-                        float(boxes[:, 1].min()),
-                        float(boxes[:, 2].max()),
-                        float(boxes[:, 3].max()),
-                    ),
+                    box=union_box(boxes),
                     positives=list(pos),
                     qid=f"{inst.name}/{Path(qimage).stem}",
                     extra={"instance": inst.name, "boxes": boxes.tolist()},

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from claid.datasets.boxes import xywh_to_xyxy
+from claid.datasets.boxes import union_box, xywh_to_xyxy
 from claid.datasets.files import DatasetFormatError, index_by_stem, missing, require
 from claid.datasets.protocol import make_protocol
 from claid.structures import Benchmark, Query
@@ -134,9 +134,7 @@ def load_instance(
             Query(
                 image=image,
                 # Several boxes on a query frame: the query covers them all.
-                box=tuple(
-                    float(v) for v in (*boxes[image][:, :2].min(0), *boxes[image][:, 2:].max(0))
-                ),
+                box=union_box(boxes[image]),
                 positives=[i for i in sequences[sequence] if i not in query_images],
                 qid=Path(image).stem,
                 extra={"sequence": sequence},
