@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import urllib.error
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def build_timm_model(
 
 def load_checkpoint_strictly(model: nn.Module, path: Path) -> None:
     """Load a local weight file into a timm model; every model weight must come
-    from the file (only classifier weights may be left over).
+    from the file (extra file entries, e.g. other heads, only warn).
 
     timm's own loader turns strictness off whenever the classifier is dropped, so a
     wrong file would silently leave random weights: this checks instead. The
@@ -180,10 +181,15 @@ def load_checkpoint_strictly(model: nn.Module, path: Path) -> None:
         raise RuntimeError(
             f"checkpoint {path} does not fit timm model {name!r}: {error}"
         ) from error
-    if result.missing_keys or leftover:
+    if result.missing_keys:
         raise RuntimeError(
             f"checkpoint {path} does not fit timm model {name!r}: "
-            f"{len(result.missing_keys)} model weights missing from the file "
-            f"(e.g. {result.missing_keys[:3]}), {len(leftover)} unknown file entries "
-            f"(e.g. {leftover[:3]})"
+            f"{len(result.missing_keys)} model weights are missing from the file "
+            f"(e.g. {result.missing_keys[:3]}), they would stay random"
+        )
+    if leftover:
+        # extra heads (e.g. SwAV's projection head and prototypes) are harmless
+        warnings.warn(
+            f"checkpoint {path}: {len(leftover)} entries unused by {name!r} (e.g. {leftover[:3]})",
+            stacklevel=2,
         )

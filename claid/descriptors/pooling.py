@@ -1,0 +1,155 @@
+"""Region pooling on a feature map: boxes and masks -> cells -> one vector each.
+
+Pure functions. A feature map is ``(C, h, w)``; cell ``(i, j)`` covers input
+pixels ``[i*stride, (i+1)*stride) x [j*stride, (j+1)*stride)``, i.e. original
+pixels scaled by ``scale = (sy, sx)`` (original pixels per input pixel).
+
+Box -> cells follows the reference descriptor (wlzhao22/CLAID ``descriptor.py``):
+``floor(x1 / stride)`` to ``ceil(x2 / stride)`` in input pixels, so every cell the
+box touches is pooled. Unlike the reference, a box that would get no cell (it
+lies past the map's edge after cropping, or is degenerate) gets the nearest
+cell instead of being dropped: every region gets a vector.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+POOLINGS = ("gem", "max", "mean")
+
+
+def boxes_to_cells(
+    boxes: np.ndarray,
+    scale: tuple[float, float],
+    stride: float,
+    map_size: tuple[int, int],
+) -> np.ndarray:
+    """(R, 4) original-pixel boxes -> (R, 4) int64 cell boxes (x1, y1, x2, y2),
+    exclusive end, clipped to the map, each at least one cell.
+
+    Args:
+        boxes: (R, 4) float, original pixels, exclusive end.
+        scale: (sy, sx) original pixels per network-input pixel.
+        stride: input pixels per feature-map cell.
+        map_size: (h, w) of the feature map.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not np.isfinite(boxes).all():
+        raise ValueError("boxes contain NaN or infinite values")
+    h, w = map_size
+    if h < 1 or w < 1:
+        raise ValueError(f"feature map has no cells ({h}x{w})")
+    sy, sx = scale
+    cell_w, cell_h = stride * sx, stride * sy  # original pixels per cell
+    x1 = np.floor(boxes[:, 0] / cell_w)
+    y1 = np.floor(boxes[:, 1] / cell_h)
+    x2 = np.ceil(boxes[:, 2] / cell_w)
+    y2 = np.ceil(boxes[:, 3] / cell_h)
+    x1 = np.clip(x1, 0, w - 1)
+    y1 = np.clip(y1, 0, h - 1)
+    x2 = np.clip(np.maximum(x2, x1 + 1), 1, w)
+    y2 = np.clip(np.maximum(y2, y1 + 1), 1, h)
+    return np.stack([x1, y1, x2, y2], axis=1).astype(np.int64)
+
+
+def masks_to_cells(
+    masks: np.ndarray,
+    mask_cell_px: tuple[float, float],
+    scale: tuple[float, float],
+    stride: float,
+    map_size: tuple[int, int],
+) -> np.ndarray:
+    """Patch-level masks -> (R, h, w) bool masks on the feature map: a cell is in
+    when the mask patch under the cell's centre is in.
+
+    Args:
+        masks: (R, H, W) bool masks on the detector's patch grid.
+        mask_cell_px: (height, width) of one mask patch in original pixels
+            (``patch_size * sy`` / ``* sx`` of the detector's PatchGrid).
+        scale, stride, map_size: the feature map's geometry, as in ``boxes_to_cells``.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (R, H, W), got shape {masks.shape}")
+    if min(mask_cell_px) <= 0:
+        raise ValueError(f"mask_cell_px must be positive, got {mask_cell_px}")
+    h, w = map_size
+    sy, sx = scale
+    centre_y = (np.arange(h) + 0.5) * stride * sy
+    centre_x = (np.arange(w) + 0.5) * stride * sx
+    rows = np.floor(centre_y / mask_cell_px[0]).astype(np.int64)
+    cols = np.floor(centre_x / mask_cell_px[1]).astype(np.int64)
+    grid_h, grid_w = masks.shape[1:]
+    # cells whose centre falls past the mask grid (cropped border) are out
+    row_ok, col_ok = rows < grid_h, cols < grid_w
+    sampled = masks[:, np.minimum(rows, grid_h - 1)][:, :, np.minimum(cols, grid_w - 1)]
+    return sampled & row_ok[None, :, None] & col_ok[None, None, :]
+
+
+def gem(values: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised mean over the last axis: ``mean(clamp(x, eps)^p)^(1/p)``.
+
+    (..., n) -> (...). Negative inputs are clamped to ``eps`` (GeM is meant for
+    non-negative, post-ReLU activations); p = 1 is the mean, p -> inf the max.
+    Computed relative to the maximum, so large p does not overflow float32.
+    """
+    if not p > 0 or not math.isfinite(p):
+        raise ValueError(f"GeM power must be a positive finite number, got {p}")
+    values = values.clamp(min=eps)
+    peak = values.amax(dim=-1, keepdim=True)
+    return (values / peak).pow(p).mean(dim=-1).pow(1.0 / p) * peak.squeeze(-1)
+
+
+def pool_cells(
+    feature_map: torch.Tensor,
+    cells: np.ndarray,
+    method: str,
+    p: float = 3.0,
+    cell_masks: np.ndarray | None = None,
+) -> torch.Tensor:
+    """Pool each cell box (optionally restricted to a cell mask) into one vector.
+
+    Args:
+        feature_map: (C, h, w).
+        cells: (R, 4) int cell boxes from ``boxes_to_cells``.
+        method: ``gem`` (power ``p``), ``max`` or ``mean``.
+        cell_masks: optional (R, h, w) bool; only cells inside both the box and
+            the mask are pooled; a region whose mask misses its box entirely
+            falls back to the whole box.
+    Returns:
+        (R, C) float32 on the feature map's device, not normalised.
+    """
+    if method not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {method!r}")
+    if feature_map.ndim != 3:
+        raise ValueError(f"feature_map must be (C, h, w), got {tuple(feature_map.shape)}")
+    feature_map = feature_map.float()
+    c, h, w = feature_map.shape
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1, 4)
+    if cell_masks is not None and cell_masks.shape != (len(cells), h, w):
+        raise ValueError(f"cell_masks shape {cell_masks.shape} != ({len(cells)}, {h}, {w})")
+    vectors = feature_map.new_zeros((len(cells), c))
+    for r, (x1, y1, x2, y2) in enumerate(cells.tolist()):
+        region = feature_map[:, y1:y2, x1:x2].reshape(c, -1)
+        if cell_masks is not None:
+            keep = torch.from_numpy(np.ascontiguousarray(cell_masks[r, y1:y2, x1:x2])).reshape(-1)
+            if keep.any():
+                region = region[:, keep.to(region.device)]
+        if method == "mean":
+            vectors[r] = region.mean(dim=1)
+        elif method == "max":
+            vectors[r] = region.amax(dim=1)
+        else:
+            vectors[r] = gem(region, p)
+    return vectors
+
+
+def l2_normalise(vectors: torch.Tensor | np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """(R, D) -> (R, D) float32 numpy rows of unit L2 norm (all-zero rows stay zero)."""
+    array = vectors.detach().float().cpu().numpy() if torch.is_tensor(vectors) else vectors
+    array = np.asarray(array, dtype=np.float32)
+    norms = np.linalg.norm(array, axis=-1, keepdims=True)
+    return (array / np.maximum(norms, eps)).astype(np.float32)
