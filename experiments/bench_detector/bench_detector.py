@@ -27,7 +27,7 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 from claid.cutters import cut_regions  # noqa: E402
 from claid.cutters.affinity import gram_matrix, normalise_rows  # noqa: E402
@@ -167,6 +167,14 @@ def render(result: dict, load_before: tuple[float, float, float]) -> str:
         if r["size"] == "ViT-B/8 360x480" and r["method"] == "CLAID (k-sums)"
     )
     verdict = "PASS" if big["wall_per_image_s"] <= TIME_BUDGET_S else "FAIL"
+    blas = ", ".join(
+        f"{lib['internal_api']} {lib['version']} ({lib.get('architecture', '?')} kernels)"
+        for lib in threadpool_info()
+        if lib["user_api"] == "blas"
+    )
+    lines.append(
+        f"BLAS: {blas or 'unknown'}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}"
+    )
     load_after = os.getloadavg()
     lines.append(
         f"k-sums 45x60x768 median {big['wall_per_image_s']:.4f} s/image (CPU {big['cpu_per_image_s']:.4f} s) "
