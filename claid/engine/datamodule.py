@@ -12,6 +12,10 @@ Why the pieces look the way they do:
   which would process some images twice).
 - A file that cannot be used travels through the batch as ``(image_id, reason)``
   so the writer records it as skipped; the run goes on.
+- The workers call ``backbone.preprocess`` / ``descriptor.preprocess`` on the
+  modules themselves (shared copy-on-write with the forked workers). Those
+  methods must therefore stay CPU-only and not touch parameters or buffers: on a
+  GPU run the modules already live on the device when the workers start.
 """
 
 from __future__ import annotations
