@@ -195,7 +195,10 @@ def decompose(
             n_cuts += 1
             largest = 0
             children = []
-            for half in (0, 1):
+            # a one-sided split (NCut on a degenerate graph) would hand the node back as its
+            # own child forever; it yields no children instead
+            halves = (0, 1) if labels.min() != labels.max() else ()
+            for half in halves:
                 pieces, biggest = get_objects(idx[labels == half], grid, s.min_patches)
                 children.extend(pieces)
                 largest = max(largest, biggest)

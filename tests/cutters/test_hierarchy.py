@@ -276,3 +276,13 @@ def test_at_least_ten_times_faster_than_the_reference():
         slow = time.process_time() - start
     np.testing.assert_array_equal(tree.masks, slow_tree.masks)
     assert slow / np.median(fast) >= 10, (slow, fast)
+
+
+def test_one_sided_split_ends_the_branch(small_map, monkeypatch):
+    import claid.cutters.hierarchy as hierarchy
+
+    monkeypatch.setattr(
+        hierarchy, "ncut_bisect", lambda gram, idx, degrees, **_: np.zeros(idx.size, np.int8)
+    )
+    tree = cut_regions(small_map.tokens, small_map.grid, cutter="ncut")
+    assert tree.n_cuts == 1 and tree.n_nodes == 1 and len(tree) == 0
