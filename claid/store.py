@@ -260,7 +260,10 @@ class RegionStore:
         store_dir = os.fspath(store_dir)
         manifest = _read_manifest(store_dir)
         shard_root = os.path.join(store_dir, "shards")
-        names = sorted(os.listdir(shard_root)) if os.path.isdir(shard_root) else []
+        names = sorted(
+            name for name in (os.listdir(shard_root) if os.path.isdir(shard_root) else [])
+            if not name.startswith(".") and os.path.isdir(os.path.join(shard_root, name))
+        )
         seen: set[str] = set()
         shards: list[_Shard] = []
         skipped: dict[str, str] = {}

@@ -193,3 +193,26 @@ def test_retry_skipped_picks_up_a_repaired_file(image_folder, components, tmp_pa
     assert store.skipped == [("later.jpg", "empty file")]  # skips are not retried by default
     store = run(images, components, tmp_path / "store", retry_skipped=True)
     assert store.skipped == [] and sorted(store.image_ids) == ["coffee.jpg", "later.jpg"]
+
+
+def test_descriptor_without_image_pools_the_detector_tokens(image_folder, components, tmp_path):
+    from tests.engine.tiny_parts import TinyTokenDescriptor
+
+    backbone, cutter, _ = components
+    root, _ = image_folder
+    images = [(name, str(root / name)) for name in ("coffee.jpg", "gray16.png", "empty.jpg")]
+    store = run(images, (backbone, cutter, TinyTokenDescriptor()), tmp_path)
+    assert store.dim == TinyBackbone.embed_dim and dict(store.skipped) == {
+        "empty.jpg": "empty file"}
+    grid = backbone.extract_patches(load_image(root / "coffee.jpg"))
+    stored = store.regions_of("coffee.jpg")
+    expected = np.stack([grid.tokens[m.reshape(-1)].mean(0) for m in stored.masks])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(stored.vectors, expected, atol=1e-5)
+
+
+def test_an_empty_image_list_gives_an_empty_store(components, tmp_path):
+    store = run([], components, tmp_path)
+    assert store.num_images == 0 and store.num_regions == 0
+    assert store.vectors().shape == (0, TinyDescriptor.dim) and store.boxes().shape == (0, 4)
+    assert store.summary["requested"] == 0

@@ -91,6 +91,20 @@ class TinyDescriptor(RegionDescriptor):
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+class TinyTokenDescriptor(RegionDescriptor):
+    """Needs no image: the mean of the detector tokens under each region's mask."""
+
+    dim = TinyBackbone.embed_dim
+    needs_image = False
+
+    def pool(self, feature_map, boxes, scale, masks=None, patch_grid=None, mask_cell_px=None):
+        if feature_map is not None:
+            raise AssertionError("a token descriptor must not receive a feature map")
+        tokens = patch_grid.tokens.astype(np.float64)
+        vectors = np.stack([tokens[m.reshape(-1)].mean(axis=0) for m in masks])
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
 def _tight_box(mask: np.ndarray) -> list[int]:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
