@@ -114,8 +114,9 @@ def extract_regions(
     """Detect and describe the regions of every image into a region store; resumable.
 
     Images already in ``store_dir`` (processed, or skipped unless ``retry_skipped``)
-    are not redone, so a killed run continues where its last committed shard ended. Files that cannot
-    be decoded are recorded as skipped with the reason, and the run goes on.
+    are not redone, so a killed run continues where its last committed shard
+    ended. Files that cannot be decoded are recorded as skipped with the reason,
+    and the run goes on.
 
     Args:
         images: (image_id, absolute path) pairs, ids unique.
@@ -140,6 +141,10 @@ def extract_regions(
         The store, opened for reading; its ``summary`` describes this run.
     """
     images = _check_images(images)
+    for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                               ("shard_size", shard_size, 1)):
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if cut_workers is None:
         # On an accelerator the cutter is the CPU bottleneck (k-sums on a ViT-B/8 grid
         # takes ~0.2 s per image, a forward a few ms): give it the cores the decoding

@@ -168,6 +168,8 @@ def test_bad_arguments_are_errors(components, tmp_path):
         run(["a.jpg"], components, tmp_path)
     with pytest.raises(ValueError, match="dtype"):
         run([("a", "/x/a.jpg")], components, tmp_path / "s", dtype="int8")
+    with pytest.raises(ValueError, match="batch_size"):
+        run([("a", "/x/a.jpg")], components, tmp_path / "t", batch_size=0)
 
 
 @pytest.mark.slow
