@@ -51,6 +51,16 @@ names are ``<seq>-r<rank>-<random>``; store order is the sorted name order.
 Duplicates: should two shards hold the same image id (two ranks given the same
 image, or an overlapping resume), readers keep its first occurrence in store
 order and ignore the rest, so every image appears exactly once.
+
+Reading (``RegionStore.open(store_dir)``): ``image_ids``, ``skipped``, ``config``,
+``num_regions``, ``vectors()`` (N, dim) in the stored dtype (``vectors(np.float32)``
+converts; a memory map when the store has one shard, else concatenated - stream
+big stores with ``vector_chunks()``), ``region_image()``, ``boxes()``, ``depth()``,
+``parent()``, ``image_sizes()``, ``masks(indices)``, ``mask_pixels(i)``,
+``regions_of(image_id)``, ``patch_grid(image_id)``. Writing: ``RegionStoreWriter``
+(one per rank); ``compact_store`` merges many small shards (e.g. after resumes).
+The store directory is keyed by ``config_hash(config)`` so later stages and sweeps
+that share the config reuse it.
 """
 
 from __future__ import annotations
@@ -75,6 +85,7 @@ __all__ = [
     "REGION_DTYPE",
     "RegionStore",
     "RegionStoreWriter",
+    "compact_store",
     "config_hash",
     "ensure_store",
     "write_summary",
@@ -628,7 +639,11 @@ class RegionStoreWriter:
         os.makedirs(self._shard_root, exist_ok=True)
         os.makedirs(self._staging_root, exist_ok=True)
         self._drop_own_staging()
-        self._seq = len(os.listdir(self._shard_root))
+        # after every existing shard (store order = name order = commit order), also
+        # when earlier shards were removed by compaction
+        seqs = [int(n.split("-", 1)[0]) for n in os.listdir(self._shard_root)
+                if n.split("-", 1)[0].isdigit()]
+        self._seq = max(seqs, default=-1) + 1
         self._reset_buffer()
         self.committed_shards: list[str] = []
 
@@ -773,3 +788,34 @@ def write_summary(store_dir: str, summary: dict) -> None:
     manifest = _read_manifest(store_dir)
     manifest["summary"] = summary
     write_json_atomic(os.path.join(store_dir, "manifest.json"), manifest)
+
+
+def compact_store(store_dir: str, *, shard_size: int = 4096) -> list[str]:
+    """Rewrite a store's shards into fewer, larger ones (e.g. after many resumed runs).
+
+    Duplicates are dropped physically, skip records kept. Crash-safe: the new shards
+    are committed first (readers then see every image twice and keep the old copy,
+    which is identical), and the old shards are removed only afterwards. Do not run
+    while an extraction writes to the same store, and reopen readers afterwards
+    (they map shard files lazily, and the old files are gone).
+
+    Returns:
+        The names of the new shards.
+    """
+    store = RegionStore.open(store_dir)
+    old = [shard.path for shard in store._shards]
+    writer = RegionStoreWriter(store_dir, config=store.config, dim=store.dim,
+                               dtype=str(store.dtype), shard_size=shard_size)
+    for image_id in store.image_ids:
+        image = store.image_index(image_id)
+        cell = store._cells[image]
+        patch_grid = store.patch_grid(image_id) if store._tokens[image][1] is not None else None
+        writer.add(store.regions_of(image_id), cell=None if cell is None else tuple(cell),
+                   patch_grid=patch_grid)
+    for image_id, reason in store.skipped:
+        writer.skip(image_id, reason)
+    writer.flush()
+    for path in old:
+        shutil.rmtree(path)
+    _fsync_dir(os.path.join(os.fspath(store_dir), "shards"))
+    return writer.committed_shards

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 import claid.store as store_module
-from claid.store import RegionStore, RegionStoreWriter, config_hash, write_summary
+from claid.store import (
+    RegionStore,
+    RegionStoreWriter,
+    compact_store,
+    config_hash,
+    write_summary,
+)
 from claid.structures import PatchGrid, RegionDescriptors
 
 DIM = 8
@@ -235,3 +241,37 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(a) != config_hash({**a, "x": 2})
     with pytest.raises(ValueError, match="JSON"):
         config_hash({"f": object()})
+
+
+def test_compaction_keeps_content_and_drops_duplicates(tmp_path):
+    tokens = np.random.default_rng(0).normal(size=(12, 5)).astype(np.float32)
+    grid = PatchGrid(tokens=tokens, grid=(3, 4), patch_size=8, scale=(1.0, 1.0),
+                     image_size=(24, 32))
+    items = [make_item(f"{k}.jpg", k % 3, seed=k) for k in range(7)]
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, shard_size=2)
+    for item in items:
+        writer.add(item, cell=(8.0, 8.0), patch_grid=grid if item.image_id == "1.jpg" else None)
+    writer.skip("bad.jpg", "empty file")
+    writer.add(make_item("3.jpg", 2, seed=99))  # a duplicate, dropped on read
+    writer.flush()
+    before = RegionStore.open(tmp_path)
+    assert len(before._shards) == 5
+    # read everything now: a reader opened before compaction loses its shard files
+    ids, skipped, vectors = before.image_ids, before.skipped, np.array(before.vectors())
+    regions = {item.image_id: before.regions_of(item.image_id) for item in items}
+    tokens, mask = before.patch_grid("1.jpg").tokens, before.mask_pixels(0)
+
+    names = compact_store(tmp_path)
+    after = RegionStore.open(tmp_path)
+    assert [s.name for s in after._shards] == names and len(names) == 1
+    assert after.image_ids == ids and after.skipped == skipped
+    np.testing.assert_array_equal(after.vectors(), vectors)
+    for item in items:
+        assert_same_regions(after.regions_of(item.image_id), regions[item.image_id])
+    np.testing.assert_array_equal(after.patch_grid("1.jpg").tokens, tokens)
+    np.testing.assert_array_equal(after.mask_pixels(0), mask)
+    # shards appended later still sort after the compacted one
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.add(make_item("new.jpg", 1, seed=3))
+    assert writer.flush() > names[0]
+    assert RegionStore.open(tmp_path).image_ids == ids + ["new.jpg"]
