@@ -149,6 +149,22 @@ class ViTTokenDescriptor(RegionDescriptor):
         return l2_normalise(pool_cells(fmap, cells, self.pooling, self.gem_p, cell_masks))
 
     @torch.no_grad()
+    def describe(
+        self,
+        image: Image.Image | None,
+        boxes: np.ndarray,
+        masks: np.ndarray | None = None,
+        patch_grid: PatchGrid | None = None,
+    ) -> np.ndarray:
+        """(R, 4) pixel boxes (and optional (R, H, W) masks on the grid) -> (R, dim)
+        float32 L2-normalised. Pools ``patch_grid``; without one, the backbone
+        computes the grid of ``image`` first."""
+        if patch_grid is None and image is not None:
+            backbone = self._require_backbone("describe images without a patch_grid")
+            patch_grid = backbone.extract_patches(image)
+        return super().describe(image, boxes, masks, patch_grid)
+
+    @torch.no_grad()
     def describe_query(
         self,
         image: Image.Image,

@@ -54,13 +54,17 @@ def assert_unit_rows(vectors: np.ndarray, rows: int, dim: int) -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
+# descriptors that only work on one detector backbone
+BACKBONE_OF = {"siglip_tokens": "siglip_vitb16"}
+
+
 @pytest.fixture(scope="module", params=NAMES)
 def built(request):
-    return request.param, build(request.param)
+    return request.param, build(request.param, BACKBONE_OF.get(request.param, "dino_vitb8"))
 
 
 def test_the_issue_descriptors_all_have_a_yaml():
-    assert {"resnet50", "resnet101", "vgg16", "vit_tokens"} <= set(NAMES)
+    assert {"resnet50", "resnet101", "vgg16", "vit_tokens", "siglip_tokens"} <= set(NAMES)
 
 
 def test_every_yaml_has_the_fixed_weight_keys(built):
