@@ -176,3 +176,21 @@ def test_inputs_off_the_patch_grid_are_rejected():
     backbone = instantiate(tiny())
     with pytest.raises(ValueError, match="multiple"):
         backbone(torch.zeros(1, 3, 30, 32))
+
+
+def test_register_tokens_are_dropped_too():
+    # DINOv2 with 4 registers: CLS + 4 registers precede the patch tokens
+    backbone = instantiate(
+        load(
+            "dinov2_vitb14",
+            model_name="vit_small_patch14_reg4_dinov2.lvd142m",
+            embed_dim=384,
+        )
+    )
+    assert backbone.num_prefix_tokens == 5
+    pixels = torch.randn(1, 3, 28, 42)
+    with torch.no_grad():
+        tokens = backbone(pixels)
+        features = backbone.model.forward_features(pixels)
+    assert tokens.shape == (1, 6, 384) and features.shape[1] == 11
+    torch.testing.assert_close(tokens, features[:, 5:])
