@@ -111,13 +111,14 @@ def build_timm_model(
         model_name: timm name with its pretrained tag, e.g. ``vit_base_patch8_224.dino``.
         pretrained: load the published weights (ignored when ``checkpoint`` is set).
         checkpoint: path of a local weight file, or None.
-        seed: seed of the random initialisation (also used around weight loading,
-            so parameters a file does not cover are reproducible too).
+        seed: seed of the random initialisation (two builds with one seed are
+            identical; the caller's random state is left untouched).
         cache_dir: overrides timm's download cache, or None for the default.
         model_kwargs: forwarded to ``timm.create_model`` (e.g. ``num_classes=0``).
     Raises:
         ValueError: timm does not know ``model_name`` (or its pretrained tag).
         WeightsUnavailableError: the weights cannot be found or downloaded.
+        RuntimeError: the checkpoint cannot be read or lacks weights the model has.
     """
     check_timm_name(model_name)
     path = None
