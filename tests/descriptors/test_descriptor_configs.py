@@ -271,3 +271,22 @@ def test_descriptor_checkpoint_is_loaded(tmp_path):
     np.testing.assert_allclose(
         loaded.describe(image, BOXES[:1]), source.describe(image, BOXES[:1]), rtol=1e-5
     )
+
+
+def test_swav_style_checkpoint_loads_with_a_warning(tmp_path):
+    # SwAV's release: DDP "module." prefix, plus projection head and prototypes
+    weights = build_timm_model(
+        "resnet50.tv_in1k", pretrained=False, checkpoint=None, seed=7, num_classes=0
+    )
+    state = {f"module.{k}": v for k, v in weights.state_dict().items()}
+    state["module.projection_head.0.weight"] = torch.zeros(8, 2048)
+    state["module.prototypes.weight"] = torch.zeros(3, 8)
+    path = tmp_path / "swav_800ep_pretrain.pth.tar"
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="2 entries unused"):
+        loaded = build("resnet50", checkpoint=str(path), layer="layer4.1")
+    reference = build("resnet50", seed=7, layer="layer4.1")
+    image = random_image(64, 64)
+    np.testing.assert_allclose(
+        loaded.describe(image, BOXES[:1]), reference.describe(image, BOXES[:1]), rtol=1e-5
+    )
