@@ -290,3 +290,23 @@ def test_swav_style_checkpoint_loads_with_a_warning(tmp_path):
     np.testing.assert_allclose(
         loaded.describe(image, BOXES[:1]), reference.describe(image, BOXES[:1]), rtol=1e-5
     )
+
+
+def test_command_line_overrides_reach_both_networks(compose_cfg):
+    # `python run.py backbone.pretrained=false descriptor.pretrained=false`
+    cfg = compose_cfg(
+        "backbone=dino_vits16",
+        "descriptor=vit_tokens",
+        "backbone.pretrained=false",
+        "descriptor.pretrained=false",
+    )
+    detector = instantiate(cfg.backbone)
+    descriptor = instantiate(cfg.descriptor)
+    assert descriptor.dim == detector.embed_dim == 384
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(descriptor.backbone(pixels), detector(pixels))
+    # vit_tokens follows the backbone's weight switches unless told otherwise
+    assert compose_cfg("descriptor=vit_tokens").descriptor.pretrained is True
+    follows = compose_cfg("backbone.pretrained=false", "descriptor=vit_tokens")
+    assert follows.descriptor.pretrained is False
