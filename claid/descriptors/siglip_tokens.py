@@ -219,8 +219,13 @@ class SigLIPTokenDescriptor(ViTTokenDescriptor):
             name = os.path.expanduser(self.tokenizer_name)
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=self.cache_dir)
-            except (OSError, ValueError, ImportError) as error:
-                # ImportError/ValueError: the sentencepiece-based tokenizer needs its package
+            except ImportError as error:
+                # the released SigLIP tokenizer is a SentencePiece model
+                raise ImportError(
+                    f"the SigLIP tokenizer {name!r} needs the sentencepiece package "
+                    f"(pip install sentencepiece): {error}"
+                ) from error
+            except OSError as error:
                 raise WeightsUnavailableError(
                     _missing("SigLIP tokenizer", name, self.cache_dir, error)
                 ) from error
