@@ -83,12 +83,20 @@ def training_points_needed(faiss_index: faiss.Index) -> int:
 
 def _make_faiss_index(dim: int, factory: str) -> faiss.Index:
     try:
-        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        faiss_index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as err:
         raise ValueError(
             f"FAISS cannot build factory {factory!r} for dimension {dim}: "
             f"{str(err).splitlines()[-1]}"
         ) from err
+    # The factory turns on polysemous training for 8-bit PQ: it reorders the codes for
+    # Hamming pre-filtering (polysemous_ht), which claid never uses, and it is most of
+    # IVF-PQ's training time (measured: ~65 of 72 s for IVF256,PQ32 on 20k x 256).
+    ivf = faiss.try_extract_index_ivf(faiss_index)
+    inner = faiss.downcast_index(ivf if ivf is not None else faiss_index)
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False
+    return faiss_index
 
 
 class RegionIndex:
