@@ -1,12 +1,30 @@
-"""Hydra entry point: `python run.py [group=option ...] [key=value ...]` (add -m for sweeps)."""
+"""Hydra entry point.
+
+    python run.py                                    # the paper's standard configuration
+    python run.py cutter=ncut backbone=dinov2_vitb14 # swap components
+    python run.py -m cutter.tau2=0.1,0.2,0.3         # a sweep; compare runs in the MLflow UI
+"""
+
+import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from claid.pipeline import run
+
+log = logging.getLogger("claid")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    print(OmegaConf.to_yaml(cfg, resolve=False))
+def main(cfg: DictConfig) -> float | None:
+    if cfg.cache.tokens:
+        raise NotImplementedError("cache.tokens=true is not implemented yet; leave it false")
+    result = run(cfg)
+    for name, value in sorted(result.metrics.items()):
+        if not name.startswith("time/"):
+            log.info("%-40s %.4f", name, value)
+    print(f"run dir: {result.run_dir}")
+    return result.metrics.get("lab/mAP-all")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def __getattr__(name: str):
 
         return cut_regions
     if name == "search":
-        from claid.search import search
+        from claid.retrieval import search
 
         return search
     raise AttributeError(f"module 'claid' has no attribute {name!r}")

@@ -1,0 +1,17 @@
+"""Command line: ``python -m claid search --index-dir DIR query.jpg [--box X1 Y1 X2 Y2]``."""
+
+import sys
+
+from claid.retrieval import main as search_main
+
+COMMANDS = {"search": search_main}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: python -m claid {{{','.join(COMMANDS)}}} ...  (try: python -m claid search --help)")
+    COMMANDS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
