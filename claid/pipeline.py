@@ -92,6 +92,12 @@ def dataset_key(bench: Benchmark) -> dict:
     }
 
 
+def _region_descriptor_key(cfg: DictConfig) -> dict:
+    """The descriptor settings that shape database region vectors: everything but
+    how queries are described (``query``), so switching crop/pool reuses the store."""
+    return {k: v for k, v in _plain(cfg.descriptor).items() if k != "query"}
+
+
 @dataclass
 class _Components:
     """Builds the networks only when a stage really needs them (cached stages don't)."""
@@ -129,7 +135,7 @@ def extract_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_d
         "dataset": dataset_key(bench),
         "backbone": _plain(cfg.backbone),
         "cutter": _plain(cfg.cutter),
-        "descriptor": _plain(cfg.descriptor),
+        "descriptor": _region_descriptor_key(cfg),
         "dtype": cfg.store.dtype,
     }
     store_dir = cache_dir / f"regions-{config_hash(key)}"
@@ -163,7 +169,7 @@ def whole_image_stage(
     """
     from claid.images import load_image
 
-    key = {"dataset": dataset_key(bench), "descriptor": _plain(cfg.descriptor), "images": store.image_ids}
+    key = {"dataset": dataset_key(bench), "descriptor": _region_descriptor_key(cfg), "images": store.image_ids}
     path = cache_dir / f"wholeimage-{config_hash(key)}.npy"
     if path.exists():
         return np.load(path)
@@ -216,7 +222,8 @@ def index_stage(cfg: DictConfig, table: RegionTable, upstream: dict, cache_dir: 
         log.info("reusing index %s", index_dir)
         return RegionIndex.load(str(index_dir)), index_dir
     index = build_index(table.vectors, **params)
-    index.save(str(index_dir))
+    # search.json is written last: a folder without it is an interrupted build, redone
+    index.save(index_dir, provenance={"key": key}, overwrite=True)
     save_search_table(index_dir, table, descriptor=_plain(cfg.descriptor), key=key)
     return index, index_dir
 

@@ -62,7 +62,7 @@ def search(
     from hydra.utils import instantiate
 
     from claid.images import load_image
-    from claid.index import RegionIndex, rank_images
+    from claid.index import RegionIndex, search_images
 
     meta, region_image, region_boxes = load_search_table(index_dir)
     if boxes is None:
@@ -77,15 +77,14 @@ def search(
         if box is not None:
             box = _checked_box(box, image.size)
         rows.append(descriptor.describe_query(image, box))
-    index = RegionIndex.load(str(index_dir))
-    sims, ids = index.search(np.stack(rows).astype(np.float32), k)
-    rankings = rank_images(
-        sims,
-        ids,
-        region_image=region_image,
-        region_boxes=region_boxes,
-        image_ids=meta["image_ids"],
-        qids=[str(i) for i in range(len(rows))],
+    rankings = search_images(
+        RegionIndex.load(index_dir),
+        np.stack(rows).astype(np.float32),
+        region_image,
+        region_boxes,
+        meta["image_ids"],
+        [str(i) for i in range(len(rows))],
+        k=k,
     )
     return [Ranking(r.qid, r.images[:top], r.scores[:top], r.boxes[:top]) for r in rankings]
 

@@ -1,0 +1,105 @@
+"""End to end on generated data: run.py's pipeline with small random-weight networks."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from claid.pipeline import run
+
+SMALL = [
+    "backbone=dino_vits8",
+    "backbone.pretrained=false",
+    "descriptor.pretrained=false",
+    "engine.batch_size=4",
+]
+TINY_SYNTHETIC = ["dataset.n_scenes=12", "dataset.n_queries=6", "dataset.image_size=[96,128]"]
+
+
+def _mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("claid")
+    (run_,) = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    return client, run_
+
+
+def test_synthetic_end_to_end_then_index_sweep_reuses_regions(compose_cfg, tmp_path):
+    cfg = compose_cfg(*SMALL, *TINY_SYNTHETIC)
+    first = run(cfg, run_dir=tmp_path / "run1")
+
+    report = json.loads((tmp_path / "run1" / "metrics.json").read_text())
+    for key in ("lab/mAP-50", "lab/mAP-all", "baseline/shuffled/lab/mAP-all",
+                "baseline/global_descriptor/lab/mAP-all", "loc/mIoU-standard",
+                "detection/recall-anymatch-box-iou0.5"):
+        assert 0.0 <= first.metrics[key] <= 1.0, key
+    assert report["protocol"]["family"] == "lab"
+    assert report["settings"]["whole_image_region"] is False
+    assert report["counts"]["images"] == 12 and report["counts"]["regions"] > 0
+    for name in ("results_grid", "hierarchy_0", "recall_vs_iou"):
+        assert Path(first.artifacts[name]).stat().st_size > 0
+
+    client, logged = _mlflow_run(tmp_path)
+    assert logged.data.metrics["lab/mAP-all"] == pytest.approx(first.metrics["lab/mAP-all"])
+    assert logged.data.params["cutter.tau1"] == "0.97"
+    assert {"metrics.json", "results_grid.png"} <= {a.path for a in client.list_artifacts(logged.info.run_id)}
+
+    # a later stage's parameter changes: the region store is reused, not re-extracted
+    second = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "index=flat_whiten", "search.whole_image_region=true"),
+                 run_dir=tmp_path / "run2")
+    stores = sorted((tmp_path / "outputs" / "cache").glob("regions-*"))
+    assert len(stores) == 1
+    assert second.report["settings"]["store"] == first.report["settings"]["store"]
+    assert second.metrics["time/extract_s"] < first.metrics["time/extract_s"] / 3
+    assert second.report["settings"]["whole_image_region"] is True
+    assert second.report["settings"]["index"] != first.report["settings"]["index"]
+
+    # the index dir answers new queries: a database image finds itself first
+    from hydra.utils import instantiate
+
+    import claid
+
+    bench = instantiate(cfg.dataset)
+    image_id = bench.database[0]
+    (ranking,) = claid.search([bench.path(image_id)], index_dir=first.report["settings"]["index"], top=5)
+    assert ranking.images[0] == image_id
+    assert ranking.boxes.shape == (len(ranking.images), 4)
+
+
+def _manifest(root: Path) -> None:
+    from skimage import data
+
+    root.mkdir()
+    photos = {"cat.png": data.chelsea(), "coffee.png": data.coffee(), "rocket.png": data.rocket(),
+              "astronaut.png": data.astronaut()}
+    for name, array in photos.items():
+        Image.fromarray(array).resize((128, 96)).save(root / name)
+    Image.new("RGB", (128, 96), (128, 128, 128)).save(root / "flat.png")  # no structure: 0 regions
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    Image.fromarray(data.chelsea()).resize((128, 96)).save(root / "query_cat.png")
+    (root / "queries.jsonl").write_text(
+        json.dumps({"image": "query_cat.png", "box": [10, 5, 100, 90], "positives": ["cat.png"], "junk": []})
+        + "\n"
+    )
+
+
+@pytest.mark.parametrize("whole_image_region", [False, True])
+def test_manifest_with_zero_region_and_corrupt_images(compose_cfg, tmp_path, whole_image_region):
+    root = tmp_path / "photos"
+    _manifest(root)
+    cfg = compose_cfg(*SMALL, "dataset=manifest", f"dataset.root={root}",
+                      f"search.whole_image_region={str(whole_image_region).lower()}")
+    result = run(cfg, run_dir=tmp_path / "run")
+    report = result.report
+    assert report["skipped"] and report["skipped"][0][0] == "broken.jpg"
+    assert report["counts"]["images"] == 5  # every readable database image, flat.png included
+    assert report["settings"]["whole_image_region"] is whole_image_region
+    assert 0.0 <= result.metrics["lab/mAP-all"] <= 1.0
+    from claid.store import RegionStore
+
+    store = RegionStore.open(report["settings"]["store"])
+    counts = dict(zip(store.image_ids, np.bincount(store.region_image(), minlength=len(store.image_ids))))
+    assert counts["flat.png"] == 0
