@@ -125,6 +125,7 @@ class RegionIndex:
         whitening_dim: int | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        refine_factor: int | None = None,
         train_size: int | None = None,
         seed: int = 0,
         fallback: str | None = "Flat",
@@ -143,6 +144,8 @@ class RegionIndex:
                 direction with variance. For "file" it must be None or equal the file's.
             nprobe: IVF cells visited per query (IVF factories only; None = FAISS default).
             ef_search: HNSW search breadth (HNSW factories only; None = FAISS default).
+            refine_factor: a ``...,Refine(...)`` factory re-ranks ``refine_factor * k``
+                candidates with its finer codes (None = FAISS default, 1).
             train_size: rows used to fit the whitening and train FAISS; None = all.
             seed: seed of the training subsample and of FAISS k-means.
             fallback: factory used when there are too few training vectors for
@@ -230,6 +233,7 @@ class RegionIndex:
             "params": {
                 "nprobe": nprobe,
                 "ef_search": ef_search,
+                "refine_factor": refine_factor,
                 "train_size": train_size,
                 "seed": seed,
             },
@@ -241,7 +245,7 @@ class RegionIndex:
             "train_seconds": round(time.perf_counter() - started, 3),
         }
         index = cls(faiss_index, white, meta)
-        index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+        index.set_search_params(nprobe=nprobe, ef_search=ef_search, refine_factor=refine_factor)
         return index
 
     @classmethod
@@ -291,15 +295,29 @@ class RegionIndex:
         """True for a flat (brute-force) index: its search is exhaustive."""
         return isinstance(faiss.downcast_index(self.faiss_index), faiss.IndexFlat)
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Set IVF ``nprobe`` / HNSW ``ef_search`` (None leaves a value unchanged).
+    def set_search_params(
+        self,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        refine_factor: int | None = None,
+    ) -> None:
+        """Set IVF ``nprobe``, HNSW ``ef_search`` or the ``refine_factor`` of a
+        ``Refine(...)`` factory (None leaves a value unchanged).
 
         A parameter the index type does not have is an error, except after a
         recorded fallback (the config was written for the requested factory).
         """
-        for name, value, holder in (
-            ("nprobe", nprobe, faiss.try_extract_index_ivf(self.faiss_index)),
-            ("ef_search", ef_search, self._hnsw()),
+        inner = faiss.downcast_index(self.faiss_index)
+        for name, value, holder, attribute in (
+            ("nprobe", nprobe, faiss.try_extract_index_ivf(self.faiss_index), "nprobe"),
+            ("ef_search", ef_search, self._hnsw(), "efSearch"),
+            (
+                "refine_factor",
+                refine_factor,
+                inner if hasattr(inner, "k_factor") else None,
+                "k_factor",
+            ),
         ):
             if value is None:
                 continue
@@ -311,10 +329,7 @@ class RegionIndex:
                 )
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-            if name == "nprobe":
-                holder.nprobe = int(value)
-            else:
-                holder.efSearch = int(value)
+            setattr(holder, attribute, int(value))
             self.meta["params"][name] = int(value)
 
     def _hnsw(self) -> faiss.HNSW | None:
@@ -494,7 +509,7 @@ class RegionIndex:
             meta.pop(key, None)
         index = cls(faiss_index, whitening, meta)
         index.set_search_params(
-            nprobe=meta["params"].get("nprobe"), ef_search=meta["params"].get("ef_search")
+            **{name: meta["params"].get(name) for name in ("nprobe", "ef_search", "refine_factor")}
         )
         return index
 

@@ -94,7 +94,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--preset", default="ivfpq", help="approximate preset in conf/index/")
-    parser.add_argument("--nprobe", type=int, nargs="*", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        nargs="*",
+        default=[1, 4, 16, 64],
+        help="values of the preset's search parameter (nprobe for IVF, ef_search for HNSW)",
+    )
     parser.add_argument("--single", type=int, default=100, help="queries timed one by one")
     parser.add_argument("--block", type=int, default=50_000, help="regions generated at once")
     parser.add_argument(
@@ -157,12 +163,20 @@ def main() -> None:
         }
     ]
     approx_nbytes = approx.nbytes()
-    for nprobe in args.nprobe:
-        approx.set_search_params(nprobe=nprobe)
+    knob = "nprobe" if cfg.get("nprobe") is not None else "ef_search"
+    label = f"{approx.meta['factory']}, whitened to {approx.dim}"
+    sweep = args.sweep
+    if approx.meta["fallback"]:
+        # Too few vectors for the preset (quick runs): say so, nothing to sweep.
+        label += f" (fallback: {approx.meta['fallback']['reason']})"
+        sweep = [None]
+    for value in sweep:
+        if value is not None:
+            approx.set_search_params(**{knob: value})
         approx_q = time_queries(approx, queries, k, args.single)
         rows.append(
             {
-                "index": f"{approx.meta['factory']}, whitened to {approx.dim}, nprobe={nprobe}",
+                "index": label if value is None else f"{label}, {knob}={value}",
                 "build_s": approx_train_s + add_s["approx"],
                 "train_s": approx_train_s,
                 "memory_MB": approx_nbytes / 1e6,
