@@ -19,7 +19,11 @@ REAL = [n for n in NAMES if n != "synthetic"]
 
 def _compose(name: str, tmp_path: Path):
     paths = {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")}
-    cfg = OmegaConf.create({"paths": paths, "dataset": OmegaConf.load(CONF / f"{name}.yaml")})
+    # dataset.query follows descriptor.query in the composed config
+    descriptor = {"query": "crop"}
+    cfg = OmegaConf.create(
+        {"paths": paths, "descriptor": descriptor, "dataset": OmegaConf.load(CONF / f"{name}.yaml")}
+    )
     return cfg
 
 
