@@ -30,8 +30,11 @@ On-disk format, schema version 1
           vectors.npy                 (n_regions, dim) float16 or float32, L2-normalised rows
           masks.rle                   concatenated COCO compressed-RLE strings (pycocotools,
                                       ASCII) of the patch-level masks, size = the image's grid
-          tokens.npy                  optional, (sum of h*w, D_tok) float16 patch tokens
-                                      (PatchGrid cache, see "tokens" in images)
+          tokens.npy                  optional, (sum of h*w, D_tok) float16 or float32 patch
+                                      tokens (PatchGrid cache, see "tokens" in images:
+                                      {"offset", "grid", "patch_size", "scale", "dtype"};
+                                      "dtype" is absent in shards written before it was
+                                      recorded, which are float16)
       staging/                        shards being written; never read
 
 Regions of one image are contiguous and in the order the cutter output them.
@@ -57,10 +60,20 @@ Reading (``RegionStore.open(store_dir)``): ``image_ids``, ``skipped``, ``config`
 converts; a memory map when the store has one shard, else concatenated - stream
 big stores with ``vector_chunks()``), ``region_image()``, ``boxes()``, ``depth()``,
 ``parent()``, ``image_sizes()``, ``masks(indices)``, ``mask_pixels(i)``,
-``regions_of(image_id)``, ``patch_grid(image_id)``. Writing: ``RegionStoreWriter``
-(one per rank); ``compact_store`` merges many small shards (e.g. after resumes).
+``regions_of(image_id)``, ``patch_grid(image_id)``, ``has_tokens(image_id)``,
+``token_image_ids()``. Writing: ``RegionStoreWriter`` (one per rank);
+``compact_store`` merges many small shards (e.g. after resumes).
 The store directory is keyed by ``config_hash(config)`` so later stages and sweeps
 that share the config reuse it.
+
+Token cache: a store written with ``keep_tokens=True`` holds every image's detector
+``PatchGrid``. :func:`find_token_store` finds such a store among the stores of a
+cache directory by config (e.g. same dataset and backbone), and
+``extract_regions(..., tokens_from=store)`` then runs only the cutter and the
+descriptor on those images, so a cutter sweep skips the backbone. Stored as
+float32 (``token_dtype="float32"``), the cached PatchGrid is bit-identical to the
+backbone's output; float16 halves the size but rounds the tokens (relative error
+~5e-4), which can flip a borderline cut.
 """
 
 from __future__ import annotations
@@ -88,6 +101,7 @@ __all__ = [
     "compact_store",
     "config_hash",
     "ensure_store",
+    "find_token_store",
     "write_summary",
 ]
 
@@ -104,6 +118,8 @@ REGION_DTYPE = np.dtype(
     ]
 )
 _VECTOR_DTYPES = {"float16": np.float16, "float32": np.float32}
+_TOKEN_DTYPES = _VECTOR_DTYPES  # same choice for the token cache
+_LEGACY_TOKEN_DTYPE = "float16"  # shards that predate the "dtype" key in tokens info
 
 
 # ---------------------------------------------------------------- file helpers
@@ -201,6 +217,7 @@ class _Shard:
     image_keep: np.ndarray  # (n_images_in_shard,) bool, False for duplicates
     _regions: np.ndarray | None = None
     _vectors: np.ndarray | None = None
+    _tokens: np.ndarray | None = None
 
     @property
     def regions(self) -> np.ndarray:
@@ -215,6 +232,17 @@ class _Shard:
         if self._vectors is None:
             self._vectors = np.load(os.path.join(self.path, "vectors.npy"), mmap_mode="r")
         return self._vectors
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """(sum of h*w, D_tok) memmap of the cached patch tokens, stored dtype."""
+        if self._tokens is None:
+            path = os.path.join(self.path, "tokens.npy")
+            if not os.path.isfile(path):
+                raise ValueError(f"corrupt shard {self.path}: shard.json lists tokens but "
+                                 "tokens.npy is missing")
+            self._tokens = np.load(path, mmap_mode="r")
+        return self._tokens
 
 
 class RegionStore:
@@ -495,16 +523,38 @@ class RegionStore:
             vectors=np.asarray(shard.vectors[rows], dtype=np.float32).reshape(count, self.dim),
         )
 
+    def has_tokens(self, image_id: str) -> bool:
+        """Whether the store caches the PatchGrid of ``image_id`` (False if the image
+        is not in the store, or was stored without tokens)."""
+        image = self._index.get(image_id)
+        return image is not None and self._tokens[image][1] is not None
+
+    def token_image_ids(self) -> list[str]:
+        """Ids of the images whose PatchGrid is cached, in store order."""
+        return [image_id for image_id, (_, info) in zip(self.image_ids, self._tokens)
+                if info is not None]
+
+    def token_dtype(self, image_id: str) -> str:
+        """"float16" or "float32": how the tokens of ``image_id`` are stored."""
+        image = self.image_index(image_id)
+        info = self._tokens[image][1]
+        if info is None:
+            raise ValueError(f"store {self.store_dir} holds no tokens for {image_id!r}")
+        return str(info.get("dtype", _LEGACY_TOKEN_DTYPE))
+
     def patch_grid(self, image_id: str) -> PatchGrid:
-        """The cached detector tokens of one image (stores written with keep_tokens)."""
+        """The cached detector tokens of one image (stores written with keep_tokens),
+        as float32; exactly the backbone's output when stored as float32."""
         image = self.image_index(image_id)
         shard, info = self._tokens[image]
         if info is None:
             raise ValueError(f"store {self.store_dir} holds no tokens for {image_id!r}; "
                              "extract with keep_tokens=True")
-        tokens = np.load(os.path.join(shard.path, "tokens.npy"), mmap_mode="r")
         h, w = info["grid"]
-        rows = tokens[info["offset"]: info["offset"] + h * w]
+        rows = shard.tokens[info["offset"]: info["offset"] + h * w]
+        if rows.shape[0] != h * w:
+            raise ValueError(f"corrupt shard {shard.path}: tokens.npy ends inside the tokens "
+                             f"of {image_id!r}")
         return PatchGrid(
             tokens=np.asarray(rows, dtype=np.float32),
             grid=(h, w),
@@ -618,12 +668,17 @@ class RegionStoreWriter:
         dtype: "float16" or "float32", the stored vector dtype.
         rank: this process's DDP rank (goes into shard names).
         shard_size: images per shard.
+        token_dtype: "float16" or "float32", how cached PatchGrid tokens are stored
+            (float32 keeps them bit-exact, see the module docstring).
     """
 
     def __init__(self, store_dir: str, *, config: dict, dim: int, dtype: str = "float16",
-                 rank: int = 0, shard_size: int = 256) -> None:
+                 rank: int = 0, shard_size: int = 256, token_dtype: str = "float16") -> None:
         if dtype not in _VECTOR_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_VECTOR_DTYPES)}, got {dtype!r}")
+        if token_dtype not in _TOKEN_DTYPES:
+            raise ValueError(f"token_dtype must be one of {sorted(_TOKEN_DTYPES)}, "
+                             f"got {token_dtype!r}")
         if int(dim) <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         if int(shard_size) <= 0:
@@ -633,6 +688,7 @@ class RegionStoreWriter:
         self.dtype = dtype
         self.rank = int(rank)
         self.shard_size = int(shard_size)
+        self.token_dtype = token_dtype
         ensure_store(self.store_dir, config=config, dim=self.dim, dtype=dtype)
         self._shard_root = os.path.join(self.store_dir, "shards")
         self._staging_root = os.path.join(self.store_dir, "staging")
@@ -675,7 +731,7 @@ class RegionStoreWriter:
             item: its regions; ``vectors`` (R, dim), ``boxes`` (R, 4) pixels,
                 ``masks`` (R, h, w) patch masks or None.
             cell: (cy, cx) original pixels per patch, to map masks to pixels.
-            patch_grid: the detector tokens to cache (stored as float16), or None.
+            patch_grid: the detector tokens to cache (stored as ``token_dtype``), or None.
         """
         count = len(item)
         vectors = np.asarray(item.vectors).reshape(count, -1) if count else np.zeros((0, self.dim))
@@ -716,8 +772,10 @@ class RegionStoreWriter:
                 "grid": [int(h), int(w)],
                 "patch_size": int(patch_grid.patch_size),
                 "scale": [float(patch_grid.scale[0]), float(patch_grid.scale[1])],
+                "dtype": self.token_dtype,
             }
-            self._tokens.append(np.asarray(patch_grid.tokens, dtype=np.float16))
+            self._tokens.append(np.asarray(patch_grid.tokens,
+                                           dtype=_TOKEN_DTYPES[self.token_dtype]))
             self._token_rows += h * w
         self._images.append({
             "id": item.image_id,
@@ -804,8 +862,12 @@ def compact_store(store_dir: str, *, shard_size: int = 4096) -> list[str]:
     """
     store = RegionStore.open(store_dir)
     old = [shard.path for shard in store._shards]
+    # float32 if any image has float32 tokens: compaction must never lose precision
+    token_dtypes = {store.token_dtype(image_id) for image_id in store.token_image_ids()}
+    token_dtype = "float32" if "float32" in token_dtypes else "float16"
     writer = RegionStoreWriter(store_dir, config=store.config, dim=store.dim,
-                               dtype=str(store.dtype), shard_size=shard_size)
+                               dtype=str(store.dtype), shard_size=shard_size,
+                               token_dtype=token_dtype)
     for image_id in store.image_ids:
         image = store.image_index(image_id)
         cell = store._cells[image]
@@ -819,3 +881,70 @@ def compact_store(store_dir: str, *, shard_size: int = 4096) -> list[str]:
         shutil.rmtree(path)
     _fsync_dir(os.path.join(os.fspath(store_dir), "shards"))
     return writer.committed_shards
+
+
+# ---------------------------------------------------------------- token cache lookup
+
+
+def _normalised(value):
+    """JSON round trip, so tuples compare equal to the lists a manifest holds."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def find_token_store(cache_dir: str, match: dict, *, image_ids=None,
+                     exclude=()) -> RegionStore | None:
+    """The region store in ``cache_dir`` whose cached PatchGrids can stand in for the
+    backbone, or None.
+
+    A candidate is a store ``<cache_dir>/regions-*/`` (its ``manifest.json``) whose
+    ``config[key] == match[key]`` for every key of ``match`` (whole values compared,
+    not subsets: ``{"backbone": {...}}`` must be the backbone's full config, so that
+    another checkpoint or input size never matches) and that holds tokens for at
+    least one image. Tokens are detected from the committed shards (``shard.json``
+    image entries with ``"tokens"``), so a store whose extraction was killed part way
+    still counts for what it committed.
+
+    Args:
+        cache_dir: folder holding the ``regions-*`` stores (need not exist).
+        match: top-level config keys and the values they must have, e.g.
+            ``{"dataset": {...}, "backbone": {...}}``; non-empty.
+        image_ids: when given, candidates are ranked by how many of these images
+            they cache tokens for (else by all cached images); a store covering none
+            of them is not returned.
+        exclude: store directories never returned (e.g. the store about to be written).
+    Returns:
+        The opened candidate covering the most images (ties: first in name order),
+        or None when there is none. Unreadable stores are reported with a warning
+        and passed over.
+    Raises:
+        ValueError: ``match`` is empty or not a dict.
+    """
+    import glob
+    import warnings
+
+    if not isinstance(match, dict) or not match:
+        raise ValueError(f"match must be a non-empty dict of config keys, got {match!r}")
+    wanted = _normalised(match)
+    excluded = {os.path.realpath(os.fspath(path)) for path in exclude}
+    requested = None if image_ids is None else set(image_ids)
+    best, best_count = None, 0
+    pattern = os.path.join(glob.escape(os.fspath(cache_dir)), "regions-*", "manifest.json")
+    for manifest_path in sorted(glob.glob(pattern)):
+        store_dir = os.path.dirname(manifest_path)
+        if os.path.realpath(store_dir) in excluded:
+            continue
+        try:
+            config = _read_manifest(store_dir).get("config") or {}
+            if not isinstance(config, dict) or any(
+                    key not in config or config[key] != value for key, value in wanted.items()):
+                continue
+            store = RegionStore.open(store_dir)
+        except (OSError, ValueError, KeyError) as err:
+            # json.JSONDecodeError is a ValueError; one damaged store must not stop a sweep
+            warnings.warn(f"find_token_store: passing over {store_dir}: {err}", stacklevel=2)
+            continue
+        cached = store.token_image_ids()
+        count = len(cached) if requested is None else len(requested.intersection(cached))
+        if count > best_count:
+            best, best_count = store, count
+    return best

@@ -14,6 +14,7 @@ from claid.store import (
     RegionStoreWriter,
     compact_store,
     config_hash,
+    find_token_store,
     write_summary,
 )
 from claid.structures import PatchGrid, RegionDescriptors
@@ -275,3 +276,85 @@ def test_compaction_keeps_content_and_drops_duplicates(tmp_path):
     writer.add(make_item("new.jpg", 1, seed=3))
     assert writer.flush() > names[0]
     assert RegionStore.open(tmp_path).image_ids == ids + ["new.jpg"]
+
+
+def _grid(seed: int, grid=(3, 4), dim=5) -> PatchGrid:
+    tokens = np.random.default_rng(seed).normal(size=(grid[0] * grid[1], dim)).astype(np.float32)
+    return PatchGrid(tokens=tokens * 7.3, grid=grid, patch_size=8, scale=(1.5, 2.0),
+                     image_size=(36, 64))
+
+
+def test_float32_token_cache_is_exact_and_survives_compaction(tmp_path):
+    grids = {"a.jpg": _grid(0), "b.jpg": _grid(1)}
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, token_dtype="float32",
+                               shard_size=1)
+    writer.add(make_item("a.jpg", 2, seed=0), patch_grid=grids["a.jpg"])
+    writer.add(make_item("c.jpg", 1, seed=2))
+    writer.flush()
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)  # float16 tokens
+    writer.add(make_item("b.jpg", 1, seed=1), patch_grid=grids["b.jpg"])
+    writer.flush()
+    store = RegionStore.open(tmp_path)
+    assert store.token_image_ids() == ["a.jpg", "b.jpg"]
+    assert store.has_tokens("a.jpg") and not store.has_tokens("c.jpg")
+    assert not store.has_tokens("never-seen.jpg")
+    assert [store.token_dtype(i) for i in ("a.jpg", "b.jpg")] == ["float32", "float16"]
+    np.testing.assert_array_equal(store.patch_grid("a.jpg").tokens, grids["a.jpg"].tokens)
+    rounded = store.patch_grid("b.jpg").tokens
+    assert not np.array_equal(rounded, grids["b.jpg"].tokens)
+    np.testing.assert_allclose(rounded, grids["b.jpg"].tokens, rtol=1e-3)
+
+    compact_store(tmp_path)  # mixed dtypes: compacted as float32, nothing is lost
+    after = RegionStore.open(tmp_path)
+    np.testing.assert_array_equal(after.patch_grid("a.jpg").tokens, grids["a.jpg"].tokens)
+    np.testing.assert_array_equal(after.patch_grid("b.jpg").tokens, rounded)
+    with pytest.raises(ValueError, match="token_dtype"):
+        RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, token_dtype="bfloat16")
+
+
+def _token_store(cache_dir, name: str, config: dict, token_ids, other_ids=()) -> str:
+    store_dir = cache_dir / f"regions-{name}"
+    writer = RegionStoreWriter(store_dir, config=config, dim=DIM)
+    for k, image_id in enumerate(token_ids):
+        writer.add(make_item(image_id, 1, seed=k), patch_grid=_grid(k))
+    for k, image_id in enumerate(other_ids):
+        writer.add(make_item(image_id, 1, seed=k))
+    writer.flush()
+    return str(store_dir)
+
+
+def test_find_token_store_matches_config_and_prefers_the_widest_cover(tmp_path):
+    dataset = {"name": "synthetic", "images": "abc123"}
+    backbone = {"name": "tiny", "size": [224, 224]}
+    same = {"dataset": dataset, "backbone": backbone}
+    small = _token_store(tmp_path, "small", {**same, "cutter": {"tau2": 0.1}}, ["x.jpg", "y.jpg"])
+    wide = _token_store(tmp_path, "wide", {**same, "cutter": {"tau2": 0.2}},
+                        ["a.jpg", "b.jpg", "c.jpg"])
+    # more images, but no tokens; and another backbone with even more tokens
+    _token_store(tmp_path, "plain", {**same, "cutter": {"tau2": 0.3}}, [],
+                 ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"])
+    _token_store(tmp_path, "other", {"dataset": dataset, "backbone": {**backbone, "size": [448]}},
+                 ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    (tmp_path / "regions-broken").mkdir()
+    (tmp_path / "regions-broken" / "manifest.json").write_text("{not json")
+    (tmp_path / "index-zzz").mkdir()  # not a region store: never looked at
+
+    with pytest.warns(UserWarning, match="regions-broken"):
+        found = find_token_store(str(tmp_path), same)
+    assert found.store_dir == wide and found.has_tokens("a.jpg")
+    # a tuple in the match equals the list the manifest holds
+    tuple_match = {"dataset": dataset, "backbone": {"name": "tiny", "size": (224, 224)}}
+    with pytest.warns(UserWarning):
+        assert find_token_store(str(tmp_path), tuple_match).store_dir == wide
+    # ranked by cover of the images asked for
+    with pytest.warns(UserWarning):
+        assert find_token_store(str(tmp_path), same, image_ids=["x.jpg", "a.jpg", "y.jpg"]
+                                ).store_dir == small
+        assert find_token_store(str(tmp_path), same, exclude=[wide]).store_dir == small
+        assert find_token_store(str(tmp_path), same, image_ids=["d.jpg", "e.jpg"]) is None
+        # a subset of the backbone config is not a match: whole values are compared
+        assert find_token_store(str(tmp_path), {"backbone": {"name": "tiny"}}) is None
+        assert find_token_store(str(tmp_path), {**same, "dtype": "float16"}) is None
+    assert find_token_store(str(tmp_path / "nowhere"), same) is None
+    with pytest.raises(ValueError, match="non-empty dict"):
+        find_token_store(str(tmp_path), {})

@@ -4,14 +4,17 @@
     module      predict_step: backbone -> cutter -> descriptor
     writer      persist every batch into the region store; progress in images/s
     extract     ``extract_regions``: the resumable extraction stage
+    token_cache ``CachedTokens``: PatchGrids read from an earlier store, not a forward
 """
 
 from claid.engine.datamodule import ImageListDataModule, ImageListDataset, collate_images
 from claid.engine.extract import extract_regions, format_summary
 from claid.engine.module import ExtractionModule, describe_regions
+from claid.engine.token_cache import CachedTokens
 from claid.engine.writer import ExtractionProgress, StoreWriter
 
 __all__ = [
+    "CachedTokens",
     "ExtractionModule",
     "ExtractionProgress",
     "ImageListDataModule",

@@ -16,6 +16,9 @@ Why the pieces look the way they do:
   modules themselves (shared copy-on-write with the forked workers). Those
   methods must therefore stay CPU-only and not touch parameters or buffers: on a
   GPU run the modules already live on the device when the workers start.
+- With a token cache (:class:`claid.engine.token_cache.CachedTokens`) the workers
+  read a cached image's PatchGrid instead of preparing backbone input; when the
+  descriptor needs no image either, the file is not even decoded.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from claid.engine.token_cache import CachedTokens
 from claid.images import ImageError, image_size_from_header, load_image
+from claid.structures import PatchGrid
 
 __all__ = ["ImageListDataset", "ImageListDataModule", "collate_images", "rank_slice",
            "bucket_order"]
@@ -65,41 +70,82 @@ class ImageListDataset(Dataset):
     """``[(image_id, path)]`` -> one dict per image with both networks' inputs.
 
     Each item is ``{"id", "error"}`` plus, when ``error`` is None,
-    ``"image_size"`` (H, W original pixels), ``"backbone_pixels"`` (3, h, w),
+    ``"image_size"`` (H, W original pixels), ``"backbone_pixels"`` (3, h, w) or
+    None when ``"patch_grid"`` holds the cached PatchGrid (else None),
     ``"backbone_scale"`` (sy, sx), ``"descriptor_pixels"`` (3, h', w') or None and
     ``"descriptor_scale"``.
+
+    Args:
+        images: (image_id, path) pairs.
+        backbone: prepares backbone input; may be None when ``cached_tokens`` covers
+            every image that decodes (an image without tokens is then skipped).
+        descriptor: prepares descriptor input when ``descriptor.needs_image``.
+        cached_tokens: PatchGrids to use instead of the backbone, or None.
     """
 
-    def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor) -> None:
+    def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
+                 cached_tokens: CachedTokens | None = None) -> None:
         self.images = list(images)
         self.backbone = backbone
         self.descriptor = descriptor
+        self.cached_tokens = cached_tokens
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _cached(self, image_id: str) -> PatchGrid | None:
+        if self.cached_tokens is None or image_id not in self.cached_tokens:
+            return None
+        return self.cached_tokens.patch_grid(image_id)
+
     def __getitem__(self, index: int) -> dict:
         image_id, path = self.images[index]
+        patch_grid = self._cached(image_id)
+        if patch_grid is not None and not self.descriptor.needs_image:
+            # nothing needs the pixels: skip decoding altogether
+            return {"id": image_id, "error": None, "image_size": tuple(patch_grid.image_size),
+                    "patch_grid": patch_grid, "backbone_pixels": None,
+                    "backbone_scale": tuple(patch_grid.scale), "descriptor_pixels": None,
+                    "descriptor_scale": (1.0, 1.0)}
         try:
             image = load_image(path)
         except ImageError as err:
             return {"id": image_id, "error": err.reason}
+        size = (image.height, image.width)
+        if patch_grid is not None and tuple(patch_grid.image_size) != size:
+            # the file changed since the tokens were cached: they describe another image
+            if self.backbone is None:
+                return {"id": image_id, "error": f"cached tokens are of a "
+                        f"{patch_grid.image_size[0]}x{patch_grid.image_size[1]} image, the file "
+                        f"is now {size[0]}x{size[1]}; re-extract with a backbone"}
+            patch_grid = None
+        if patch_grid is None and self.backbone is None:
+            # extract_regions only lets this happen for images the token store skipped;
+            # the same backbone on the same file fails the same way, so keep its reason
+            reason = self.cached_tokens.skipped.get(image_id) if self.cached_tokens else None
+            return {"id": image_id, "error": reason or "no cached tokens and no backbone"}
         try:
-            backbone_pixels, backbone_scale = self.backbone.preprocess(image)
+            backbone_pixels, backbone_scale = None, None
+            if patch_grid is None:
+                backbone_pixels, backbone_scale = self.backbone.preprocess(image)
+            else:
+                backbone_scale = patch_grid.scale
             descriptor_pixels, descriptor_scale = None, (1.0, 1.0)
             if self.descriptor.needs_image:
                 descriptor_pixels, descriptor_scale = self.descriptor.preprocess(image)
         except ValueError as err:
             # e.g. an image too small for one patch; recorded, not fatal
             return {"id": image_id, "error": f"preprocessing failed: {err}"}
-        patch = self.backbone.patch_size
-        if backbone_pixels.shape[-2] < patch or backbone_pixels.shape[-1] < patch:
-            return {"id": image_id, "error": f"image smaller than one {patch}-px patch "
-                    f"after preprocessing ({image.height}x{image.width})"}
+        if backbone_pixels is not None:
+            patch = self.backbone.patch_size
+            if backbone_pixels.shape[-2] < patch or backbone_pixels.shape[-1] < patch:
+                return {"id": image_id, "error": f"image smaller than one {patch}-px patch "
+                        f"after preprocessing ({image.height}x{image.width})"}
         return {
             "id": image_id,
             "error": None,
-            "image_size": (image.height, image.width),
+            "image_size": size,
+            "patch_grid": patch_grid,
             "backbone_pixels": backbone_pixels,
             "backbone_scale": tuple(float(v) for v in backbone_scale),
             "descriptor_pixels": descriptor_pixels,
@@ -107,10 +153,13 @@ class ImageListDataset(Dataset):
         }
 
 
-def _stack_by_shape(tensors: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
-    """Group equal-shaped tensors: [(positions, (B, ...) stacked)], first-seen order."""
+def _stack_by_shape(tensors: list[torch.Tensor | None]) -> list[tuple[list[int], torch.Tensor]]:
+    """Group equal-shaped tensors: [(positions, (B, ...) stacked)], first-seen order;
+    None entries (nothing to stack) are left out."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for position, tensor in enumerate(tensors):
+        if tensor is None:
+            continue
         groups.setdefault(tuple(tensor.shape), []).append(position)
     return [(positions, torch.stack([tensors[p] for p in positions]))
             for positions in groups.values()]
@@ -122,8 +171,9 @@ def collate_images(items: list[dict]) -> dict:
     Returns:
         ``{"ids": [...], "image_sizes": [(H, W)], "backbone_scales": [(sy, sx)],
         "descriptor_scales": [(sy, sx)], "backbone_groups": [(positions, (B, 3, h, w))],
-        "descriptor_groups": [...] (empty when the descriptor needs no image),
-        "skipped": [(image_id, reason)]}``; positions index ``ids``.
+        "patch_grids": [PatchGrid | None] (cached tokens; those images are in no
+        backbone group), "descriptor_groups": [...] (empty when the descriptor needs
+        no image), "skipped": [(image_id, reason)]}``; positions index ``ids``.
     """
     good = [item for item in items if item["error"] is None]
     batch = {
@@ -132,6 +182,7 @@ def collate_images(items: list[dict]) -> dict:
         "backbone_scales": [item["backbone_scale"] for item in good],
         "descriptor_scales": [item["descriptor_scale"] for item in good],
         "backbone_groups": _stack_by_shape([item["backbone_pixels"] for item in good]),
+        "patch_grids": [item["patch_grid"] for item in good],
         "descriptor_groups": [],
         "skipped": [(item["id"], item["error"]) for item in items if item["error"] is not None],
     }
@@ -155,10 +206,12 @@ class ImageListDataModule(pl.LightningDataModule):
         batch_size: images per batch (> 0).
         num_workers: DataLoader worker processes (0 = decode in the main process).
         bucket: order each rank's images by header shape so batches are homogeneous.
+        cached_tokens: PatchGrids used instead of the backbone where cached, or None.
     """
 
     def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
-                 batch_size: int = 4, num_workers: int = 0, bucket: bool = True) -> None:
+                 batch_size: int = 4, num_workers: int = 0, bucket: bool = True,
+                 cached_tokens: CachedTokens | None = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -170,6 +223,7 @@ class ImageListDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.bucket = bucket
+        self.cached_tokens = cached_tokens
         self.rank_images: list[tuple[str, str]] = []
 
     def images_for_rank(self, rank: int, world_size: int) -> list[tuple[str, str]]:
@@ -188,7 +242,7 @@ class ImageListDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         dataset = ImageListDataset(self.rank_images, backbone=self.backbone,
-                                   descriptor=self.descriptor)
+                                   descriptor=self.descriptor, cached_tokens=self.cached_tokens)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

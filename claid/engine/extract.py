@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 
+from claid.backbones.base import Backbone
 from claid.engine.datamodule import ImageListDataModule
 from claid.engine.module import ExtractionModule
+from claid.engine.token_cache import CachedTokens
 from claid.engine.writer import ExtractionProgress, StoreWriter
 from claid.store import RegionStore, ensure_store, write_summary
 from claid.structures import PatchGrid, RegionTree
@@ -90,10 +92,33 @@ def format_summary(summary: dict, max_skips: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _check_cached_tokens(cached: CachedTokens, source: RegionStore, backbone,
+                         todo_ids: list[str]) -> None:
+    """Refuse a token cache that cannot stand in for ``backbone`` (or for a missing one)."""
+    if backbone is None:
+        missing = [i for i in todo_ids if i not in cached and i not in cached.skipped]
+        if missing:
+            raise ValueError(
+                f"backbone=None, but {len(missing)} of the {len(todo_ids)} images to do have "
+                f"no cached tokens in {source.store_dir} (e.g. {missing[:3]}); pass the "
+                "backbone so they can be computed")
+        return
+    if not len(cached):
+        return
+    # one image tells: a store holds the tokens of one backbone
+    sample = cached.patch_grid(next(iter(sorted(cached.image_ids))))
+    width = getattr(backbone, "embed_dim", sample.tokens.shape[1])
+    if sample.patch_size != backbone.patch_size or sample.tokens.shape[1] != width:
+        raise ValueError(
+            f"tokens_from {source.store_dir} holds {sample.patch_size}-px patches of width "
+            f"{sample.tokens.shape[1]}, the backbone makes {backbone.patch_size}-px patches of "
+            f"width {width}: the token store was made by another backbone")
+
+
 def extract_regions(
     images: Sequence[tuple[str, str]],
     *,
-    backbone,
+    backbone: Backbone | None,
     cutter: Callable[[PatchGrid], RegionTree],
     descriptor,
     store_dir: str,
@@ -105,6 +130,8 @@ def extract_regions(
     precision: str = "32-true",
     dtype: str = "float16",
     keep_tokens: bool = False,
+    token_dtype: str = "float16",
+    tokens_from: RegionStore | None = None,
     progress: bool = True,
     shard_size: int = 256,
     cut_workers: int | None = None,
@@ -118,9 +145,22 @@ def extract_regions(
     ended. Files that cannot be decoded are recorded as skipped with the reason,
     and the run goes on.
 
+    With ``tokens_from`` (a store written with ``keep_tokens=True`` on the same
+    images by the same backbone, e.g. found by :func:`claid.store.find_token_store`),
+    the backbone does not run for the images whose PatchGrid that store caches: the
+    cached PatchGrid (tokens, grid, patch size, scale, image size) goes to the
+    cutter and the descriptor instead, and when the descriptor needs no image the
+    file is not even decoded. Images without cached tokens fall back to the
+    backbone. A cached image whose file now decodes to another size is treated as
+    uncached (or skipped with that reason when there is no backbone).
+
     Args:
         images: (image_id, absolute path) pairs, ids unique.
-        backbone: a claid Backbone; cutter: callable PatchGrid -> RegionTree;
+        backbone: a claid Backbone; may be None with ``tokens_from`` when that store
+            caches the tokens of every image to do (images it recorded as skipped
+            may lack them: they are decoded again and skipped again, keeping the
+            token store's reason if they now decode, since the same backbone
+            rejected them). cutter: callable PatchGrid -> RegionTree;
             descriptor: a claid RegionDescriptor.
         store_dir: the store directory (name it ``regions-<config_hash(config)>``).
         config: the resolved config that produced the store (recorded; an existing
@@ -129,7 +169,13 @@ def extract_regions(
             several devices each rank writes its own shards over a disjoint slice.
         batch_size: images per batch; num_workers: decoding worker processes.
         dtype: stored vector dtype, "float16" or "float32".
-        keep_tokens: also cache each image's PatchGrid (float16) in the store.
+        keep_tokens: also cache each image's PatchGrid in the store (also the ones
+            read from ``tokens_from``: the new store stands on its own).
+        token_dtype: "float16" or "float32", how ``keep_tokens`` stores them;
+            float32 makes a later ``tokens_from`` run bit-identical to a backbone run,
+            float16 halves the size but rounds the tokens the cutter sees.
+        tokens_from: a region store whose cached PatchGrids replace the backbone
+            forward, or None.
         progress: show a tqdm bar in images/s and print the summary.
         shard_size: images per committed shard (what a crash can cost).
         cut_workers: cutter threads; None = 0 on CPU (the forwards use every core),
@@ -138,7 +184,12 @@ def extract_regions(
         retry_skipped: try the images recorded as skipped again (a later success
             supersedes the skip record).
     Returns:
-        The store, opened for reading; its ``summary`` describes this run.
+        The store, opened for reading; its ``summary`` describes this run (with
+        ``tokens_from``: the source store and the images whose tokens came from it).
+    Raises:
+        ValueError: bad arguments; ``backbone`` is None and some images to do have
+            no cached tokens; the cached tokens do not fit the given backbone
+            (patch size or token width).
     """
     images = _check_images(images)
     for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
@@ -150,23 +201,35 @@ def extract_regions(
         # takes ~0.2 s per image, a forward a few ms): give it the cores the decoding
         # workers and the main thread leave free.
         cut_workers = 0 if accelerator == "cpu" else max(1, (os.cpu_count() or 2) - num_workers - 1)
+    if token_dtype not in ("float16", "float32"):
+        raise ValueError(f"token_dtype must be 'float16' or 'float32', got {token_dtype!r}")
+    if backbone is None and tokens_from is None:
+        raise ValueError("backbone=None needs tokens_from=<a store with cached tokens>")
     dim = int(descriptor.dim)
     # Fails early when store_dir holds a store of another config.
     ensure_store(store_dir, config=config, dim=dim, dtype=dtype)
     existing = RegionStore.open(store_dir)
     already_done = set(existing.image_ids) if retry_skipped else existing.done_ids()
     todo = [(image_id, path) for image_id, path in images if image_id not in already_done]
+    cached_tokens = None
+    if tokens_from is not None:
+        cached_tokens = CachedTokens(tokens_from, [image_id for image_id, _ in todo])
+        _check_cached_tokens(cached_tokens, tokens_from, backbone,
+                             [image_id for image_id, _ in todo])
 
     started = time.perf_counter()
     module = ExtractionModule(backbone=backbone, cutter=cutter, descriptor=descriptor,
                               cut_workers=cut_workers, keep_tokens=keep_tokens)
     is_rank_zero = True
     extra = {"accelerator": accelerator, "devices": str(devices), "world_size": 1}
+    if cached_tokens is not None:
+        extra["tokens_from"] = {"store": tokens_from.store_dir, "cached": len(cached_tokens)}
     if todo:
         datamodule = ImageListDataModule(todo, backbone=backbone, descriptor=descriptor,
-                                         batch_size=batch_size, num_workers=num_workers)
+                                         batch_size=batch_size, num_workers=num_workers,
+                                         cached_tokens=cached_tokens)
         writer = StoreWriter(store_dir, config=config, dim=dim, dtype=dtype,
-                             shard_size=shard_size)
+                             shard_size=shard_size, token_dtype=token_dtype)
         trainer = pl.Trainer(
             accelerator=accelerator, devices=devices, precision=precision, strategy=strategy,
             logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -179,6 +242,7 @@ def extract_regions(
             trainer.predict(module, datamodule=datamodule, return_predictions=False)
         is_rank_zero = trainer.is_global_zero
         extra["world_size"] = trainer.world_size
+        extra["token_sources_rank0"] = dict(module.token_sources)
     store = RegionStore.open(store_dir)
     if is_rank_zero:
         summary = _summarise(store, [i for i, _ in images], already_done,

@@ -4,7 +4,8 @@
 :func:`claid.engine.datamodule.collate_images`:
 
 1. the backbone forward (one per input shape), tokens copied to the CPU as
-   ``PatchGrid`` s;
+   ``PatchGrid`` s; images whose PatchGrid came from a token cache (the batch's
+   ``patch_grids``) are in no backbone group and skip this;
 2. the cutter on every PatchGrid, submitted to a thread pool (the k-sums cutter is
    numba ``nogil`` code, so threads run truly in parallel) ...
 3. ... while the descriptor forward runs on the accelerator, so the region
@@ -15,6 +16,8 @@ Per-phase wall times are accumulated in ``timings`` (seconds; the accelerator is
 synchronised around each forward so the split is honest on a GPU): backbone_forward,
 tokens_to_cpu, cut (inline cutting, or submitting to the pool), descriptor_forward,
 cut_wait, pool, and predict_loop (the whole loop, data loading and writing included).
+``token_sources`` counts the images whose tokens came from the backbone and from
+the cache.
 """
 
 from __future__ import annotations
@@ -84,7 +87,8 @@ class ExtractionModule(pl.LightningModule):
     """Lightning shell around backbone, cutter and descriptor for ``trainer.predict``.
 
     Args:
-        backbone: a claid Backbone (image -> tokens).
+        backbone: a claid Backbone (image -> tokens); None when every batch brings
+            cached PatchGrids.
         cutter: callable PatchGrid -> RegionTree.
         descriptor: a claid RegionDescriptor.
         cut_workers: threads for the cutter; 0 runs it inline (best on CPU-only
@@ -95,7 +99,7 @@ class ExtractionModule(pl.LightningModule):
     "patch_grids": [PatchGrid] | None, "skipped": [(image_id, reason)]}``.
     """
 
-    def __init__(self, *, backbone: Backbone, cutter: Callable[[PatchGrid], RegionTree],
+    def __init__(self, *, backbone: Backbone | None, cutter: Callable[[PatchGrid], RegionTree],
                  descriptor: RegionDescriptor, cut_workers: int = 0,
                  keep_tokens: bool = False) -> None:
         super().__init__()
@@ -109,6 +113,7 @@ class ExtractionModule(pl.LightningModule):
         self.cut_workers = cut_workers
         self.keep_tokens = keep_tokens
         self.timings: dict[str, float] = {}
+        self.token_sources = {"backbone": 0, "cache": 0}
         self._pool: ThreadPoolExecutor | None = None
         self._loop_started = 0.0
 
@@ -128,6 +133,7 @@ class ExtractionModule(pl.LightningModule):
 
     def on_predict_start(self) -> None:
         self.timings = {}
+        self.token_sources = {"backbone": 0, "cache": 0}
         self._loop_started = time.perf_counter()
         if self.cut_workers > 0:
             self._pool = ThreadPoolExecutor(self.cut_workers, thread_name_prefix="claid-cut")
@@ -148,9 +154,14 @@ class ExtractionModule(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         ids = batch["ids"]
-        patch = self.backbone.patch_size
-        patch_grids: list[PatchGrid | None] = [None] * len(ids)
+        patch_grids: list[PatchGrid | None] = list(batch.get("patch_grids") or [None] * len(ids))
+        self.token_sources["cache"] += sum(grid is not None for grid in patch_grids)
         for positions, pixels in batch["backbone_groups"]:
+            if self.backbone is None:
+                raise ValueError(f"images {[ids[p] for p in positions][:5]} have no cached "
+                                 "tokens and there is no backbone")
+            patch = self.backbone.patch_size
+            self.token_sources["backbone"] += len(positions)
             with self._timed("backbone_forward", sync=True):
                 tokens = self.backbone(pixels)
             with self._timed("tokens_to_cpu"):
@@ -188,7 +199,7 @@ class ExtractionModule(pl.LightningModule):
                     descriptor_scale=tuple(batch["descriptor_scales"][position]),
                 ))
             sy, sx = patch_grid.scale
-            cells.append((patch * sy, patch * sx))
+            cells.append((patch_grid.patch_size * sy, patch_grid.patch_size * sx))
         return {
             "regions": regions,
             "cells": cells,

@@ -28,16 +28,18 @@ class StoreWriter(BasePredictionWriter):
         dim: descriptor length.
         dtype: stored vector dtype, "float16" or "float32".
         shard_size: images per committed shard.
+        token_dtype: how cached PatchGrid tokens are stored, "float16" or "float32".
     """
 
     def __init__(self, store_dir: str, *, config: dict, dim: int, dtype: str = "float16",
-                 shard_size: int = 256) -> None:
+                 shard_size: int = 256, token_dtype: str = "float16") -> None:
         super().__init__(write_interval="batch")
         self.store_dir = store_dir
         self.config = config
         self.dim = dim
         self.dtype = dtype
         self.shard_size = shard_size
+        self.token_dtype = token_dtype
         self.writer: RegionStoreWriter | None = None
         self.images_written = 0
         self.regions_written = 0
@@ -46,7 +48,7 @@ class StoreWriter(BasePredictionWriter):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.writer = RegionStoreWriter(
             self.store_dir, config=self.config, dim=self.dim, dtype=self.dtype,
-            rank=trainer.global_rank, shard_size=self.shard_size,
+            rank=trainer.global_rank, shard_size=self.shard_size, token_dtype=self.token_dtype,
         )
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,

@@ -110,14 +110,15 @@ def _tight_box(mask: np.ndarray) -> list[int]:
     return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
 
 
-def tiny_cutter(patch_grid: PatchGrid) -> RegionTree:
-    """Deterministic toy decomposition: high-norm patches (depth 1), the left half
-    (depth 1), and the top half of the high-norm set (depth 2, child of the first)."""
+def tiny_cutter(patch_grid: PatchGrid, quantile: float = 0.5) -> RegionTree:
+    """Deterministic toy decomposition: high-norm patches (above the ``quantile`` of
+    the norms; depth 1), the left half (depth 1), and the top half of the high-norm
+    set (depth 2, child of the first). Another ``quantile`` is "another cutter"."""
     h, w = patch_grid.grid
     norms = np.linalg.norm(patch_grid.tokens.astype(np.float64), axis=1).reshape(h, w)
     candidates = []
     # a margin so that float noise between identical patches never makes a region
-    high = norms > np.median(norms) + 1e-4 * (1.0 + norms.max())
+    high = norms > np.quantile(norms, quantile) + 1e-4 * (1.0 + norms.max())
     if high.any():
         candidates.append((high, 1, -1))
     left = np.zeros((h, w), bool)
