@@ -5,6 +5,9 @@ PCA-whitening, and region ranking -> image ranking (``conf/index/``).
     RegionIndex.search(queries, k) -> sims, ids     (regions)
     rank_images(sims, ids, ...) -> [Ranking]        (an image scores its best region)
     search_images(index, queries, ...) -> [Ranking] (both, in query blocks)
+
+A whitening fitted on another dataset's store (the lab's protocol):
+    python -m claid.index.fit_whitening STORE_DIR out.npz   then   whitening=file
 """
 
 from claid.index.image_ranking import rank_images, rank_images_dense
