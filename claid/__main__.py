@@ -1,10 +1,15 @@
-"""Command line: ``python -m claid search --index-dir DIR query.jpg [--box X1 Y1 X2 Y2]``."""
+"""Command line:
+
+    python -m claid search --index-dir DIR query.jpg [--box X1 Y1 X2 Y2]
+    python -m claid fit-whitening STORE_DIR out.npz [--dim D]   (PCA-whitening for another dataset)
+"""
 
 import sys
 
+from claid.index.fit_whitening import main as fit_whitening_main
 from claid.retrieval import main as search_main
 
-COMMANDS = {"search": search_main}
+COMMANDS = {"search": search_main, "fit-whitening": fit_whitening_main}
 
 
 def main() -> None:

@@ -216,6 +216,7 @@ def index_stage(cfg: DictConfig, table: RegionTable, upstream: dict, cache_dir: 
     from claid.index import RegionIndex, build_index
 
     params = {k: v for k, v in _plain(cfg.index).items() if k != "k"}
+    params.setdefault("seed", int(cfg.seed))
     key = {"upstream": upstream, "index": params}
     index_dir = cache_dir / f"index-{config_hash(key)}"
     if (index_dir / "search.json").exists():
@@ -320,7 +321,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(**_plain(cfg.tracking))
+    tracking = _plain(cfg.tracking)
+    if not tracking.get("run_name"):
+        tracking["run_name"] = _hydra_overrides()
+    tracker = Tracker(**tracking)
     timing: dict[str, float] = {}
     parts = _Components(cfg)
 
@@ -531,5 +535,16 @@ def _hydra_run_dir() -> str | None:
         from hydra.core.hydra_config import HydraConfig
 
         return HydraConfig.get().runtime.output_dir
+    except ValueError:
+        return None
+
+
+def _hydra_overrides() -> str | None:
+    """The job's command-line overrides (``cutter=ncut,index=flat``) as a readable
+    MLflow run name, or None outside a Hydra job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().job.override_dirname or "defaults"
     except ValueError:
         return None
