@@ -80,6 +80,11 @@ def format_summary(summary: dict, max_skips: int = 20) -> str:
         f"{summary['already_done']} already done, {summary['seconds']:.1f} s "
         f"({summary['images_per_second']:.2f} images/s)",
     ]
+    if "tokens_from" in summary:
+        sources = summary.get("token_sources_rank0", {})
+        lines.append(f"tokens: {sources.get('cache', 0)} images from the cache in "
+                     f"{summary['tokens_from']['store']}, {sources.get('backbone', 0)} through "
+                     "the backbone (rank 0)")
     if summary["missing"]:
         lines.append(f"MISSING (neither stored nor skipped): {len(summary['missing'])}, "
                      f"e.g. {summary['missing'][:5]}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from claid.engine import CachedTokens, extract_regions
+from claid.engine import CachedTokens, extract_regions, format_summary
 from claid.store import RegionStore
 from tests.engine.test_engine_extract import assert_stores_equal
 from tests.engine.tiny_parts import (
@@ -79,6 +79,7 @@ def test_cutter_only_run_on_cached_tokens_equals_a_backbone_run(token_store, ref
     n_images = len(GOOD + ODD)
     assert store.summary["tokens_from"] == {"store": token_store.store_dir, "cached": n_images}
     assert store.summary["token_sources_rank0"] == {"backbone": 0, "cache": n_images}
+    assert f"tokens: {n_images} images from the cache" in format_summary(store.summary)
 
 
 def test_the_backbone_is_never_run_for_cached_images(token_store, reference, image_folder,
@@ -181,3 +182,13 @@ def test_cached_tokens_travel_to_workers_without_the_open_store(token_store):
     with pytest.raises(KeyError, match="no cached tokens"):
         copy.patch_grid("empty.jpg")
     assert isinstance(copy._store, RegionStore)
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_read_the_cache_without_a_backbone(token_store, reference, image_folder,
+                                                         tmp_path):
+    """ddp_spawn pickles the datamodule into each rank: the cache must reopen there."""
+    store = run(image_folder[1], tmp_path, backbone=None, tokens_from=token_store,
+                accelerator="cpu", devices=2, strategy="ddp_spawn", shard_size=2)
+    assert store.summary["world_size"] == 2 and store.summary["missing"] == []
+    assert_stores_equal(store, reference)
