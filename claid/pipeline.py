@@ -7,8 +7,9 @@
 Every stage that costs real time writes an artifact under ``paths.cache_dir`` named
 by a readable prefix and a hash of its own and its upstream configuration, and skips
 the work when the artifact is already there. So a sweep over index or search
-parameters reuses the extracted regions, and a sweep over the cutter reuses nothing
-but the dataset (see ``cache.tokens`` in conf/config.yaml for why).
+parameters reuses the extracted regions, and a sweep over the cutter reuses the
+backbone tokens when ``cache.tokens`` is on (conf/config.yaml says why it is off by
+default).
 """
 
 from __future__ import annotations
@@ -146,16 +147,33 @@ def extract_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_d
             log.info("reusing region store %s", store_dir)
             return store
     images = [(image_id, bench.path(image_id)) for image_id in bench.database]
-    engine = _plain(cfg.engine)
+    tokens_from, backbone = None, None
+    if cfg.cache.tokens:
+        from claid.store import find_token_store
+
+        match = {"dataset": key["dataset"], "backbone": key["backbone"]}
+        tokens_from = find_token_store(
+            str(cache_dir), match, image_ids=bench.database, exclude=[str(store_dir)]
+        )
+    if tokens_from is not None:
+        cached = set(tokens_from.token_image_ids()) | {image for image, _ in tokens_from.skipped}
+        log.info("reusing backbone tokens of %s for %d images", tokens_from.store_dir, len(cached))
+        if not cached >= set(bench.database):
+            backbone = parts.get("backbone")
+    else:
+        backbone = parts.get("backbone")
     return extract_regions(
         images,
-        backbone=parts.get("backbone"),
+        backbone=backbone,
         cutter=parts.get("cutter"),
         descriptor=parts.get("descriptor"),
         store_dir=str(store_dir),
         config=key,
         dtype=cfg.store.dtype,
-        **engine,
+        keep_tokens=bool(cfg.cache.tokens),
+        token_dtype=cfg.cache.token_dtype,
+        tokens_from=tokens_from,
+        **_plain(cfg.engine),
     )
 
 

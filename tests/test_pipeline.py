@@ -103,3 +103,24 @@ def test_manifest_with_zero_region_and_corrupt_images(compose_cfg, tmp_path, who
     store = RegionStore.open(report["settings"]["store"])
     counts = dict(zip(store.image_ids, np.bincount(store.region_image(), minlength=len(store.image_ids))))
     assert counts["flat.png"] == 0
+
+
+def test_cutter_sweep_recuts_cached_tokens(compose_cfg, tmp_path):
+    from claid.store import RegionStore
+
+    tokens = [*SMALL, *TINY_SYNTHETIC, "cache.tokens=true", "tracking=none", "search.global_baseline=false"]
+    run(compose_cfg(*tokens, "cutter.tau2=0.2"), run_dir=tmp_path / "a")
+    swept = run(compose_cfg(*tokens, "cutter.tau2=0.3"), run_dir=tmp_path / "b")
+    store = RegionStore.open(swept.report["settings"]["store"])
+    assert store.summary["tokens_from"]["cached"] == 12  # no image went through the backbone
+
+    # the same cutter with the backbone run afresh (another cache) gives the same regions
+    fresh = run(
+        compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none", "search.global_baseline=false",
+                    "cutter.tau2=0.3", f"paths.cache_dir={tmp_path}/other_cache"),
+        run_dir=tmp_path / "c",
+    )
+    reference = RegionStore.open(fresh.report["settings"]["store"])
+    assert reference.image_ids == store.image_ids
+    np.testing.assert_array_equal(reference.boxes(), store.boxes())
+    np.testing.assert_allclose(reference.vectors(np.float32), store.vectors(np.float32), atol=2e-3)
