@@ -93,6 +93,21 @@ def dataset_key(bench: Benchmark) -> dict:
     }
 
 
+def build(node: DictConfig) -> Any:
+    """``hydra.utils.instantiate`` that lets claid's own errors through unwrapped, so a
+    missing dataset or missing weights reads as the loader wrote it (where to get
+    it, the layout, the cache path) rather than as Hydra's wrapper."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (FileNotFoundError, ValueError, RuntimeError)):
+            raise cause from None
+        raise
+
+
 def _region_descriptor_key(cfg: DictConfig) -> dict:
     """The descriptor settings that shape database region vectors: everything but
     how queries are described (``query``), so switching crop/pool reuses the store."""
@@ -109,7 +124,7 @@ class _Components:
     def get(self, name: str) -> Any:
         if name not in self._built:
             log.info("building %s from config", name)
-            self._built[name] = instantiate(self.cfg[name])
+            self._built[name] = build(self.cfg[name])
         return self._built[name]
 
 
@@ -354,7 +369,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         return value
 
     with tracker.run(_plain(cfg), tags={"run_dir": str(run_dir)}):
-        bench: Benchmark = timed("dataset", lambda: instantiate(cfg.dataset))
+        bench: Benchmark = timed("dataset", lambda: build(cfg.dataset))
         store = timed("extract", lambda: extract_stage(cfg, bench, parts, cache_dir))
         whole = None
         want_whole = bool(cfg.search.whole_image_region) or bool(cfg.search.global_baseline)

@@ -124,3 +124,21 @@ def test_cutter_sweep_recuts_cached_tokens(compose_cfg, tmp_path):
     assert reference.image_ids == store.image_ids
     np.testing.assert_array_equal(reference.boxes(), store.boxes())
     np.testing.assert_allclose(reference.vectors(np.float32), store.vectors(np.float32), atol=2e-3)
+
+
+def test_missing_dataset_stops_with_where_to_get_it(compose_cfg, tmp_path):
+    from claid.datasets import DatasetNotFoundError
+
+    cfg = compose_cfg(*SMALL, "dataset=instre", f"dataset.root={tmp_path}/nowhere", "tracking=none")
+    with pytest.raises(DatasetNotFoundError, match="Expected layout"):
+        run(cfg, run_dir=tmp_path / "run")
+
+
+def test_missing_weights_stop_with_one_clear_message(compose_cfg, tmp_path, monkeypatch):
+    from claid.backbones.weights import WeightsUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cfg = compose_cfg("backbone=dino_vits16", "backbone.pretrained=true", *TINY_SYNTHETIC, "tracking=none")
+    with pytest.raises(WeightsUnavailableError, match="vit_small_patch16_224.dino"):
+        run(cfg, run_dir=tmp_path / "run")
