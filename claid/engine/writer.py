@@ -92,8 +92,15 @@ class ExtractionProgress(pl.Callback):
         if self.enabled and trainer.is_global_zero:
             suffix = f" (rank 0 of {trainer.world_size})" if trainer.world_size > 1 else ""
             total = len(getattr(trainer.datamodule, "rank_images", [])) or None
-            self.bar = tqdm(total=total, unit="img", desc=f"extracting{suffix}",
-                            dynamic_ncols=True)
+            # rate_noinv: always images/s (tqdm would flip to s/img below 1 img/s)
+            self.bar = tqdm(
+                total=total,
+                unit="img",
+                desc=f"extracting{suffix}",
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+                "{rate_noinv_fmt}{postfix}]",
+            )
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
                              dataloader_idx: int = 0) -> None:
