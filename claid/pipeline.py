@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from claid.store import config_hash
@@ -276,7 +276,8 @@ def save_search_table(index_dir: Path, table: RegionTable, descriptor: dict, key
 
 
 def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir: Path) -> np.ndarray:
-    """One vector per image query (text queries get a row of NaN and are skipped).
+    """One vector per query: image queries through ``describe_query``, text queries
+    through the descriptor's ``encode_text`` (SigLIP's joint space).
 
     Returns (n_queries, D) float32 in ``bench.queries`` order.
     """
@@ -297,7 +298,9 @@ def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir
     rows = []
     for query in bench.queries:
         if query.image is None:
-            rows.append(np.full(descriptor.dim, np.nan, np.float32))
+            if query.text is None or not hasattr(descriptor, "encode_text"):
+                raise ValueError(f"query {query.qid!r} has no image, and no text this descriptor can encode")
+            rows.append(descriptor.encode_text([query.text])[0])
             continue
         image = load_image(bench.path(query.image))
         box = None if mode == "full" else query.box
@@ -403,19 +406,24 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         }
         artifacts: dict[str, str] = {}
         rankings: list[Ranking] = []
-        image_queries = [q for q in bench.queries if q.image is not None]
-        if len(image_queries) < len(bench.queries):
-            skipped_text = len(bench.queries) - len(image_queries)
+        reads_text = hasattr(get_class(cfg.descriptor._target_), "encode_text")
+        searchable = [q for q in bench.queries if q.image is not None or (reads_text and q.text)]
+        if len(searchable) < len(bench.queries):
+            skipped_text = len(bench.queries) - len(searchable)
             report["settings"]["text_queries_skipped"] = skipped_text
-            log.warning("%d text queries skipped: text-to-instance search is not wired into run.py", skipped_text)
+            log.warning(
+                "%d text queries skipped: descriptor %s has no text encoder (use descriptor=siglip_tokens "
+                "backbone=siglip_vitb16)", skipped_text, cfg.descriptor._target_,
+            )
+        report["settings"]["text_queries"] = sum(q.image is None for q in searchable)
         family = bench.protocol.get("family", "none")
-        if image_queries and len(table.vectors) and family not in ("detection", "none"):
-            queries_bench = replace(bench, queries=image_queries)
+        if searchable and len(table.vectors) and family not in ("detection", "none"):
+            queries_bench = replace(bench, queries=searchable)
             index, index_dir = timed("index", lambda: index_stage(cfg, table, upstream, cache_dir))
             report["settings"]["index"] = str(index_dir)
             qvecs = timed("queries", lambda: query_stage(cfg, queries_bench, parts, cache_dir))
             k = cfg.index.get("k")
-            rankings = timed("search", lambda: search_stage(index, table, qvecs, image_queries, k))
+            rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, k))
             scores = timed("evaluate", lambda: evaluate(rankings, queries_bench))
             metrics.update(scores_to_metrics(scores))
             report["scores"] = [_scores_dict(s) for s in scores]
@@ -426,11 +434,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
                 from claid.index import build_index
 
                 gtable = RegionTable(whole, np.arange(len(whole)), _full_boxes(store), list(store.image_ids))
-                grank = search_stage(build_index(whole, factory="Flat"), gtable, qvecs, image_queries, None)
+                grank = search_stage(build_index(whole, factory="Flat"), gtable, qvecs, searchable, None)
                 baselines["global_descriptor"] = _retrieval_only(scores_to_metrics(evaluate(grank, queries_bench)))
             for name, values in baselines.items():
                 metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})
-        elif not image_queries:
+        elif not searchable:
             log.info("dataset %s has no image queries: indexed only (search later with `python -m claid search`)", bench.name)
         if bench.gt_boxes or bench.gt_masks_file:
             metrics.update(timed("detection", lambda: detection_stage(store, bench, report)))

@@ -142,3 +142,36 @@ def test_missing_weights_stop_with_one_clear_message(compose_cfg, tmp_path, monk
     cfg = compose_cfg("backbone=dino_vits16", "backbone.pretrained=true", *TINY_SYNTHETIC, "tracking=none")
     with pytest.raises(WeightsUnavailableError, match="vit_small_patch16_224.dino"):
         run(cfg, run_dir=tmp_path / "run")
+
+
+class _TextDescriptor:
+    """Stands in for a SigLIP-like descriptor: a text maps to a fixed unit vector."""
+
+    dim = 4
+
+    def encode_text(self, texts):
+        return np.array([[1.0, 0.0, 0.0, 0.0] if "cat" in t else [0.0, 1.0, 0.0, 0.0] for t in texts], np.float32)
+
+    def describe_query(self, image, box):
+        return np.array([0.0, 0.0, 1.0, 0.0], np.float32)
+
+
+def test_query_stage_encodes_text_queries_and_refuses_what_it_cannot(compose_cfg, tmp_path):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from claid.pipeline import query_stage
+    from claid.structures import Benchmark, Query
+
+    bench = Benchmark(name="t", root=str(tmp_path), database=["a.jpg"],
+                      queries=[Query(image=None, text="a cat", qid="t0"), Query(image=None, text="a dog", qid="t1")],
+                      protocol={"family": "gldv2", "query": "crop"})
+    cfg = compose_cfg("tracking=none")
+    parts = SimpleNamespace(get=lambda name: _TextDescriptor())
+    vectors = query_stage(cfg, bench, parts, tmp_path)
+    np.testing.assert_array_equal(vectors[:, :2], [[1, 0], [0, 1]])
+
+    blind = SimpleNamespace(get=lambda name: SimpleNamespace(dim=4))
+    other = replace(bench, queries=[Query(image=None, text="x", qid="new")])  # another cache key
+    with pytest.raises(ValueError, match="no text this descriptor can encode"):
+        query_stage(cfg, other, blind, tmp_path)
