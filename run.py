@@ -6,18 +6,27 @@
 """
 
 import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from claid.backbones.weights import WeightsUnavailableError
+from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.pipeline import run
 
 log = logging.getLogger("claid")
 
+# what a user must fix (data, weights, a queries file): the message says how, no traceback
+USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    result = run(cfg)
+    try:
+        result = run(cfg)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
     for name, value in sorted(result.metrics.items()):
         if not name.startswith("time/"):
             log.info("%-40s %.4f", name, value)
