@@ -30,6 +30,8 @@ def main(cfg: DictConfig) -> float | None:
     for name, value in sorted(result.metrics.items()):
         if not name.startswith("time/"):
             log.info("%-40s %.4f", name, value)
+    if "index" in result.report["settings"]:
+        print(f"index dir (for python -m claid search): {result.report['settings']['index']}")
     print(f"run dir: {result.run_dir}")
     return result.metrics.get("lab/mAP-all")
 

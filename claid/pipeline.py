@@ -417,10 +417,12 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
             )
         report["settings"]["text_queries"] = sum(q.image is None for q in searchable)
         family = bench.protocol.get("family", "none")
-        if searchable and len(table.vectors) and family not in ("detection", "none"):
-            queries_bench = replace(bench, queries=searchable)
+        index = None
+        if len(table.vectors) and family != "detection":  # detection benchmarks only score regions
             index, index_dir = timed("index", lambda: index_stage(cfg, table, upstream, cache_dir))
             report["settings"]["index"] = str(index_dir)
+        if searchable and index is not None and family != "none":
+            queries_bench = replace(bench, queries=searchable)
             qvecs = timed("queries", lambda: query_stage(cfg, queries_bench, parts, cache_dir))
             k = cfg.index.get("k")
             rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, k))
@@ -438,8 +440,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
                 baselines["global_descriptor"] = _retrieval_only(scores_to_metrics(evaluate(grank, queries_bench)))
             for name, values in baselines.items():
                 metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})
-        elif not searchable:
-            log.info("dataset %s has no image queries: indexed only (search later with `python -m claid search`)", bench.name)
+        elif index is not None:
+            log.info(
+                "dataset %s has no queries to score: indexed only; search it with "
+                "`python -m claid search --index-dir %s <image>`", bench.name, report["settings"]["index"],
+            )
         if bench.gt_boxes or bench.gt_masks_file:
             metrics.update(timed("detection", lambda: detection_stage(store, bench, report)))
         metrics.update(timing)

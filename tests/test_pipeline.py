@@ -175,3 +175,16 @@ def test_query_stage_encodes_text_queries_and_refuses_what_it_cannot(compose_cfg
     other = replace(bench, queries=[Query(image=None, text="x", qid="new")])  # another cache key
     with pytest.raises(ValueError, match="no text this descriptor can encode"):
         query_stage(cfg, other, blind, tmp_path)
+
+
+def test_collection_without_queries_is_indexed_for_later_search(compose_cfg, tmp_path):
+    import claid
+
+    root = tmp_path / "photos"
+    _manifest(root)
+    (root / "queries.jsonl").unlink()
+    result = run(compose_cfg(*SMALL, "dataset=manifest", f"dataset.root={root}", "tracking=none"),
+                 run_dir=tmp_path / "run")
+    assert "lab/mAP-all" not in result.metrics
+    (ranking,) = claid.search([root / "coffee.png"], index_dir=result.report["settings"]["index"], top=3)
+    assert ranking.images[0] == "coffee.png" and ranking.scores[0] > 0.99
