@@ -188,3 +188,50 @@ def test_collection_without_queries_is_indexed_for_later_search(compose_cfg, tmp
     assert "lab/mAP-all" not in result.metrics
     (ranking,) = claid.search([root / "coffee.png"], index_dir=result.report["settings"]["index"], top=3)
     assert ranking.images[0] == "coffee.png" and ranking.scores[0] > 0.99
+
+
+def test_coco_layout_reports_detector_recall_on_masks_and_boxes(compose_cfg, tmp_path):
+    from skimage import data
+
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    images, annotations = [], []
+    for i, photo in enumerate([data.chelsea(), data.coffee(), data.astronaut()]):
+        name = f"{i:012d}.jpg"
+        Image.fromarray(photo).resize((128, 96)).save(root / "val2017" / name)
+        images.append({"id": i + 1, "file_name": name, "height": 96, "width": 128})
+        x, y, w, h = 20, 10, 60, 50  # one square object per image, as a polygon
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 17, "iscrowd": 0,
+                            "bbox": [x, y, w, h], "area": w * h,
+                            "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": [{"id": 17, "name": "cat"}]}))
+
+    result = run(compose_cfg(*SMALL, "dataset=coco_val2017", f"dataset.root={root}", "tracking=none"),
+                 run_dir=tmp_path / "run")
+    curve = [result.metrics[f"detection/recall-anymatch-mask-iou{t:g}"] for t in (0.1, 0.5, 0.9)]
+    # the same curve recomputed here from the stored pixel masks and pycocotools' own masks
+    from pycocotools.coco import COCO
+
+    from claid.store import RegionStore
+
+    coco = COCO(str(root / "annotations" / "instances_val2017.json"))
+    store = RegionStore.open(result.report["settings"]["store"])
+    region_image = np.asarray(store.region_image())
+    best = []
+    for i, image_id in enumerate(store.image_ids):
+        (img,) = [im for im in coco.dataset["images"] if im["file_name"] == image_id]
+        (ann,) = coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]]))
+        gt = coco.annToMask(ann).astype(bool)
+        ious = [0.0]
+        for r in np.flatnonzero(region_image == i):
+            pred = store.mask_pixels(int(r))
+            ious.append((pred & gt).sum() / (pred | gt).sum())
+        best.append(max(ious))
+    expected = [float(np.mean(np.array(best) > t)) for t in (0.1, 0.5, 0.9)]
+    assert curve == pytest.approx(expected)
+    assert "detection/recall-anymatch-box-iou0.5" in result.metrics
+    assert result.report["recall_vs_iou"]["rule"] == "any-match (lab), masks"
+    assert "index" not in result.report["settings"]  # detection benchmarks are not searched
+    assert Path(result.artifacts["recall_vs_iou"]).exists()
