@@ -235,11 +235,9 @@ def region_table(store, whole_image: np.ndarray | None) -> RegionTable:
     region_image = np.asarray(store.region_image(), dtype=np.int64)
     boxes = np.asarray(store.boxes(), dtype=np.float32)
     if whole_image is not None:
-        sizes = np.asarray(store.image_sizes(), dtype=np.float32).reshape(-1, 2)
-        full = np.zeros((len(sizes), 4), np.float32)
-        full[:, 2], full[:, 3] = sizes[:, 1], sizes[:, 0]
+        full = _full_boxes(store)
         vectors = np.concatenate([vectors.reshape(-1, whole_image.shape[1]), whole_image])
-        region_image = np.concatenate([region_image, np.arange(len(sizes), dtype=np.int64)])
+        region_image = np.concatenate([region_image, np.arange(len(full), dtype=np.int64)])
         boxes = np.concatenate([boxes.reshape(-1, 4), full])
     return RegionTable(vectors, region_image, boxes, list(store.image_ids))
 
@@ -380,65 +378,22 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
             whole = timed("whole_image", lambda: whole_image_stage(cfg, bench, store, parts, cache_dir))
         table = region_table(store, whole if cfg.search.whole_image_region else None)
         upstream = {"regions": Path(store.store_dir).name, "whole_image_region": bool(cfg.search.whole_image_region)}
-        report: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "dataset": bench.name,
-            "protocol": bench.protocol,
-            "settings": {
-                "whole_image_region": bool(cfg.search.whole_image_region),
-                "query": bench.protocol.get("query", "crop"),
-                "k_regions": cfg.index.get("k"),
-                "store": str(store.store_dir),
-            },
-            "counts": {
-                "images": len(store.image_ids),
-                "skipped": len(store.skipped),
-                "regions": int(store.num_regions),
-                "regions_per_image": float(store.num_regions) / max(1, len(store.image_ids)),
-                "queries": len(bench.queries),
-            },
-            "skipped": [list(item) for item in store.skipped],
-        }
-        metrics: dict[str, float] = {
-            "count/regions": float(store.num_regions),
-            "count/regions_per_image": report["counts"]["regions_per_image"],
-            "count/images": float(len(store.image_ids)),
-        }
-        artifacts: dict[str, str] = {}
-        rankings: list[Ranking] = []
-        reads_text = hasattr(get_class(cfg.descriptor._target_), "encode_text")
-        searchable = [q for q in bench.queries if q.image is not None or (reads_text and q.text)]
-        if len(searchable) < len(bench.queries):
-            skipped_text = len(bench.queries) - len(searchable)
-            report["settings"]["text_queries_skipped"] = skipped_text
-            log.warning(
-                "%d text queries skipped: descriptor %s has no text encoder (use descriptor=siglip_tokens "
-                "backbone=siglip_vitb16)", skipped_text, cfg.descriptor._target_,
-            )
-        report["settings"]["text_queries"] = sum(q.image is None for q in searchable)
+        report, metrics = _new_report(cfg, bench, store)
+        searchable = _searchable_queries(cfg, bench, report)
         family = bench.protocol.get("family", "none")
-        index = None
+        index, rankings = None, []
         if len(table.vectors) and family != "detection":  # detection benchmarks only score regions
             index, index_dir = timed("index", lambda: index_stage(cfg, table, upstream, cache_dir))
             report["settings"]["index"] = str(index_dir)
         if searchable and index is not None and family != "none":
             queries_bench = replace(bench, queries=searchable)
             qvecs = timed("queries", lambda: query_stage(cfg, queries_bench, parts, cache_dir))
-            k = cfg.index.get("k")
-            rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, k))
+            rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k")))
             scores = timed("evaluate", lambda: evaluate(rankings, queries_bench))
             metrics.update(scores_to_metrics(scores))
             report["scores"] = [_scores_dict(s) for s in scores]
-            baselines = report.setdefault("baselines", {})
-            chance = evaluate(shuffled(rankings, cfg.seed), queries_bench)
-            baselines["shuffled"] = _retrieval_only(scores_to_metrics(chance))
-            if cfg.search.global_baseline and whole is not None:
-                from claid.index import build_index
-
-                gtable = RegionTable(whole, np.arange(len(whole)), _full_boxes(store), list(store.image_ids))
-                grank = search_stage(build_index(whole, factory="Flat"), gtable, qvecs, searchable, None)
-                baselines["global_descriptor"] = _retrieval_only(scores_to_metrics(evaluate(grank, queries_bench)))
-            for name, values in baselines.items():
+            report["baselines"] = baseline_scores(cfg, queries_bench, rankings, qvecs, whole, store)
+            for name, values in report["baselines"].items():
                 metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})
         elif index is not None:
             log.info(
@@ -450,13 +405,76 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         metrics.update(timing)
         report["metrics"] = metrics
         report["timing"] = timing
-        artifacts["metrics"] = str(write_json(run_dir / "metrics.json", report))
+        artifacts = {"metrics": str(write_json(run_dir / "metrics.json", report))}
         artifacts.update(_figures(cfg, bench, store, rankings, run_dir, report))
         tracker.log_metrics(metrics)
         for path in artifacts.values():
             tracker.log_artifact(path)
         tracker.set_tags({"whole_image_region": str(bool(cfg.search.whole_image_region))})
     return RunResult(run_dir=run_dir, metrics=metrics, artifacts=artifacts, report=report)
+
+
+def _new_report(cfg: DictConfig, bench: Benchmark, store) -> tuple[dict, dict[str, float]]:
+    """The run's report skeleton (what ran, on what, with which settings) and the
+    count metrics."""
+    per_image = float(store.num_regions) / max(1, len(store.image_ids))
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": bench.name,
+        "protocol": bench.protocol,
+        "settings": {
+            "whole_image_region": bool(cfg.search.whole_image_region),
+            "query": bench.protocol.get("query", "crop"),
+            "k_regions": cfg.index.get("k"),
+            "store": str(store.store_dir),
+        },
+        "counts": {
+            "images": len(store.image_ids),
+            "skipped": len(store.skipped),
+            "regions": int(store.num_regions),
+            "regions_per_image": per_image,
+            "queries": len(bench.queries),
+        },
+        "skipped": [list(item) for item in store.skipped],
+    }
+    metrics = {
+        "count/regions": float(store.num_regions),
+        "count/regions_per_image": per_image,
+        "count/images": float(len(store.image_ids)),
+    }
+    return report, metrics
+
+
+def _searchable_queries(cfg: DictConfig, bench: Benchmark, report: dict) -> list:
+    """Image queries, plus text queries when the descriptor can encode text; the
+    report counts what was left out."""
+    reads_text = hasattr(get_class(cfg.descriptor._target_), "encode_text")
+    searchable = [q for q in bench.queries if q.image is not None or (reads_text and q.text)]
+    if len(searchable) < len(bench.queries):
+        skipped_text = len(bench.queries) - len(searchable)
+        report["settings"]["text_queries_skipped"] = skipped_text
+        log.warning(
+            "%d text queries skipped: descriptor %s has no text encoder (use descriptor=siglip_tokens "
+            "backbone=siglip_vitb16)", skipped_text, cfg.descriptor._target_,
+        )
+    report["settings"]["text_queries"] = sum(q.image is None for q in searchable)
+    return searchable
+
+
+def baseline_scores(
+    cfg: DictConfig, bench: Benchmark, rankings: list[Ranking], query_vectors: np.ndarray, whole, store
+) -> dict[str, dict[str, float]]:
+    """The same queries scored two other ways: the rankings shuffled (chance) and,
+    when whole-image vectors exist, one global descriptor per image."""
+    from claid.evaluation import evaluate, scores_to_metrics
+    from claid.index import build_index
+
+    baselines = {"shuffled": _retrieval_only(scores_to_metrics(evaluate(shuffled(rankings, cfg.seed), bench)))}
+    if cfg.search.global_baseline and whole is not None:
+        table = RegionTable(whole, np.arange(len(whole)), _full_boxes(store), list(store.image_ids))
+        ranked = search_stage(build_index(whole, factory="Flat"), table, query_vectors, bench.queries, None)
+        baselines["global_descriptor"] = _retrieval_only(scores_to_metrics(evaluate(ranked, bench)))
+    return baselines
 
 
 def _full_boxes(store) -> np.ndarray:
