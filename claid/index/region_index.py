@@ -429,7 +429,12 @@ class RegionIndex:
         }
 
     def nbytes(self) -> int:
-        """Size of the serialised FAISS index in bytes (a proxy for its memory)."""
+        """Size of the FAISS index in bytes (a proxy for its memory): the code array
+        of flat indexes, else the serialised index (which briefly needs that much more
+        memory, so it is avoided for the big flat case)."""
+        index = faiss.downcast_index(self.faiss_index)
+        if isinstance(index, faiss.IndexFlatCodes):
+            return int(index.ntotal) * int(index.code_size)
         return int(faiss.serialize_index(self.faiss_index).nbytes)
 
     def save(
