@@ -37,7 +37,7 @@ def main() -> None:
         except ValueError as err:
             print(f"(not run yet: {err})")
             continue
-        print(format_table(rows, ["run_name", *params, *metrics]))
+        print(format_table(rows, [*params, *metrics]))
 
 
 if __name__ == "__main__":
