@@ -20,8 +20,8 @@ from claid.backbones.preprocessing import prepare_full_image
 from claid.backbones.weights import build_timm_model
 from claid.descriptors.base import QUERY_MODES, RegionDescriptor
 from claid.descriptors.pooling import (
-    POOLINGS,
     boxes_to_cells,
+    check_pooling,
     l2_normalise,
     masks_to_cells,
     pool_cells,
@@ -92,12 +92,9 @@ class CNNRegionDescriptor(RegionDescriptor):
         std: Sequence[float] = (0.229, 0.224, 0.225),
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_pooling(pooling, gem_p)
         if query not in QUERY_MODES:
             raise ValueError(f"query must be one of {QUERY_MODES}, got {query!r}")
-        if not gem_p > 0:
-            raise ValueError(f"gem_p must be positive, got {gem_p}")
         if max_long_side is not None and max_long_side < 1:
             raise ValueError(f"max_long_side must be >= 1 or null, got {max_long_side}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:

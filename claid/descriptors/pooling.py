@@ -21,6 +21,14 @@ import torch
 POOLINGS = ("gem", "max", "mean")
 
 
+def check_pooling(pooling: str, gem_p: float) -> None:
+    """Raise ValueError unless ``pooling`` is one of POOLINGS and ``gem_p`` > 0."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if not gem_p > 0:
+        raise ValueError(f"gem_p must be positive, got {gem_p}")
+
+
 def boxes_to_cells(
     boxes: np.ndarray,
     scale: tuple[float, float],

@@ -26,7 +26,7 @@ from PIL import Image
 from claid.backbones.base import Backbone
 from claid.backbones.preprocessing import crop_box_pixels, require_image
 from claid.descriptors.base import QUERY_MODES, RegionDescriptor
-from claid.descriptors.pooling import POOLINGS, boxes_to_cells, l2_normalise, pool_cells
+from claid.descriptors.pooling import boxes_to_cells, check_pooling, l2_normalise, pool_cells
 from claid.structures import PatchGrid
 
 
@@ -87,12 +87,9 @@ class ViTTokenDescriptor(RegionDescriptor):
         query: str = "crop",
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_pooling(pooling, gem_p)
         if query not in QUERY_MODES:
             raise ValueError(f"query must be one of {QUERY_MODES}, got {query!r}")
-        if not gem_p > 0:
-            raise ValueError(f"gem_p must be positive, got {gem_p}")
         self.backbone = build_backbone(backbone, pretrained, checkpoint)
         if self.backbone is not None and self.backbone.embed_dim != dim:
             raise ValueError(f"dim={dim} but the backbone's tokens have {self.backbone.embed_dim}")
