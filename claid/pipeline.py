@@ -28,7 +28,7 @@ import numpy as np
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from claid.store import config_hash
+from claid.store import config_hash, write_json_atomic
 from claid.structures import Benchmark, Ranking
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,6 @@ SCHEMA_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- helpers
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """np.save through a temporary file and a rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
@@ -54,8 +45,8 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON atomically (temp file + rename)."""
-    _atomic_write_bytes(Path(path), json.dumps(payload, indent=2, default=_json_default).encode())
+    """Write JSON atomically (the store's temp file + rename), numpy values included."""
+    write_json_atomic(str(path), json.loads(json.dumps(payload, default=_json_default)))
     return Path(path)
 
 
