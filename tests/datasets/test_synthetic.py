@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -177,17 +176,14 @@ def test_instances_are_distinct_cut_outs():
     assert gaps.min() > 3  # no two crops are the same patch
 
 
-def test_default_config_instantiates_quickly(tmp_path):
+def test_default_config_instantiates(tmp_path):
     cfg = OmegaConf.load(CONF)
     cfg.root = str(tmp_path)
     cfg.query = "crop"  # composed configs take it from descriptor.query
-    start = time.perf_counter()
     bench = instantiate(cfg)
-    elapsed = time.perf_counter() - start
     assert bench.name == "synthetic"
     assert 60 <= len(bench.database) <= 100 and 15 <= len(bench.queries) <= 30
     assert min(cfg.image_size) < 356
-    assert elapsed < 20, f"default generation took {elapsed:.1f} s"
 
 
 def test_positive_boxes_locate_the_queried_instances(small):
