@@ -1,0 +1,43 @@
+"""The chance level reported beside every run: shuffled rankings, averaged."""
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from claid.pipeline import shuffled_scores
+from claid.structures import Benchmark, Query, Ranking
+
+
+def _perfect(n_database: int, positives: list[str]) -> tuple[Benchmark, list[Ranking]]:
+    database = positives + [f"neg{i}" for i in range(n_database - len(positives))]
+    bench = Benchmark(
+        name="toy", root="", database=database,
+        queries=[Query(image="q.jpg", positives=positives, qid="q")],
+        protocol={"family": "lab", "metrics": ["mAP-50", "mAP-100", "mAP-all"], "ap": "lab"},
+    )
+    scores = np.linspace(1, 0.1, n_database).astype(np.float32)
+    ranking = Ranking("q", list(database), scores, np.zeros((n_database, 4), np.float32))
+    return bench, [ranking]
+
+
+def _exact_expected_ap_all(n: int, r: int) -> float:
+    """Mean non-interpolated AP over every placement of r relevant items in n ranks."""
+    aps = []
+    for ranks in combinations(range(1, n + 1), r):
+        aps.append(np.mean([(i + 1) / rank for i, rank in enumerate(ranks)]))
+    return float(np.mean(aps))
+
+
+def test_average_of_shuffles_is_the_expected_chance_ap():
+    bench, rankings = _perfect(10, ["a", "b"])
+    chance = shuffled_scores(rankings, bench, seed=0, repeats=3000)
+    assert chance["lab/mAP-all"] == pytest.approx(_exact_expected_ap_all(10, 2), abs=0.015)
+    assert chance["lab/mAP-all"] < 0.6  # the unshuffled ranking scores 1.0
+
+
+def test_seeded_and_repeats_checked():
+    bench, rankings = _perfect(12, ["a", "b", "c"])
+    assert shuffled_scores(rankings, bench, 3, 20) == shuffled_scores(rankings, bench, 3, 20)
+    with pytest.raises(ValueError, match="shuffle_repeats"):
+        shuffled_scores(rankings, bench, 0, 0)
