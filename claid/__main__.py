@@ -6,16 +6,24 @@
 
 import sys
 
+from claid.backbones.weights import WeightsUnavailableError
+from claid.images import ImageError
 from claid.index.fit_whitening import main as fit_whitening_main
 from claid.retrieval import main as search_main
 
 COMMANDS = {"search": search_main, "fit-whitening": fit_whitening_main}
 
+# what a user must fix (a box, a path, an image file, weights): the message, no traceback
+USER_ERRORS = (ValueError, OSError, ImageError, WeightsUnavailableError)
+
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         sys.exit(f"usage: python -m claid {{{','.join(COMMANDS)}}} ...  (try: python -m claid search --help)")
-    COMMANDS[sys.argv[1]](sys.argv[2:])
+    try:
+        COMMANDS[sys.argv[1]](sys.argv[2:])
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from claid.datasets.boxes import check_box
 from claid.structures import Ranking
 
 
@@ -72,10 +73,11 @@ def search(
     if descriptor is None:
         descriptor = instantiate(meta["descriptor"])
     rows = []
-    for query, box in zip(queries, boxes):
+    for i, (query, box) in enumerate(zip(queries, boxes)):
         image = query if isinstance(query, Image.Image) else load_image(str(query))
         if box is not None:
-            box = _checked_box(box, image.size)
+            where = f"query {i}" + ("" if isinstance(query, Image.Image) else f" ({query})")
+            box = check_box(box, (image.height, image.width), where=where, tolerance=0.0)
         rows.append(descriptor.describe_query(image, box))
     rankings = search_images(
         RegionIndex.load(index_dir),
@@ -87,16 +89,6 @@ def search(
         k=k,
     )
     return [Ranking(r.qid, r.images[:top], r.scores[:top], r.boxes[:top]) for r in rankings]
-
-
-def _checked_box(box: Sequence[float], size: tuple[int, int]) -> tuple[float, float, float, float]:
-    width, height = size
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not (x2 > x1 and y2 > y1):
-        raise ValueError(f"query box {list(box)} is empty (need x2 > x1 and y2 > y1)")
-    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
-        raise ValueError(f"query box {list(box)} lies outside the {width}x{height} image")
-    return max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

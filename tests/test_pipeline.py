@@ -189,6 +189,16 @@ def test_collection_without_queries_is_indexed_for_later_search(compose_cfg, tmp
     (ranking,) = claid.search([root / "coffee.png"], index_dir=result.report["settings"]["index"], top=3)
     assert ranking.images[0] == "coffee.png" and ranking.scores[0] > 0.99
 
+    # the same box rules as queries.jsonl: no silent clipping, the query is named
+    index_dir = result.report["settings"]["index"]
+    width, height = Image.open(root / "coffee.png").size
+    for box, message in [((10, 10, width + 50, 40), "outside"), ((30, 10, 30, 40), "empty"),
+                         ((width + 1, 0, width + 9, 8), "outside")]:
+        with pytest.raises(ValueError, match=f"query 0 .*coffee.png.*{message}"):
+            claid.search([root / "coffee.png"], index_dir=index_dir, boxes=[box])
+    (inside,) = claid.search([root / "coffee.png"], index_dir=index_dir, boxes=[(0, 0, width, height)], top=1)
+    assert inside.images == ["coffee.png"]
+
 
 def test_coco_layout_reports_detector_recall_on_masks_and_boxes(compose_cfg, tmp_path):
     from skimage import data

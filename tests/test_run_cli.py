@@ -16,3 +16,23 @@ def test_missing_dataset_exits_with_a_message_not_a_traceback(tmp_path):
     assert done.returncode != 0
     assert "Expected layout" in done.stderr and "gnd_instre.mat" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_search_cli_reports_user_errors_without_a_traceback(tmp_path, monkeypatch):
+    import pytest
+
+    from claid.__main__ import main
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    for args, message in [
+        (["--index-dir", str(tmp_path / "absent"), str(broken)], "not a claid index dir"),
+        (["--index-dir", str(tmp_path)], "required: image"),  # argparse: exit code 2
+    ]:
+        monkeypatch.setattr(sys, "argv", ["claid", "search", *args])
+        with pytest.raises(SystemExit) as info:
+            main()
+        if message.startswith("required"):
+            assert info.value.code == 2
+        else:
+            assert str(info.value.code).startswith("error: ") and message in str(info.value.code)
