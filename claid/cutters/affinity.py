@@ -41,7 +41,9 @@ def token_matrix(
         if len(grid) != 2:
             raise ValueError(f"grid must be (H, W), got {grid!r}")
         h, w = (int(g) for g in grid)
-        if h <= 0 or w <= 0 or h * w != array.shape[0]:
+        if h <= 0 or w <= 0:
+            raise ValueError(f"grid ({h}, {w}) is empty: tokens are empty or the image was too small")
+        if h * w != array.shape[0]:
             raise ValueError(
                 f"grid ({h}, {w}) holds {h * w} patches but tokens have {array.shape[0]} rows"
             )

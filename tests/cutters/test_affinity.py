@@ -26,7 +26,9 @@ def test_token_matrix_accepts_flat_grid_3d_and_torch():
         (np.zeros((12, 5)), None, "pass grid"),
         (np.zeros((3, 4, 5)), (4, 3), "does not match"),
         (np.zeros((12,)), (3, 4), "must be"),
-        (np.zeros((0, 5)), (0, 0), "holds 0 patches"),
+        (np.zeros((0, 5)), (0, 0), r"grid \(0, 0\) is empty"),
+        (np.zeros((0, 5)), (0, 30), r"grid \(0, 30\) is empty"),
+        (np.zeros((0, 5, 5)), None, "tokens are empty"),
         (np.zeros((12, 0)), (3, 4), "empty"),
     ],
 )
