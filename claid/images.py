@@ -15,7 +15,11 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "load_image", "image_size_from_header"]
+__all__ = ["ImageError", "load_image", "displayed_size", "image_size_from_header"]
+
+# EXIF orientation tag; values 5-8 rotate by 90 degrees (width and height swap).
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 
 # Modes whose samples do not fit in 8 bits; PIL's own convert("L") clips them at 255.
 _WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -107,13 +111,36 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     return _to_rgb(image)
 
 
-def image_size_from_header(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(height, width) as stored in the file header, without decoding pixels;
-    None when the header cannot be read. EXIF rotation is *not* applied: this is
-    only a cheap key for grouping images of similar shape into batches."""
+def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image as :func:`load_image` returns it (EXIF
+    orientation applied), read from the file header without decoding pixels.
+
+    Raises:
+        ImageError: missing, empty, or unreadable header.
+    """
+    path = os.fspath(path)
     try:
-        with Image.open(os.fspath(path)) as opened:
-            width, height = opened.size
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
-        return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as opened:
+                width, height = opened.size
+                orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+    except FileNotFoundError as err:
+        raise ImageError(f"cannot read file: {err.strerror or err}", path) from err
+    except UnidentifiedImageError as err:
+        reason = "empty file" if os.path.getsize(path) == 0 else "not an image (unrecognised format)"
+        raise ImageError(reason, path) from err
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        raise ImageError(f"truncated or corrupt: {err}", path) from err
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        width, height = height, width
     return int(height), int(width)
+
+
+def image_size_from_header(path: str | os.PathLike) -> tuple[int, int] | None:
+    """:func:`displayed_size`, or None when the header cannot be read: a cheap key
+    for grouping images of similar shape into batches (decoding reports failures)."""
+    try:
+        return displayed_size(path)
+    except ImageError:
+        return None

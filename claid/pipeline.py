@@ -270,7 +270,8 @@ def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir
 
     Returns (n_queries, D) float32 in ``bench.queries`` order.
     """
-    from claid.images import load_image
+    from claid.datasets import DatasetFormatError
+    from claid.images import ImageError, load_image
 
     mode = bench.protocol.get("query", "crop")
     described_as = cfg.descriptor.get("query")
@@ -291,7 +292,12 @@ def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir
                 raise ValueError(f"query {query.qid!r} has no image, and no text this descriptor can encode")
             rows.append(descriptor.encode_text([query.text])[0])
             continue
-        image = load_image(bench.path(query.image))
+        try:
+            image = load_image(bench.path(query.image))
+        except ImageError as err:  # a query cannot be skipped: the scores would change meaning
+            raise DatasetFormatError(
+                f"query {query.qid!r} ({query.image}): {err.reason}; fix the file or drop the query"
+            ) from err
         box = None if mode == "full" else query.box
         rows.append(descriptor.describe_query(image, box))
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, descriptor.dim), np.float32)

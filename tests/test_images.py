@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from claid.images import ImageError, image_size_from_header, load_image
+from claid.images import ImageError, displayed_size, image_size_from_header, load_image
 
 
 def _photo() -> np.ndarray:
@@ -55,8 +55,8 @@ def test_exif_orientation_is_applied(tmp_path):
     assert image.size == (96, 128)
     expected = np.rot90(rgb, k=-1)
     assert np.abs(np.asarray(image).astype(int) - expected).mean() < 6
-    # the header helper reports the stored (unrotated) shape: it is only a batching key
-    assert image_size_from_header(tmp_path / "r.jpg") == (96, 128)
+    # the header helper reports the displayed shape too, so batches group what the model sees
+    assert image_size_from_header(tmp_path / "r.jpg") == (128, 96)
 
 
 def test_grayscale_becomes_three_equal_channels(tmp_path):
@@ -123,3 +123,30 @@ def test_bad_files_raise_with_reason(tmp_path, kind, reason):
         load_image(path)
     assert reason in info.value.reason
     assert str(path) in str(info.value)
+
+
+def test_displayed_size_matches_the_decoded_image(tmp_path):
+    rgb = _photo()
+    Image.fromarray(rgb).save(tmp_path / "plain.png")
+    for orientation in (1, 3, 6, 8):
+        write_exif_rotated_jpeg(tmp_path / f"o{orientation}.jpg", rgb, orientation=orientation)
+    for path in sorted(tmp_path.iterdir()):
+        image = load_image(path)
+        assert displayed_size(path) == (image.height, image.width), path.name
+    assert displayed_size(tmp_path / "o6.jpg") == (rgb.shape[1], rgb.shape[0])  # swapped
+
+
+@pytest.mark.parametrize("kind, reason", [("empty", "empty file"), ("text", "not an image"),
+                                          ("missing", "cannot read"), ("header", "truncated")])
+def test_displayed_size_names_unreadable_files(tmp_path, kind, reason):
+    path = tmp_path / f"{kind}.jpg"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("no pixels here\n")
+    elif kind == "header":
+        path.write_bytes(b"\xff\xd8\xff\xe0 cut inside the header")
+    with pytest.raises(ImageError) as info:
+        displayed_size(path)
+    assert reason in info.value.reason
+    assert image_size_from_header(path) is None

@@ -245,3 +245,20 @@ def test_coco_layout_reports_detector_recall_on_masks_and_boxes(compose_cfg, tmp
     assert result.report["recall_vs_iou"]["rule"] == "any-match (lab), masks"
     assert "index" not in result.report["settings"]  # detection benchmarks are not searched
     assert Path(result.artifacts["recall_vs_iou"]).exists()
+
+
+def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path):
+    from types import SimpleNamespace
+
+    from claid.datasets import DatasetFormatError
+    from claid.pipeline import query_stage
+    from claid.structures import Benchmark, Query
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "q.jpg", quality=95)
+    blob = (tmp_path / "q.jpg").read_bytes()
+    (tmp_path / "q.jpg").write_bytes(blob[: len(blob) // 2])  # header intact, pixels cut
+    bench = Benchmark(name="t", root=str(tmp_path), database=["a.jpg"],
+                      queries=[Query(image="q.jpg", qid="q7")], protocol={"family": "lab", "query": "crop"})
+    parts = SimpleNamespace(get=lambda name: SimpleNamespace(dim=4))
+    with pytest.raises(DatasetFormatError, match=r"query 'q7' \(q.jpg\): truncated"):
+        query_stage(compose_cfg("tracking=none"), bench, parts, tmp_path)

@@ -87,13 +87,6 @@ def list_images(root: str | os.PathLike) -> list[str]:
     return sorted(found)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) in pixels of an image file, read from its header only."""
-    with Image.open(path) as im:
-        width, height = im.size
-    return int(height), int(width)
-
-
 def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex md5 digest of a file."""
     digest = hashlib.md5()

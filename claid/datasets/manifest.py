@@ -21,8 +21,9 @@ import os
 from pathlib import Path
 
 from claid.datasets.boxes import check_box
-from claid.datasets.files import DatasetFormatError, image_size, list_images, missing
+from claid.datasets.files import DatasetFormatError, list_images, missing
 from claid.datasets.protocol import make_protocol
+from claid.images import ImageError, displayed_size
 from claid.structures import Benchmark, Query
 
 LAYOUT = """\
@@ -88,10 +89,14 @@ def read_queries(
         image = _norm(image)
         if image not in known:
             raise DatasetFormatError(f"{where}: image {image!r} is not an image under {root}")
+        try:  # every query image must be readable, boxed or not (header only)
+            size = displayed_size(Path(root) / image)
+        except ImageError as err:
+            raise DatasetFormatError(f"{where}: query image {image!r}: {err.reason}") from err
         box = record.get("box")
         if box is not None:
             try:
-                box = check_box(box, image_size(Path(root) / image), where=where, tolerance=0.0)
+                box = check_box(box, size, where=where, tolerance=0.0)
             except ValueError as err:
                 raise DatasetFormatError(str(err)) from err
         qid = record.get("qid", f"{len(queries):04d}")

@@ -101,3 +101,25 @@ def test_box_clipping_is_not_silent(collection):
     _write(collection, {"image": "q/query.jpg", "box": [0, 0, 80, 60]})
     bench = load_manifest(collection)
     assert np.allclose(bench.queries[0].box, (0, 0, 80, 60))
+
+
+
+def test_query_boxes_are_checked_against_the_displayed_image(collection):
+    # stored 80 wide x 60 high, EXIF orientation 6: displayed 60 wide x 80 high,
+    # which is what the descriptor sees, so boxes are in those coordinates
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(data.astronaut()[:60, :80]).save(collection / "q" / "turned.jpg", exif=exif.tobytes())
+    _write(collection, {"image": "q/turned.jpg", "box": [0, 0, 60, 80]})
+    assert load_manifest(collection).queries[0].box == (0.0, 0.0, 60.0, 80.0)
+    _write(collection, {"image": "q/turned.jpg", "box": [0, 0, 80, 60]})
+    with pytest.raises(DatasetFormatError, match="queries.jsonl:1: .* outside the 60x80"):
+        load_manifest(collection)
+
+
+@pytest.mark.parametrize("box", [None, [0, 0, 10, 10]])
+def test_unreadable_query_image_names_the_line(collection, box):
+    (collection / "q" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    _write(collection, {"image": "q/other.png"}, {"image": "q/broken.jpg", "box": box})
+    with pytest.raises(DatasetFormatError, match="queries.jsonl:2: query image 'q/broken.jpg': truncated"):
+        load_manifest(collection)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from claid.engine import extract_regions
 from claid.engine.writer import StoreWriter
-from claid.images import image_size_from_header, load_image
+from claid.images import load_image
 from claid.store import RegionStore, config_hash
 from tests.engine.tiny_parts import BAD, GOOD, ODD, TinyBackbone, TinyDescriptor, tiny_cutter
 
@@ -88,7 +89,8 @@ def test_batched_engine_matches_one_image_at_a_time(full_store, image_folder, co
 
 def test_exif_rotation_reaches_the_store(full_store, image_folder):
     root, _ = image_folder
-    stored_h, stored_w = image_size_from_header(root / "exif_rotated.jpg")
+    with Image.open(root / "exif_rotated.jpg") as raw:  # the pixels as stored, unrotated
+        stored_w, stored_h = raw.size
     assert tuple(full_store.regions_of("exif_rotated.jpg").image_size) == (stored_w, stored_h)
     boxes = full_store.regions_of("exif_rotated.jpg").boxes
     assert (boxes[:, 2] <= stored_h).all() and (boxes[:, 3] <= stored_w).all()
