@@ -68,20 +68,29 @@ def _plain(cfg: DictConfig | dict | None) -> dict:
     return dict(cfg)
 
 
-def dataset_key(bench: Benchmark) -> dict:
-    """What identifies the images and queries of a benchmark for artifact keys."""
-    images = "\n".join(bench.database).encode()
-    queries = json.dumps(
-        [[q.qid, q.image, q.box, q.text] for q in bench.queries], default=_json_default
-    ).encode()
+def database_key(bench: Benchmark) -> dict:
+    """What identifies the database images of a benchmark: the key of every artifact
+    computed from them alone (regions, whole-image vectors, cached tokens), so that
+    another query split of the same collection (INSTRE-M, synthetic ``split``, ILIAS
+    text vs image queries) reuses them."""
     import hashlib
 
+    images = "\n".join(bench.database).encode()
     return {
         "name": bench.name,
         "root": str(Path(bench.root).resolve()),
         "images": hashlib.sha1(images).hexdigest()[:16],
-        "queries": hashlib.sha1(queries).hexdigest()[:16],
     }
+
+
+def dataset_key(bench: Benchmark) -> dict:
+    """What identifies the images and the queries of a benchmark (query artifacts)."""
+    import hashlib
+
+    queries = json.dumps(
+        [[q.qid, q.image, q.box, q.text] for q in bench.queries], default=_json_default
+    ).encode()
+    return {**database_key(bench), "queries": hashlib.sha1(queries).hexdigest()[:16]}
 
 
 def build(node: DictConfig) -> Any:
@@ -139,7 +148,7 @@ def extract_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_d
     from claid.store import RegionStore
 
     key = {
-        "dataset": dataset_key(bench),
+        "dataset": database_key(bench),
         "backbone": _plain(cfg.backbone),
         "cutter": _plain(cfg.cutter),
         "descriptor": _region_descriptor_key(cfg),
@@ -193,7 +202,7 @@ def whole_image_stage(
     """
     from claid.images import load_image
 
-    key = {"dataset": dataset_key(bench), "descriptor": _region_descriptor_key(cfg), "images": store.image_ids}
+    key = {"dataset": database_key(bench), "descriptor": _region_descriptor_key(cfg), "images": store.image_ids}
     path = cache_dir / f"wholeimage-{config_hash(key)}.npy"
     if path.exists():
         return np.load(path)

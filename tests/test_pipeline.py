@@ -69,6 +69,16 @@ def test_synthetic_end_to_end_then_index_sweep_reuses_regions(compose_cfg, tmp_p
     assert ranking.boxes.shape == (len(ranking.images), 4)
 
 
+def test_another_query_split_reuses_the_regions_of_the_same_database(compose_cfg, tmp_path):
+    first = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none"), run_dir=tmp_path / "all")
+    single = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none", "dataset.split=single"),
+                 run_dir=tmp_path / "single")
+    assert single.report["counts"]["queries"] < first.report["counts"]["queries"]
+    assert single.report["settings"]["store"] == first.report["settings"]["store"]
+    assert len(list((tmp_path / "outputs" / "cache").glob("regions-*"))) == 1
+    assert len(list((tmp_path / "outputs" / "cache").glob("queries-*"))) == 2  # queries differ
+
+
 def _manifest(root: Path) -> None:
     from skimage import data
 
