@@ -10,7 +10,7 @@ from claid.pipeline import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OVERLAYS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-NEEDS_REAL_DATA = {"table6_image_retrieval", "lab_protocol"}
+NEEDS_REAL_DATA = {"table3_multi_instance", "table6_image_retrieval", "table10_ilias", "lab_protocol"}
 TINY = [
     "backbone.pretrained=false", "descriptor.pretrained=false", "tracking=none",
     "dataset.n_scenes=12", "dataset.n_queries=6", "dataset.image_size=[96,128]",

@@ -18,6 +18,7 @@ benchmark is only the core set, which must be asked for explicitly
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from claid.datasets.files import DatasetFormatError, list_images, missing, requi
 from claid.datasets.protocol import make_protocol
 from claid.structures import Benchmark, Query
 
+QUERY_KINDS = ("all", "image", "text")
 SOURCE = (
     "https://vrg.fel.cvut.cz/ilias_data/ (ilias_core.tar; YFCC100M shards under yfcc100m/), "
     "or https://huggingface.co/datasets/vrg-prague/ilias; mini-ILIAS: the 5M-distractor subset"
@@ -67,20 +69,26 @@ def load_ilias(
     root: str | os.PathLike,
     *,
     distractors: str | None = "yfcc100m",
-    text_queries: bool = True,
+    queries: str = "all",
     query: str = "crop",
-    k: int = 1000,
+    k: int | Sequence[int] = 1000,
 ) -> Benchmark:
-    """ILIAS image (and text) queries against positives plus distractors.
+    """ILIAS image and/or text queries against positives plus distractors.
 
     Args:
         root: dataset folder (layout in the module docstring).
         distractors: folder of distractor images relative to root, or None for
             the core set only (recorded; scores are then not comparable).
-        text_queries: also return the text-to-image queries (``Query.text``).
+        queries: "image" (instance-to-instance, I2I), "text" (text-to-instance,
+            T2I, ``Query.text``) or "all"; the paper's Table X scores I2I and T2I apart.
         query: how image-query boxes are described: "crop" or "pool".
-        k: ranking depth of AP@k.
+        k: ranking depth(s) of AP@k, e.g. 1000 or [50, 100, 1000] (Table X).
     """
+    if queries not in QUERY_KINDS:
+        raise ValueError(f"ilias queries must be one of {QUERY_KINDS}, got {queries!r}")
+    ks = [int(k)] if isinstance(k, int | float | str) else [int(v) for v in k]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ilias k must be one or more positive depths, got {k!r}")
     root = Path(root)
     require(root, name="ilias", source=SOURCE, layout=LAYOUT, kind="dir")
     core = require(root / "ilias_core", name="ilias", source=SOURCE, layout=LAYOUT, kind="dir")
@@ -88,7 +96,7 @@ def load_ilias(
     if not instances:
         raise missing("ilias", core / "<instance>", source=SOURCE, layout=LAYOUT)
 
-    queries: list[Query] = []
+    found: list[Query] = []
     positives_all: list[str] = []
     gt_boxes: dict[str, np.ndarray] = {}
     for inst in instances:
@@ -104,13 +112,13 @@ def load_ilias(
         qdir = inst / "query"
         if not qdir.is_dir():
             raise DatasetFormatError(f"ilias: {inst} has no query/ folder")
-        for qimage in _photos(qdir):
+        for qimage in _photos(qdir) if queries in ("image", "all") else []:
             image = f"{rel}/query/{qimage}"
             bbox_path = (root / image).with_name(Path(qimage).stem + "_bbox.txt")
             if not bbox_path.is_file():
                 raise DatasetFormatError(f"ilias: query {image} has no {bbox_path.name}")
             boxes = read_bbox_file(bbox_path)
-            queries.append(
+            found.append(
                 Query(
                     image=image,
                     # Several boxes: the query covers all of them; each is kept in extra.
@@ -120,12 +128,12 @@ def load_ilias(
                     extra={"instance": inst.name, "boxes": boxes.tolist()},
                 )
             )
-        if text_queries:
+        if queries in ("text", "all"):
             for tpath in sorted(qdir.glob("T*.txt")):
                 text = tpath.read_text(encoding="utf-8").strip()
                 if not text:
                     raise DatasetFormatError(f"ilias: text query {tpath} is empty")
-                queries.append(
+                found.append(
                     Query(
                         image=None,
                         text=text,
@@ -135,6 +143,8 @@ def load_ilias(
                     )
                 )
 
+    if not found:
+        raise DatasetFormatError(f"ilias: no {queries} queries under {core}/<instance>/query/")
     distractor_ids: list[str] = []
     if distractors is not None:
         ddir = root / distractors
@@ -150,14 +160,15 @@ def load_ilias(
         name="ilias",
         root=str(root),
         database=positives_all + distractor_ids,
-        queries=queries,
+        queries=found,
         gt_boxes=gt_boxes,
         protocol=make_protocol(
             "gldv2",
             query=query,
             remove_queries_from_db=True,
             junk=False,
-            k=[int(k)],
+            k=ks,
+            query_kinds=queries,
             distractors=distractors,
             n_distractors=len(distractor_ids),
         ),

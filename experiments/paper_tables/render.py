@@ -15,10 +15,12 @@ LAB = ["lab/mAP-50", "lab/mAP-100", "lab/mAP-all"]
 STUDIES = {
     "table1_cutters": (["cutter.cutter", "dataset._target_"], LAB + ["loc/mIoU-standard"]),
     "table1_descriptors": (["descriptor.model_name"], LAB),
+    "table3_multi_instance": (["dataset.subset"], LAB),
     "table6_image_retrieval": (["dataset._target_"], ["trapezoid/mAP", "lab/mAP-all"]),
     "table7_ablation": (["cutter.init", "cutter.filter_dummies"], LAB + ["count/regions"]),
     "table8_fixed_depth": (["cutter.max_depth"], ["count/regions"] + LAB),
     "table9_backbones": (["backbone.model_name"], LAB),
+    "table10_ilias": (["dataset.queries"], ["gldv2/mAP-at-50", "gldv2/mAP-at-100", "gldv2/mAP-at-1000"]),
     "fig8_tau1": (["cutter.tau1"], LAB),
     "fig8_tau2": (["cutter.tau2"], LAB),
 }

@@ -51,7 +51,7 @@ def test_queries_positives_and_distractors(ilias):
 def test_distractors_are_required_unless_declined(ilias):
     with pytest.raises(DatasetNotFoundError, match="distractors=null"):
         load_ilias(ilias, distractors="mini_ilias_yfcc")
-    core = load_ilias(ilias, distractors=None, text_queries=False)
+    core = load_ilias(ilias, distractors=None, queries="image")
     assert core.protocol["distractors"] is None and len(core.database) == 4
     assert all(q.image is not None for q in core.queries)
 
@@ -61,3 +61,20 @@ def test_malformed_bbox_names_file_and_line(ilias):
     bad.write_text("4 5 20\n")
     with pytest.raises(DatasetFormatError, match="Q000_00_bbox.txt:1"):
         load_ilias(ilias)
+
+
+def test_query_kinds_and_depths_for_table_x(ilias):
+    text = load_ilias(ilias, queries="text", k=[50, 100, 1000])
+    assert [q.qid for q in text.queries] == ["bold_bimp_000/T000", "zippy_zootlenibble_999/T999"]
+    assert all(q.image is None and q.text for q in text.queries)
+    assert text.protocol["k"] == [50, 100, 1000] and text.protocol["query_kinds"] == "text"
+    assert resolve_protocol(text.protocol).family == "gldv2"
+    images = load_ilias(ilias, queries="image")
+    assert len(images.queries) == 2 and all(q.image is not None for q in images.queries)
+    assert len(load_ilias(ilias).queries) == 4
+    with pytest.raises(ValueError, match="queries must be one of"):
+        load_ilias(ilias, queries="texts")
+    for path in ilias.glob("ilias_core/*/query/T*.txt"):
+        path.unlink()
+    with pytest.raises(DatasetFormatError, match="no text queries"):
+        load_ilias(ilias, queries="text")
