@@ -18,9 +18,12 @@ with ``WeightsUnavailableError`` naming the model, the cache and the fix.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import urllib.error
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,43 @@ def _offline_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # huggingface_hub >= 1.0 no longer needs requests
         pass
     return tuple(errors)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint opens within ``timeout`` s."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def hub_cache_only_when_offline() -> Iterator[bool]:
+    """Inside, huggingface_hub (and so timm and transformers) reads only its cache
+    when the hub cannot be reached: an offline machine gets the 'weights are
+    unavailable' message at once instead of after ~40 s of retried requests.
+    Nothing changes when the hub is reachable or offline mode is already on.
+    Yields whether it switched to cache-only."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or hub_reachable():
+        yield False
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield True
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
+UNREACHABLE = "the Hugging Face hub cannot be reached from this machine and they are not in the cache"
 
 
 def check_timm_name(model_name: str) -> None:
@@ -134,14 +174,14 @@ def build_timm_model(
     # fork_rng: seeding must not disturb the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        unreachable = False
         try:
-            model = timm.create_model(model_name, **create_kwargs, **model_kwargs)
+            fetching = hub_cache_only_when_offline() if create_kwargs["pretrained"] else nullcontext()
+            with fetching as unreachable:
+                model = timm.create_model(model_name, **create_kwargs, **model_kwargs)
         except _offline_errors() as error:
-            raise WeightsUnavailableError(
-                unavailable_message(
-                    model_name, cache_dir, f"{type(error).__name__} while fetching them"
-                )
-            ) from error
+            reason = UNREACHABLE if unreachable else f"{type(error).__name__} while fetching them"
+            raise WeightsUnavailableError(unavailable_message(model_name, cache_dir, reason)) from error
     if path is not None:
         load_checkpoint_strictly(model, path)
     model.eval()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from claid.backbones.base import Backbone
-from claid.backbones.weights import WeightsUnavailableError
+from claid.backbones.weights import WeightsUnavailableError, hub_cache_only_when_offline
 from claid.descriptors.pooling import boxes_to_cells, l2_normalise
 from claid.descriptors.vit_tokens import ViTTokenDescriptor
 from claid.structures import PatchGrid
@@ -54,7 +54,8 @@ def build_text_tower(
 
     if pretrained:
         try:
-            model = SiglipTextModel.from_pretrained(text_model, cache_dir=cache_dir)
+            with hub_cache_only_when_offline():
+                model = SiglipTextModel.from_pretrained(text_model, cache_dir=cache_dir)
         except OSError as error:  # transformers' "not found / cannot connect"
             raise WeightsUnavailableError(
                 _missing("SigLIP text tower", text_model, cache_dir, error)
@@ -218,7 +219,8 @@ class SigLIPTokenDescriptor(ViTTokenDescriptor):
 
             name = os.path.expanduser(self.tokenizer_name)
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=self.cache_dir)
+                with hub_cache_only_when_offline():
+                    self._tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=self.cache_dir)
             except ImportError as error:
                 # the released SigLIP tokenizer is a SentencePiece model
                 raise ImportError(

@@ -73,3 +73,41 @@ def test_checkpoint_of_another_model_fails_with_context(tmp_path):
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
     with pytest.raises(RuntimeError, match="does not fit"):
         TimmViTBackbone(pretrained=True, checkpoint=str(path), **TINY)
+
+
+def test_unreachable_hub_means_cache_only_and_says_so(monkeypatch, tmp_path):
+    import claid.backbones.weights as weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: False)
+    with weights.hub_cache_only_when_offline() as switched:
+        assert switched and huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored
+
+    with pytest.raises(WeightsUnavailableError, match="hub cannot be reached") as info:
+        TimmViTBackbone(pretrained=True, cache_dir=str(tmp_path), **TINY)
+    assert "checkpoint=" in str(info.value)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False
+
+
+def test_reachable_hub_or_offline_mode_is_left_alone(monkeypatch):
+    import claid.backbones.weights as weights
+
+    monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with weights.hub_cache_only_when_offline() as switched:
+        assert not switched and huggingface_hub.constants.HF_HUB_OFFLINE is False
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with weights.hub_cache_only_when_offline() as switched:
+        assert not switched
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+
+
+def test_random_weights_never_probe_the_network(monkeypatch):
+    import claid.backbones.weights as weights
+
+    def no_probe(timeout=3.0):
+        raise AssertionError("random weights must not touch the network")
+
+    monkeypatch.setattr(weights, "hub_reachable", no_probe)
+    TimmViTBackbone(pretrained=False, **TINY)
