@@ -47,3 +47,55 @@ def test_overlay_first_point_runs_on_synthetic(compose_cfg, tmp_path, name):
     cfg = compose_cfg(f"experiment={name}", *TINY, *small, *point)
     result = run(cfg, run_dir=tmp_path / "run")
     assert 0.0 <= result.metrics["lab/mAP-all"] <= 1.0
+
+
+def _ilias_layout(root: Path) -> None:
+    """Two instances (query photo + box + text, two positives each) and two distractors."""
+    from PIL import Image
+    from skimage import data
+
+    photos = [("cat", data.chelsea()), ("cup", data.coffee())]
+    for i, (name, photo) in enumerate(photos):
+        base = root / "ilias_core" / f"{name}_{i:03d}"
+        for sub in ("query", "pos"):
+            (base / sub).mkdir(parents=True)
+        small = Image.fromarray(photo).resize((128, 96))
+        small.save(base / "query" / f"Q{i:03d}_00.jpg")
+        (base / "query" / f"Q{i:03d}_00_bbox.txt").write_text("20 10 80 70\n")
+        (base / "query" / f"T{i:03d}.txt").write_text(f"a photo of a {name}\n")
+        for z in range(2):
+            small.rotate(8 * (z + 1)).save(base / "pos" / f"P{i:03d}_{z:02d}.jpg")
+    (root / "yfcc100m").mkdir()
+    for j, photo in enumerate([data.astronaut(), data.rocket()]):
+        Image.fromarray(photo).resize((128, 96)).save(root / "yfcc100m" / f"{j}.jpg")
+
+
+def _word_tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["</s>", "<unk>", "a", "photo", "of", "cat", "cup"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="</s>", unk_token="<unk>").save_pretrained(folder)
+
+
+@pytest.mark.slow
+def test_table_x_runs_image_and_text_queries_on_an_ilias_layout(compose_cfg, tmp_path):
+    root = tmp_path / "ilias"
+    _ilias_layout(root)
+    _word_tokenizer(tmp_path / "tokenizer")
+    results = {}
+    for kind in ("image", "text"):
+        cfg = compose_cfg("experiment=table10_ilias", f"dataset.root={root}", f"dataset.queries={kind}",
+                          "backbone.pretrained=false", "descriptor.pretrained=false",
+                          f"descriptor.tokenizer={tmp_path / 'tokenizer'}", "tracking=none")
+        results[kind] = run(cfg, run_dir=tmp_path / kind)
+    for kind, result in results.items():
+        assert result.report["counts"]["queries"] == 2, kind
+        for k in (50, 100, 1000):
+            assert 0.0 <= result.metrics[f"gldv2/mAP-at-{k}"] <= 1.0
+    assert results["text"].report["settings"]["text_queries"] == 2
+    assert results["image"].report["settings"]["text_queries"] == 0
+    # one region store for both query kinds: the database is the same
+    assert results["text"].report["settings"]["store"] == results["image"].report["settings"]["store"]
