@@ -198,10 +198,16 @@ def whole_image_stage(
     """One descriptor per processed database image, pooled over the whole image
     (the global baseline, and the optional extra "whole image" region).
 
+    The extraction stage stores them beside the regions (pooled from the same
+    feature map); only a store written before that needs this second pass.
+
     Returns (n_images, D) float32 in ``store.image_ids`` order.
     """
     from claid.images import load_image
 
+    stored = store.whole_image_vectors(np.float32)
+    if stored is not None:
+        return stored
     key = {"dataset": database_key(bench), "descriptor": _region_descriptor_key(cfg), "images": store.image_ids}
     path = cache_dir / f"wholeimage-{config_hash(key)}.npy"
     if path.exists():

@@ -30,6 +30,10 @@ On-disk format, schema version 1
           vectors.npy                 (n_regions, dim) float16 or float32, L2-normalised rows
           masks.rle                   concatenated COCO compressed-RLE strings (pycocotools,
                                       ASCII) of the patch-level masks, size = the image's grid
+          whole.npy                   optional, (n_images, dim) float16 or float32: one
+                                      L2-normalised descriptor of each whole image, in
+                                      shard.json "images" order ("whole": true in
+                                      shard.json); absent in shards written before it
           tokens.npy                  optional, (sum of h*w, D_tok) float16 or float32 patch
                                       tokens (PatchGrid cache, see "tokens" in images:
                                       {"offset", "grid", "patch_size", "scale", "dtype"};
@@ -59,7 +63,7 @@ Reading (``RegionStore.open(store_dir)``): ``image_ids``, ``skipped``, ``config`
 ``num_regions``, ``vectors()`` (N, dim) in the stored dtype (``vectors(np.float32)``
 converts; a memory map when the store has one shard, else concatenated - stream
 big stores with ``vector_chunks()``), ``region_image()``, ``boxes()``, ``depth()``,
-``parent()``, ``image_sizes()``, ``masks(indices)``, ``mask_pixels(i)``,
+``parent()``, ``image_sizes()``, ``whole_image_vectors()``, ``masks(indices)``, ``mask_pixels(i)``,
 ``regions_of(image_id)``, ``patch_grid(image_id)``, ``has_tokens(image_id)``,
 ``token_image_ids()``. Writing: ``RegionStoreWriter`` (one per rank);
 ``compact_store`` merges many small shards (e.g. after resumes).
@@ -218,6 +222,7 @@ class _Shard:
     _regions: np.ndarray | None = None
     _vectors: np.ndarray | None = None
     _tokens: np.ndarray | None = None
+    _whole: np.ndarray | None = None
 
     @property
     def regions(self) -> np.ndarray:
@@ -232,6 +237,13 @@ class _Shard:
         if self._vectors is None:
             self._vectors = np.load(os.path.join(self.path, "vectors.npy"), mmap_mode="r")
         return self._vectors
+
+    @property
+    def whole(self) -> np.ndarray | None:
+        """(n_images_in_shard, dim) memmap of whole-image vectors, or None (older shard)."""
+        if self._whole is None and self.info.get("whole"):
+            self._whole = np.load(os.path.join(self.path, "whole.npy"), mmap_mode="r")
+        return self._whole
 
     @property
     def tokens(self) -> np.ndarray:
@@ -262,12 +274,14 @@ class RegionStore:
         self.image_ids: list[str] = []
         sizes, counts, grids, cells, tokens = [], [], [], [], []
         image_shard, image_row = [], []  # where each kept image's regions start
+        shard_position = []  # each kept image's row in its shard's "images" (and whole.npy)
         for shard_index, shard in enumerate(shards):
             row = 0
-            for keep, entry in zip(shard.image_keep, shard.info["images"]):
+            for position, (keep, entry) in enumerate(zip(shard.image_keep, shard.info["images"])):
                 row += entry["n_regions"]
                 if not keep:
                     continue
+                shard_position.append(position)
                 image_shard.append(shard_index)
                 image_row.append(row - entry["n_regions"])
                 self.image_ids.append(entry["id"])
@@ -283,6 +297,7 @@ class RegionStore:
         self._tokens = tokens
         self._image_shard = np.asarray(image_shard, dtype=np.int64)
         self._image_row = np.asarray(image_row, dtype=np.int64)
+        self._shard_position = np.asarray(shard_position, dtype=np.int64)
         self._first_region = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
         self._index = {image_id: i for i, image_id in enumerate(self.image_ids)}
 
@@ -431,6 +446,17 @@ class RegionStore:
         """(n_images, 2) int64 (height, width) of each image, original pixels."""
         return self._sizes
 
+    def whole_image_vectors(self, dtype: str | np.dtype | None = None) -> np.ndarray | None:
+        """(n_images, dim) whole-image descriptors in :attr:`image_ids` order (stored
+        dtype unless ``dtype``), or None when some shard predates them."""
+        parts = []
+        for shard in self._shards:
+            if shard.whole is None:
+                return None
+            parts.append(np.asarray(shard.whole[shard.image_keep]))
+        out = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=self.dtype)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
     def region_counts(self) -> np.ndarray:
         """(n_images,) int64 number of regions of each image."""
         return self._counts
@@ -521,6 +547,8 @@ class RegionStore:
             depth=regions["depth"].astype(np.int64),
             parent=regions["parent"].astype(np.int64),
             vectors=np.asarray(shard.vectors[rows], dtype=np.float32).reshape(count, self.dim),
+            whole_vector=(None if shard.whole is None else
+                          np.asarray(shard.whole[self._shard_position[image]], dtype=np.float32)),
         )
 
     def has_tokens(self, image_id: str) -> bool:
@@ -600,6 +628,14 @@ def _open_shard(path: str, name: str, manifest: dict) -> _Shard:
         problems.append(f"vectors.npy {vectors_dtype}{vectors_shape} vs ({n}, {dim})")
     if sum(e["n_regions"] for e in info["images"]) != n:
         problems.append("image region counts do not add up to n_regions")
+    if info.get("whole"):
+        try:
+            whole_shape, whole_dtype = _npy_header(os.path.join(path, "whole.npy"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"corrupt shard {path}: {err}") from err
+        n_images = len(info["images"])
+        if whole_shape != (n_images, dim) or whole_dtype != np.dtype(manifest["dtype"]):
+            problems.append(f"whole.npy {whole_dtype}{whole_shape} vs ({n_images}, {dim})")
     if problems:
         raise ValueError(f"corrupt shard {path}: " + "; ".join(problems))
     return _Shard(name, path, info, np.ones(0, bool))
@@ -716,6 +752,7 @@ class RegionStoreWriter:
         self._vectors: list[np.ndarray] = []
         self._masks: list[bytes] = []
         self._tokens: list[np.ndarray] = []
+        self._whole: list[np.ndarray | None] = []
         self._mask_bytes = 0
         self._token_rows = 0
 
@@ -734,6 +771,12 @@ class RegionStoreWriter:
             patch_grid: the detector tokens to cache (stored as ``token_dtype``), or None.
         """
         count = len(item)
+        whole = None  # checked before anything is buffered: a refused item leaves no trace
+        if item.whole_vector is not None:
+            whole = np.asarray(item.whole_vector, dtype=np.float32).reshape(-1)
+            if whole.shape != (self.dim,):
+                raise ValueError(f"{item.image_id}: whole_vector has shape {whole.shape}, "
+                                 f"store dim is {self.dim}")
         vectors = np.asarray(item.vectors).reshape(count, -1) if count else np.zeros((0, self.dim))
         if vectors.shape[1] != self.dim:
             raise ValueError(f"{item.image_id}: vectors have dim {vectors.shape[1]}, "
@@ -788,6 +831,7 @@ class RegionStoreWriter:
         })
         self._regions.append(rows)
         self._vectors.append(vectors.astype(_VECTOR_DTYPES[self.dtype]))
+        self._whole.append(whole)
         self._maybe_flush()
 
     def skip(self, image_id: str, reason: str) -> None:
@@ -815,6 +859,12 @@ class RegionStoreWriter:
         _write_bytes_synced(os.path.join(staging, "masks.rle"), b"".join(self._masks))
         if self._tokens:
             _save_npy_synced(os.path.join(staging, "tokens.npy"), np.concatenate(self._tokens))
+        # whole-image vectors only when every image of the shard has one
+        has_whole = all(w is not None for w in self._whole)
+        if has_whole:
+            whole = (np.stack(self._whole) if self._whole else np.zeros((0, self.dim)))
+            _save_npy_synced(os.path.join(staging, "whole.npy"),
+                             whole.astype(_VECTOR_DTYPES[self.dtype]))
         info = {
             "schema_version": SCHEMA_VERSION,
             "name": name,
@@ -825,6 +875,7 @@ class RegionStoreWriter:
             "dtype": self.dtype,
             "images": self._images,
             "skipped": self._skipped,
+            "whole": has_whole,
         }
         # shard.json last: a staging dir without it is unmistakably incomplete.
         _write_bytes_synced(os.path.join(staging, "shard.json"), _json_bytes(info))

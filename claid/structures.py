@@ -122,6 +122,9 @@ class RegionDescriptors:
         masks: (R, h, w) bool patch-level masks (the tree's grid), or None.
         depth: (R,) int64; parent: (R,) int64 (index within this image, -1 none).
         vectors: (R, D) float32, L2-normalised rows.
+        whole_vector: (D,) float32 L2-normalised descriptor of the whole image (the
+            global baseline and the optional whole-image region), pooled from the
+            same feature map as the regions; None when not computed.
     """
 
     image_id: str
@@ -131,6 +134,7 @@ class RegionDescriptors:
     depth: np.ndarray
     parent: np.ndarray
     vectors: np.ndarray
+    whole_vector: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])

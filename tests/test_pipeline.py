@@ -272,3 +272,19 @@ def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path
     parts = SimpleNamespace(get=lambda name: SimpleNamespace(dim=4))
     with pytest.raises(DatasetFormatError, match=r"query 'q7' \(q.jpg\): truncated"):
         query_stage(compose_cfg("tracking=none"), bench, parts, tmp_path)
+
+
+def test_whole_image_vectors_come_from_the_store_and_a_second_pass_agrees(compose_cfg, tmp_path, monkeypatch):
+    from claid.store import RegionStore
+
+    first = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none"), run_dir=tmp_path / "stored")
+    cache = tmp_path / "outputs" / "cache"
+    assert not list(cache.glob("wholeimage-*"))  # no second pass over the images
+    # a store that predates stored whole-image vectors: the stage describes every image again
+    monkeypatch.setattr(RegionStore, "whole_image_vectors", lambda self, dtype=None: None)
+    second = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none"), run_dir=tmp_path / "recomputed")
+    assert len(list(cache.glob("wholeimage-*"))) == 1
+    assert second.metrics["time/whole_image_s"] > first.metrics["time/whole_image_s"]
+    for key in ("lab/mAP-all", "lab/mAP-50"):
+        assert second.metrics[f"baseline/global_descriptor/{key}"] == pytest.approx(
+            first.metrics[f"baseline/global_descriptor/{key}"], abs=0.02)

@@ -358,3 +358,53 @@ def test_find_token_store_matches_config_and_prefers_the_widest_cover(tmp_path):
     assert find_token_store(str(tmp_path / "nowhere"), same) is None
     with pytest.raises(ValueError, match="non-empty dict"):
         find_token_store(str(tmp_path), {})
+
+
+def _with_whole(item: RegionDescriptors, seed: int) -> RegionDescriptors:
+    from dataclasses import replace
+
+    whole = np.random.default_rng(1000 + seed).normal(size=DIM).astype(np.float32)
+    return replace(item, whole_vector=whole / np.linalg.norm(whole))
+
+
+def test_whole_image_vectors_round_trip_dedupe_and_compaction(tmp_path):
+    items = [_with_whole(make_item(f"img/{k}.jpg", n, seed=k), k) for k, n in enumerate([2, 0, 3])]
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float16", shard_size=2)
+    for item in items:
+        writer.add(item)
+    writer.skip("bad.jpg", "empty file")
+    writer.flush()
+    other = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float16", rank=1)
+    other.add(_with_whole(make_item("img/0.jpg", 1, seed=99), 99))  # a duplicate: ignored
+    other.flush()
+    store = RegionStore.open(tmp_path)
+    expected = np.stack([item.whole_vector for item in items])
+    whole = store.whole_image_vectors(np.float32)
+    assert whole.shape == (3, DIM) and store.whole_image_vectors().dtype == np.float16
+    np.testing.assert_allclose(whole, expected, atol=1e-3)  # float16 storage
+    np.testing.assert_allclose(store.regions_of("img/2.jpg").whole_vector, expected[2], atol=1e-3)
+    compact_store(tmp_path)
+    np.testing.assert_array_equal(RegionStore.open(tmp_path).whole_image_vectors(), store.whole_image_vectors())
+
+
+def test_a_shard_without_whole_image_vectors_makes_the_store_say_none(tmp_path):
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float32", shard_size=1)
+    writer.add(_with_whole(make_item("a.jpg", 1, seed=1), 1))
+    writer.add(make_item("b.jpg", 1, seed=2))  # e.g. written by an older claid
+    writer.flush()
+    store = RegionStore.open(tmp_path)
+    assert store.whole_image_vectors() is None
+    assert store.regions_of("a.jpg").whole_vector is not None and store.regions_of("b.jpg").whole_vector is None
+
+
+def test_whole_vector_of_the_wrong_length_is_refused_and_damage_detected(tmp_path):
+    from dataclasses import replace
+
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM, dtype="float32")
+    with pytest.raises(ValueError, match="whole_vector"):
+        writer.add(replace(make_item("a.jpg", 1, seed=1), whole_vector=np.ones(DIM + 1)))
+    writer.add(_with_whole(make_item("a.jpg", 1, seed=1), 1))
+    name = writer.flush()
+    np.save(tmp_path / "shards" / name / "whole.npy", np.zeros((2, DIM), np.float32))
+    with pytest.raises(ValueError, match="whole.npy"):
+        RegionStore.open(tmp_path)

@@ -58,20 +58,26 @@ def describe_regions(
             descriptor needs no image).
         descriptor_scale: (sy, sx) original pixels per descriptor-input pixel.
     Returns:
-        RegionDescriptors with (R, dim) float32 L2-normalised vectors.
+        RegionDescriptors with (R, dim) float32 L2-normalised vectors, and the
+        whole image's vector pooled from the same map (one more box, nearly free).
     Raises:
         ValueError: the descriptor returned the wrong shape.
     """
     count = len(tree)
     boxes = patch_grid.patch_boxes_to_pixels(tree.boxes)
+    height, width = (float(v) for v in patch_grid.image_size)
+    whole_box = np.array([[0.0, 0.0, width, height]], dtype=np.float32)
+    whole = np.asarray(descriptor.pool(feature_map, whole_box, descriptor_scale, None, patch_grid),
+                       dtype=np.float32)
     if count:
         vectors = descriptor.pool(feature_map, boxes, descriptor_scale, tree.masks, patch_grid)
         vectors = np.asarray(vectors, dtype=np.float32)
     else:
         vectors = np.zeros((0, descriptor.dim), dtype=np.float32)
-    if vectors.shape != (count, descriptor.dim):
-        raise ValueError(f"{image_id}: descriptor.pool returned {vectors.shape}, "
-                         f"expected ({count}, {descriptor.dim})")
+    for name, got, rows in (("regions", vectors, count), ("whole image", whole, 1)):
+        if got.shape != (rows, descriptor.dim):
+            raise ValueError(f"{image_id}: descriptor.pool returned {got.shape} for the "
+                             f"{name}, expected ({rows}, {descriptor.dim})")
     return RegionDescriptors(
         image_id=image_id,
         image_size=tuple(int(v) for v in patch_grid.image_size),
@@ -80,6 +86,7 @@ def describe_regions(
         depth=np.asarray(tree.depth, dtype=np.int64),
         parent=np.asarray(tree.parent, dtype=np.int64),
         vectors=vectors,
+        whole_vector=whole[0],
     )
 
 

@@ -46,6 +46,7 @@ def assert_stores_equal(a: RegionStore, b: RegionStore) -> None:
         np.testing.assert_array_equal(ra.parent, rb.parent)
         # batch composition changes float summation order in the convolutions
         np.testing.assert_allclose(ra.vectors, rb.vectors, atol=1e-5)
+        np.testing.assert_allclose(ra.whole_vector, rb.whole_vector, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,11 @@ def test_batched_engine_matches_one_image_at_a_time(full_store, image_folder, co
         np.testing.assert_array_equal(stored.parent, tree.parent)
         if vectors is not None:
             np.testing.assert_allclose(stored.vectors, vectors, atol=1e-5)
+        # the whole image, pooled from the same map: what a second pass would compute
+        full = np.array([[0, 0, image.width, image.height]], dtype=np.float32)
+        np.testing.assert_allclose(stored.whole_vector, components[2].describe(image, full)[0], atol=1e-5)
+    whole = full_store.whole_image_vectors()
+    assert whole.shape == (full_store.num_images, full_store.dim)  # blank.png too (no regions)
 
 
 def test_exif_rotation_reaches_the_store(full_store, image_folder):

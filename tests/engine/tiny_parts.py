@@ -101,6 +101,12 @@ class TinyTokenDescriptor(RegionDescriptor):
         if feature_map is not None:
             raise AssertionError("a token descriptor must not receive a feature map")
         tokens = patch_grid.tokens.astype(np.float64)
+        if masks is None:  # box pooling: the patches whose centres lie in each box
+            h, w = patch_grid.grid
+            cy = (np.arange(h) + 0.5) * patch_grid.patch_size * patch_grid.scale[0]
+            cx = (np.arange(w) + 0.5) * patch_grid.patch_size * patch_grid.scale[1]
+            masks = [((cy[:, None] >= y1) & (cy[:, None] < y2)) & ((cx[None] >= x1) & (cx[None] < x2))
+                     for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64)]
         vectors = np.stack([tokens[m.reshape(-1)].mean(axis=0) for m in masks])
         return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
