@@ -75,7 +75,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def hub_cache_only_when_offline() -> Iterator[bool]:
     """Inside, huggingface_hub (and so timm and transformers) reads only its cache
     when the hub cannot be reached: an offline machine gets the 'weights are
-    unavailable' message at once instead of after ~40 s of retried requests.
+    unavailable' message at once instead of after ~50 s of retried requests.
     Nothing changes when the hub is reachable or offline mode is already on.
     Yields whether it switched to cache-only."""
     from huggingface_hub import constants
