@@ -56,12 +56,19 @@ def _offline_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hugging Face endpoint opens within ``timeout`` s."""
+    """Whether a TCP connection to the Hugging Face endpoint opens within ``timeout`` s.
+    Behind a proxy (``HTTPS_PROXY`` etc.) a direct connection says nothing, so the
+    hub is assumed reachable and the libraries' own requests decide."""
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
 
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return True
     url = urlparse(constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:

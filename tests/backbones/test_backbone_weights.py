@@ -111,3 +111,21 @@ def test_random_weights_never_probe_the_network(monkeypatch):
 
     monkeypatch.setattr(weights, "hub_reachable", no_probe)
     TimmViTBackbone(pretrained=False, **TINY)
+
+
+def test_behind_a_proxy_the_hub_is_not_probed_directly(monkeypatch):
+    import socket
+
+    import claid.backbones.weights as weights
+
+    def no_direct_connection(*args, **kwargs):
+        raise AssertionError("a direct connection was attempted behind a proxy")
+
+    monkeypatch.setattr(socket, "create_connection", no_direct_connection)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert weights.hub_reachable() is True
+    monkeypatch.delenv("HTTPS_PROXY")
+    for name in weights._PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    assert weights.hub_reachable() is False
