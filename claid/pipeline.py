@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -339,16 +339,14 @@ def search_stage(
     )
 
 
-def shuffled(rankings: list[Ranking], seed: int | random.Random) -> list[Ranking]:
+def shuffled(rankings: list[Ranking], seed: int | np.random.Generator) -> list[Ranking]:
     """The same ranked lists in random order (one draw of the chance baseline)."""
-    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    rng = np.random.default_rng(seed)
     out = []
     for r in rankings:
-        order = list(range(len(r.images)))
-        rng.shuffle(order)
-        out.append(
-            Ranking(r.qid, [r.images[i] for i in order], r.scores[order], r.boxes[order])
-        )
+        order = rng.permutation(len(r.images))
+        images = np.asarray(r.images, dtype=object)[order].tolist()
+        out.append(Ranking(r.qid, images, r.scores[order], r.boxes[order]))
     return out
 
 
@@ -404,7 +402,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
             scores = timed("evaluate", lambda: evaluate(rankings, queries_bench))
             metrics.update(scores_to_metrics(scores))
             report["scores"] = [_scores_dict(s) for s in scores]
-            report["baselines"] = baseline_scores(cfg, queries_bench, rankings, qvecs, whole, store)
+            report["baselines"] = timed(
+                "baselines", lambda: baseline_scores(cfg, queries_bench, rankings, qvecs, whole, store))
+            report["settings"]["shuffle_repeats"] = shuffle_repeats(len(rankings), int(cfg.search.shuffle_draws))
             for name, values in report["baselines"].items():
                 metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})
         elif index is not None:
@@ -481,12 +481,21 @@ def baseline_scores(
     from claid.evaluation import evaluate, scores_to_metrics
     from claid.index import build_index
 
-    baselines = {"shuffled": shuffled_scores(rankings, bench, cfg.seed, cfg.search.shuffle_repeats)}
+    repeats = shuffle_repeats(len(rankings), int(cfg.search.shuffle_draws))
+    baselines = {"shuffled": shuffled_scores(rankings, bench, cfg.seed, repeats)}
     if cfg.search.global_baseline and whole is not None:
         table = RegionTable(whole, np.arange(len(whole)), _full_boxes(store), list(store.image_ids))
         ranked = search_stage(build_index(whole, factory="Flat"), table, query_vectors, bench.queries, None)
         baselines["global_descriptor"] = _retrieval_only(scores_to_metrics(evaluate(ranked, bench)))
     return baselines
+
+
+def shuffle_repeats(n_queries: int, draws: int) -> int:
+    """How many times to shuffle every ranking so that about ``draws`` shuffled
+    rankings are averaged: many repeats for a few queries, one for thousands."""
+    if draws < 1:
+        raise ValueError(f"search.shuffle_draws must be >= 1, got {draws}")
+    return max(1, math.ceil(draws / max(1, n_queries)))
 
 
 def shuffled_scores(rankings: list[Ranking], bench: Benchmark, seed: int, repeats: int) -> dict[str, float]:
@@ -496,8 +505,8 @@ def shuffled_scores(rankings: list[Ranking], bench: Benchmark, seed: int, repeat
     from claid.evaluation import evaluate, scores_to_metrics
 
     if repeats < 1:
-        raise ValueError(f"search.shuffle_repeats must be >= 1, got {repeats}")
-    rng = random.Random(seed)
+        raise ValueError(f"shuffle repeats must be >= 1, got {repeats}")
+    rng = np.random.default_rng(seed)
     draws = [
         _retrieval_only(scores_to_metrics(evaluate(shuffled(rankings, rng), bench)))
         for _ in range(repeats)

@@ -5,7 +5,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from claid.pipeline import shuffled_scores
+from claid.pipeline import shuffle_repeats, shuffled_scores
 from claid.structures import Benchmark, Query, Ranking
 
 
@@ -39,5 +39,12 @@ def test_average_of_shuffles_is_the_expected_chance_ap():
 def test_seeded_and_repeats_checked():
     bench, rankings = _perfect(12, ["a", "b", "c"])
     assert shuffled_scores(rankings, bench, 3, 20) == shuffled_scores(rankings, bench, 3, 20)
-    with pytest.raises(ValueError, match="shuffle_repeats"):
+    with pytest.raises(ValueError, match="repeats"):
         shuffled_scores(rankings, bench, 0, 0)
+
+
+def test_repeats_shrink_as_queries_grow():
+    assert shuffle_repeats(20, 2000) == 100 and shuffle_repeats(1250, 2000) == 2
+    assert shuffle_repeats(5000, 2000) == 1 and shuffle_repeats(0, 2000) == 2000
+    with pytest.raises(ValueError, match="shuffle_draws"):
+        shuffle_repeats(20, 0)
