@@ -9,7 +9,7 @@ The heavy submodules (torch, faiss, mlflow) are imported lazily.
 
 __version__ = "0.1.0"
 
-__all__ = ["cut_regions", "search", "__version__"]
+__all__ = ["cut_regions", "search", "search_text", "__version__"]
 
 
 def __getattr__(name: str):
@@ -17,8 +17,8 @@ def __getattr__(name: str):
         from claid.cutters import cut_regions
 
         return cut_regions
-    if name == "search":
-        from claid.retrieval import search
+    if name in ("search", "search_text"):
+        from claid import retrieval
 
-        return search
+        return getattr(retrieval, name)
     raise AttributeError(f"module 'claid' has no attribute {name!r}")

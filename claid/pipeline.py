@@ -418,12 +418,36 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         report["metrics"] = metrics
         report["timing"] = timing
         artifacts = {"metrics": str(write_json(run_dir / "metrics.json", report))}
+        if rankings:
+            saved = rankings_report(searchable, rankings, bench, int(cfg.search.save_top))
+            artifacts["rankings"] = str(write_json(run_dir / "rankings.json", saved))
         artifacts.update(_figures(cfg, bench, store, rankings, run_dir, report))
         tracker.log_metrics(metrics)
         for path in artifacts.values():
             tracker.log_artifact(path)
         tracker.set_tags({"whole_image_region": str(bool(cfg.search.whole_image_region))})
     return RunResult(run_dir=run_dir, metrics=metrics, artifacts=artifacts, report=report)
+
+
+def rankings_report(queries: list, rankings: list[Ranking], bench: Benchmark, top: int) -> dict:
+    """Every query's ranked images as data (``rankings.json`` in the run dir): the
+    query (image and box, or text), then the first ``top`` images with score, the
+    localising box (original pixels) and whether the ground truth counts it relevant."""
+    out = []
+    for query, ranking in zip(queries, rankings):
+        positives = set(query.positives)
+        out.append({
+            "qid": query.qid,
+            "image": query.image,
+            "box": None if query.box is None else [float(v) for v in query.box],
+            "text": query.text,
+            "results": [
+                {"image": image, "score": round(float(score), 6),
+                 "box": [round(float(v), 1) for v in box], "relevant": image in positives}
+                for image, score, box in zip(ranking.images[:top], ranking.scores[:top], ranking.boxes[:top])
+            ],
+        })
+    return {"schema_version": SCHEMA_VERSION, "dataset": bench.name, "top": top, "queries": out}
 
 
 def _new_report(cfg: DictConfig, bench: Benchmark, store) -> tuple[dict, dict[str, float]]:

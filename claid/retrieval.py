@@ -3,6 +3,8 @@
     claid.search(["query.jpg"], boxes=[(10, 20, 200, 180)], index_dir="outputs/cache/index-ab12")
 
     python -m claid search --index-dir outputs/cache/index-ab12 query.jpg --box 10 20 200 180
+    claid.search_text(["a red mug"], index_dir=...)        # an index built with siglip_tokens
+    python -m claid search --index-dir outputs/cache/index-ab12 --text "a red mug"
 
 An index dir (written by a ``run.py`` job; its path is in the run's metrics.json under
 settings.index) holds the FAISS index, the image and box of every indexed region and
@@ -23,16 +25,21 @@ from claid.datasets.boxes import check_box
 from claid.structures import Ranking
 
 
-def load_search_table(index_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(search.json content, region_image (N,) int64, boxes (N, 4) float32) of an index dir."""
-    index_dir = Path(index_dir)
-    meta_path = index_dir / "search.json"
+def read_search_meta(index_dir: str | Path) -> dict:
+    """The search.json of an index dir: image ids, descriptor config, provenance."""
+    meta_path = Path(index_dir) / "search.json"
     if not meta_path.exists():
         raise FileNotFoundError(
             f"{index_dir} is not a claid index dir (no search.json); run `python run.py` on the "
             "collection first and pass the index dir printed in its metrics.json (settings.index)"
         )
-    meta = json.loads(meta_path.read_text())
+    return json.loads(meta_path.read_text())
+
+
+def load_search_table(index_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(search.json content, region_image (N,) int64, boxes (N, 4) float32) of an index dir."""
+    index_dir = Path(index_dir)
+    meta = read_search_meta(index_dir)
     with np.load(index_dir / "regions.npz") as table:
         return meta, table["region_image"].astype(np.int64), table["boxes"].astype(np.float32)
 
@@ -60,18 +67,14 @@ def search(
     Returns:
         One Ranking per query (qid "0", "1", ...): image ids, scores, localised boxes.
     """
-    from hydra.utils import instantiate
-
     from claid.images import load_image
-    from claid.index import RegionIndex, search_images
 
-    meta, region_image, region_boxes = load_search_table(index_dir)
     if boxes is None:
         boxes = [None] * len(queries)
     if len(boxes) != len(queries):
         raise ValueError(f"{len(queries)} queries but {len(boxes)} boxes")
-    if descriptor is None:
-        descriptor = instantiate(meta["descriptor"])
+    meta = read_search_meta(index_dir)
+    descriptor = descriptor if descriptor is not None else _descriptor_of(meta)
     rows = []
     for i, (query, box) in enumerate(zip(queries, boxes)):
         image = query if isinstance(query, Image.Image) else load_image(str(query))
@@ -79,6 +82,54 @@ def search(
             where = f"query {i}" + ("" if isinstance(query, Image.Image) else f" ({query})")
             box = check_box(box, (image.height, image.width), where=where, tolerance=0.0)
         rows.append(descriptor.describe_query(image, box))
+    return _rank(index_dir, rows, top=top, k=k)
+
+
+def search_text(
+    texts: Sequence[str],
+    *,
+    index_dir: str | Path,
+    top: int = 100,
+    k: int | None = None,
+    descriptor=None,
+) -> list[Ranking]:
+    """Text-to-instance search: rank the indexed images for each text, through the
+    descriptor's text encoder (an index built with ``descriptor=siglip_tokens``).
+
+    Args:
+        texts: the text queries.
+        index_dir, top, k, descriptor: as in :func:`search`.
+    Returns:
+        One Ranking per text (qid "0", "1", ...): image ids, scores, localising boxes.
+    Raises:
+        ValueError: the index's descriptor has no text encoder, or a text is not a string.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a list of strings")
+    meta = read_search_meta(index_dir)
+    descriptor = descriptor if descriptor is not None else _descriptor_of(meta)
+    if not hasattr(descriptor, "encode_text"):
+        raise ValueError(
+            f"{index_dir} was indexed with {meta['descriptor'].get('_target_')}, which has no text "
+            "encoder; index the collection with descriptor=siglip_tokens backbone=siglip_vitb16"
+        )
+    return _rank(index_dir, list(descriptor.encode_text(list(texts))), top=top, k=k)
+
+
+def _descriptor_of(meta: dict):
+    """The descriptor the index was built with, from the config it recorded."""
+    from hydra.utils import instantiate
+
+    return instantiate(meta["descriptor"])
+
+
+def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | None) -> list[Ranking]:
+    """Query vectors -> the first ``top`` images of each ranking."""
+    from claid.index import RegionIndex, search_images
+
+    if not rows:
+        return []
+    meta, region_image, region_boxes = load_search_table(index_dir)
     rankings = search_images(
         RegionIndex.load(index_dir),
         np.stack(rows).astype(np.float32),
@@ -93,13 +144,21 @@ def search(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m claid search", description=__doc__.split("\n")[0])
-    parser.add_argument("image", help="query image")
+    parser.add_argument("image", nargs="?", help="query image (or --text)")
     parser.add_argument("--index-dir", required=True, help="index dir written by run.py")
     parser.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"), default=None)
+    parser.add_argument("--text", help="a text query (index built with descriptor=siglip_tokens)")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    (ranking,) = search([args.image], index_dir=args.index_dir, boxes=[args.box], top=args.top)
+    if (args.image is None) == (args.text is None):
+        parser.error("give a query image or --text, not both")
+    if args.text is not None:
+        if args.box is not None:
+            parser.error("--box goes with an image query")
+        (ranking,) = search_text([args.text], index_dir=args.index_dir, top=args.top)
+    else:
+        (ranking,) = search([args.image], index_dir=args.index_dir, boxes=[args.box], top=args.top)
     rows = [
         {"rank": i + 1, "image": image, "score": float(score), "box": [round(float(v), 1) for v in box]}
         for i, (image, score, box) in enumerate(zip(ranking.images, ranking.scores, ranking.boxes))

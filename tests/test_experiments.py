@@ -3,6 +3,7 @@ and (where it needs no real dataset) its first sweep point runs on tiny syntheti
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -99,3 +100,17 @@ def test_table_x_runs_image_and_text_queries_on_an_ilias_layout(compose_cfg, tmp
     assert results["image"].report["settings"]["text_queries"] == 0
     # one region store for both query kinds: the database is the same
     assert results["text"].report["settings"]["store"] == results["image"].report["settings"]["store"]
+
+    # text search after the run, from Python and the CLI, ranks as the run did
+    import json
+
+    import claid
+    from claid.retrieval import main as search_cli
+
+    saved = json.loads((tmp_path / "text" / "rankings.json").read_text())["queries"]
+    cat = next(q for q in saved if q["text"] == "a photo of a cat")
+    index_dir = results["text"].report["settings"]["index"]
+    (ranking,) = claid.search_text(["a photo of a cat"], index_dir=index_dir, top=3)
+    assert ranking.images == [r["image"] for r in cat["results"][:3]]
+    np.testing.assert_allclose(ranking.scores, [r["score"] for r in cat["results"][:3]], atol=1e-5)
+    search_cli(["--index-dir", index_dir, "--text", "a photo of a cat", "--top", "3", "--json"])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 from PIL import Image
 
 from claid.pipeline import run
@@ -41,6 +42,13 @@ def test_synthetic_end_to_end_then_index_sweep_reuses_regions(compose_cfg, tmp_p
     assert report["counts"]["images"] == 12 and report["counts"]["regions"] > 0
     for name in ("results_grid", "hierarchy_0", "recall_vs_iou"):
         assert Path(first.artifacts[name]).stat().st_size > 0
+    saved = json.loads((tmp_path / "run1" / "rankings.json").read_text())
+    assert len(saved["queries"]) == report["counts"]["queries"]
+    for entry in saved["queries"]:
+        query = next(q for q in instantiate(cfg.dataset).queries if q.qid == entry["qid"])
+        assert [r["relevant"] for r in entry["results"]] == [r["image"] in query.positives for r in entry["results"]]
+        scores = [r["score"] for r in entry["results"]]
+        assert scores == sorted(scores, reverse=True) and len(scores) <= saved["top"]
 
     client, logged = _mlflow_run(tmp_path)
     assert logged.data.metrics["lab/mAP-all"] == pytest.approx(first.metrics["lab/mAP-all"])
@@ -58,8 +66,6 @@ def test_synthetic_end_to_end_then_index_sweep_reuses_regions(compose_cfg, tmp_p
     assert second.report["settings"]["index"] != first.report["settings"]["index"]
 
     # the index dir answers new queries: a database image finds itself first
-    from hydra.utils import instantiate
-
     import claid
 
     bench = instantiate(cfg.dataset)
@@ -208,6 +214,9 @@ def test_collection_without_queries_is_indexed_for_later_search(compose_cfg, tmp
             claid.search([root / "coffee.png"], index_dir=index_dir, boxes=[box])
     (inside,) = claid.search([root / "coffee.png"], index_dir=index_dir, boxes=[(0, 0, width, height)], top=1)
     assert inside.images == ["coffee.png"]
+    assert claid.search([], index_dir=index_dir) == []
+    with pytest.raises(ValueError, match="no text encoder"):
+        claid.search_text(["a cup of coffee"], index_dir=index_dir)
 
 
 def test_coco_layout_reports_detector_recall_on_masks_and_boxes(compose_cfg, tmp_path):

@@ -27,7 +27,9 @@ def test_search_cli_reports_user_errors_without_a_traceback(tmp_path, monkeypatc
     broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     for args, message in [
         (["--index-dir", str(tmp_path / "absent"), str(broken)], "not a claid index dir"),
-        (["--index-dir", str(tmp_path)], "required: image"),  # argparse: exit code 2
+        (["--index-dir", str(tmp_path)], "required"),  # argparse: exit code 2
+        (["--index-dir", str(tmp_path), str(broken), "--text", "a cat"], "required"),
+        (["--index-dir", str(tmp_path), "--text", "a cat", "--box", "0", "0", "5", "5"], "required"),
     ]:
         monkeypatch.setattr(sys, "argv", ["claid", "search", *args])
         with pytest.raises(SystemExit) as info:
