@@ -1,7 +1,7 @@
 """Hydra entry point.
 
     python run.py                                    # the paper's standard configuration
-    python run.py cutter=ncut backbone=dinov2_vitb14 # swap components
+    python run.py cutter=ncut backbone=dinov2        # swap components
     python run.py -m cutter.tau2=0.1,0.2,0.3         # a sweep; compare runs in the MLflow UI
 """
 

@@ -41,3 +41,9 @@ def test_misspelled_component_key_is_an_error(compose_cfg):
     cfg = compose_cfg("cutter=ksums", "+cutter.tau_1=0.5")
     with pytest.raises(Exception, match="tau_1"):
         instantiate(cfg.cutter)
+
+
+def test_short_backbone_names_are_their_full_configs(compose_cfg):
+    # `python run.py backbone=dinov2` as users type it
+    for alias, full in {"dino": "dino_vitb8", "dinov2": "dinov2_vitb14", "siglip": "siglip_vitb16"}.items():
+        assert compose_cfg(f"backbone={alias}").backbone == compose_cfg(f"backbone={full}").backbone, alias
