@@ -125,6 +125,8 @@ def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
             with Image.open(path) as opened:
                 width, height = opened.size
                 orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+                # Pillow's TIFF reader already reports the rotated size
+                already_rotated = opened.format == "TIFF"
     except FileNotFoundError as err:
         raise ImageError(f"cannot read file: {err.strerror or err}", path) from err
     except UnidentifiedImageError as err:
@@ -132,7 +134,7 @@ def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ImageError(reason, path) from err
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         raise ImageError(f"truncated or corrupt: {err}", path) from err
-    if orientation in _TRANSPOSED_ORIENTATIONS:
+    if orientation in _TRANSPOSED_ORIENTATIONS and not already_rotated:
         width, height = height, width
     return int(height), int(width)
 

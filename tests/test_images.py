@@ -130,6 +130,11 @@ def test_displayed_size_matches_the_decoded_image(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "plain.png")
     for orientation in (1, 3, 6, 8):
         write_exif_rotated_jpeg(tmp_path / f"o{orientation}.jpg", rgb, orientation=orientation)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        for fmt in ("TIFF", "PNG", "WEBP"):  # Pillow rotates TIFF sizes itself
+            Image.fromarray(rgb).save(tmp_path / f"o{orientation}.{fmt.lower()}", format=fmt,
+                                      exif=exif.tobytes())
     for path in sorted(tmp_path.iterdir()):
         image = load_image(path)
         assert displayed_size(path) == (image.height, image.width), path.name
