@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 
 from claid.backbones.weights import WeightsUnavailableError
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
-from claid.pipeline import run
+from claid.pipeline import SettingsError, run
 
 log = logging.getLogger("claid")
 
 # what a user must fix (data, weights, a queries file): the message says how, no traceback
-USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError)
+USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError, SettingsError)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -361,6 +361,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
     from claid.evaluation import evaluate, scores_to_metrics
     from claid.tracking import Tracker
 
+    check_search_settings(cfg.search)  # before hours of extraction, not after
     run_dir = Path(run_dir or _hydra_run_dir() or os.getcwd())
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir)
@@ -404,7 +405,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
             report["scores"] = [_scores_dict(s) for s in scores]
             report["baselines"] = timed(
                 "baselines", lambda: baseline_scores(cfg, queries_bench, rankings, qvecs, whole, store))
-            report["settings"]["shuffle_repeats"] = shuffle_repeats(len(rankings), int(cfg.search.shuffle_draws))
+            report["settings"]["shuffle_repeats"] = _shuffle_repeats_of(cfg, rankings)
             for name, values in report["baselines"].items():
                 metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})
         elif index is not None:
@@ -505,7 +506,7 @@ def baseline_scores(
     from claid.evaluation import evaluate, scores_to_metrics
     from claid.index import build_index
 
-    repeats = shuffle_repeats(len(rankings), int(cfg.search.shuffle_draws))
+    repeats = _shuffle_repeats_of(cfg, rankings)
     baselines = {"shuffled": shuffled_scores(rankings, bench, cfg.seed, repeats)}
     if cfg.search.global_baseline and whole is not None:
         table = RegionTable(whole, np.arange(len(whole)), _full_boxes(store), list(store.image_ids))
@@ -514,12 +515,40 @@ def baseline_scores(
     return baselines
 
 
-def shuffle_repeats(n_queries: int, draws: int) -> int:
+#: Ranked entries shuffled and scored for the chance level at most (~10 s here).
+SHUFFLE_BUDGET = 20_000_000
+
+
+def shuffle_repeats(n_queries: int, draws: int, ranked_entries: int = 0) -> int:
     """How many times to shuffle every ranking so that about ``draws`` shuffled
-    rankings are averaged: many repeats for a few queries, one for thousands."""
+    rankings are averaged (many repeats for a few queries, one for thousands),
+    capped so that repeats x ``ranked_entries`` (the total length of the
+    rankings) stays within :data:`SHUFFLE_BUDGET`; always at least one."""
     if draws < 1:
         raise ValueError(f"search.shuffle_draws must be >= 1, got {draws}")
-    return max(1, math.ceil(draws / max(1, n_queries)))
+    wanted = math.ceil(draws / max(1, n_queries))
+    affordable = SHUFFLE_BUDGET // max(1, ranked_entries)
+    return max(1, min(wanted, affordable))
+
+
+class SettingsError(ValueError):
+    """A config value the run cannot use; the message names the key."""
+
+
+def check_search_settings(search: DictConfig) -> None:
+    """Refuse ``search.*`` values the later stages cannot use (SettingsError naming the key)."""
+    for key in ("shuffle_draws", "save_top"):
+        value = search.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingsError(f"search.{key} must be an integer >= 1, got {value!r}")
+    for key in ("whole_image_region", "global_baseline"):
+        if not isinstance(search.get(key), bool):
+            raise SettingsError(f"search.{key} must be true or false, got {search.get(key)!r}")
+
+
+def _shuffle_repeats_of(cfg: DictConfig, rankings: list[Ranking]) -> int:
+    entries = sum(len(r.images) for r in rankings)
+    return shuffle_repeats(len(rankings), int(cfg.search.shuffle_draws), entries)
 
 
 def shuffled_scores(rankings: list[Ranking], bench: Benchmark, seed: int, repeats: int) -> dict[str, float]:

@@ -5,7 +5,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from claid.pipeline import shuffle_repeats, shuffled_scores
+from claid.pipeline import SHUFFLE_BUDGET, check_search_settings, shuffle_repeats, shuffled_scores
 from claid.structures import Benchmark, Query, Ranking
 
 
@@ -43,8 +43,24 @@ def test_seeded_and_repeats_checked():
         shuffled_scores(rankings, bench, 0, 0)
 
 
-def test_repeats_shrink_as_queries_grow():
+def test_repeats_shrink_as_queries_grow_and_as_rankings_lengthen():
     assert shuffle_repeats(20, 2000) == 100 and shuffle_repeats(1250, 2000) == 2
     assert shuffle_repeats(5000, 2000) == 1 and shuffle_repeats(0, 2000) == 2000
+    # one query over a 1M-image database: the budget, not 2000 full shuffles
+    assert shuffle_repeats(1, 2000, ranked_entries=1_000_000) == SHUFFLE_BUDGET // 1_000_000
+    assert shuffle_repeats(1250, 2000, ranked_entries=1250 * 27_000) == 1
     with pytest.raises(ValueError, match="shuffle_draws"):
         shuffle_repeats(20, 0)
+
+
+@pytest.mark.parametrize("key, value", [("shuffle_draws", 0), ("save_top", -1), ("save_top", None),
+                                        ("shuffle_draws", 2.5), ("whole_image_region", "yes")])
+def test_search_settings_are_checked_before_any_work(key, value):
+    from omegaconf import OmegaConf
+
+    search = OmegaConf.create({"shuffle_draws": 2000, "save_top": 100, "whole_image_region": False,
+                               "global_baseline": True})
+    check_search_settings(search)
+    search[key] = value
+    with pytest.raises(ValueError, match=f"search.{key}"):
+        check_search_settings(search)
