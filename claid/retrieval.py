@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from PIL import Image
 
 from claid.datasets.boxes import check_box
 from claid.structures import Ranking
+
+
+class QueryError(ValueError):
+    """A query claid cannot search with (bad box, text for an index without a text
+    encoder...); the message says which and why."""
 
 
 def read_search_meta(index_dir: str | Path) -> dict:
@@ -69,10 +75,11 @@ def search(
     """
     from claid.images import load_image
 
+    _check_top(top)
     if boxes is None:
         boxes = [None] * len(queries)
     if len(boxes) != len(queries):
-        raise ValueError(f"{len(queries)} queries but {len(boxes)} boxes")
+        raise QueryError(f"{len(queries)} queries but {len(boxes)} boxes")
     meta = read_search_meta(index_dir)
     descriptor = descriptor if descriptor is not None else _descriptor_of(meta)
     rows = []
@@ -80,7 +87,10 @@ def search(
         image = query if isinstance(query, Image.Image) else load_image(str(query))
         if box is not None:
             where = f"query {i}" + ("" if isinstance(query, Image.Image) else f" ({query})")
-            box = check_box(box, (image.height, image.width), where=where, tolerance=0.0)
+            try:
+                box = check_box(box, (image.height, image.width), where=where, tolerance=0.0)
+            except ValueError as err:
+                raise QueryError(str(err)) from err
         rows.append(descriptor.describe_query(image, box))
     return _rank(index_dir, rows, top=top, k=k)
 
@@ -104,16 +114,22 @@ def search_text(
     Raises:
         ValueError: the index's descriptor has no text encoder, or a text is not a string.
     """
+    _check_top(top)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a list of strings")
+        raise QueryError("texts must be a list of strings")
     meta = read_search_meta(index_dir)
     descriptor = descriptor if descriptor is not None else _descriptor_of(meta)
     if not hasattr(descriptor, "encode_text"):
-        raise ValueError(
+        raise QueryError(
             f"{index_dir} was indexed with {meta['descriptor'].get('_target_')}, which has no text "
             "encoder; index the collection with descriptor=siglip_tokens backbone=siglip_vitb16"
         )
     return _rank(index_dir, list(descriptor.encode_text(list(texts))), top=top, k=k)
+
+
+def _check_top(top: int) -> None:
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise QueryError(f"top must be an integer >= 1, got {top!r}")
 
 
 def _descriptor_of(meta: dict):
@@ -151,14 +167,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    if (args.image is None) == (args.text is None):
+    if args.image is None and args.text is None:
+        parser.error("give a query image or --text")
+    if args.image is not None and args.text is not None:
         parser.error("give a query image or --text, not both")
-    if args.text is not None:
-        if args.box is not None:
-            parser.error("--box goes with an image query")
-        (ranking,) = search_text([args.text], index_dir=args.index_dir, top=args.top)
-    else:
-        (ranking,) = search([args.image], index_dir=args.index_dir, boxes=[args.box], top=args.top)
+    if args.text is not None and args.box is not None:
+        parser.error("--box goes with an image query")
+    if args.top < 1:
+        parser.error(f"--top must be >= 1, got {args.top}")
+    from claid.backbones.weights import WeightsUnavailableError
+    from claid.images import ImageError
+
+    try:
+        if args.text is not None:
+            (ranking,) = search_text([args.text], index_dir=args.index_dir, top=args.top)
+        else:
+            (ranking,) = search([args.image], index_dir=args.index_dir, boxes=[args.box], top=args.top)
+    except (QueryError, ImageError, WeightsUnavailableError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
     rows = [
         {"rank": i + 1, "image": image, "score": float(score), "box": [round(float(v), 1) for v in box]}
         for i, (image, score, box) in enumerate(zip(ranking.images, ranking.scores, ranking.boxes))

@@ -30,11 +30,13 @@ def test_search_cli_reports_user_errors_without_a_traceback(tmp_path, monkeypatc
         (["--index-dir", str(tmp_path)], "required"),  # argparse: exit code 2
         (["--index-dir", str(tmp_path), str(broken), "--text", "a cat"], "required"),
         (["--index-dir", str(tmp_path), "--text", "a cat", "--box", "0", "0", "5", "5"], "required"),
+        (["--index-dir", str(tmp_path), str(broken), "--top", "0"], "required"),
+        (["--index-dir", str(tmp_path), "--text", "a cat"], "not a claid index dir"),
     ]:
         monkeypatch.setattr(sys, "argv", ["claid", "search", *args])
         with pytest.raises(SystemExit) as info:
             main()
-        if message.startswith("required"):
+        if message == "required":  # refused by the argument parser
             assert info.value.code == 2
         else:
             assert str(info.value.code).startswith("error: ") and message in str(info.value.code)

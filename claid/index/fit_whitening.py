@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -103,9 +104,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = fit_whitening_from_store(
-        args.store_dir, args.out, dim=args.dim, train_size=args.train_size, seed=args.seed
-    )
+    try:
+        path = fit_whitening_from_store(
+            args.store_dir, args.out, dim=args.dim, train_size=args.train_size, seed=args.seed
+        )
+    except (ValueError, OSError) as err:  # not a store, too few regions, unwritable output
+        sys.exit(f"error: {err}")
     print(path)
 
 
