@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import urllib.error
 import warnings
 from collections.abc import Iterator
@@ -87,14 +88,21 @@ def hub_cache_only_when_offline() -> Iterator[bool]:
     Yields whether it switched to cache-only."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or hub_reachable():
-        yield False
-        return
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield True
-    finally:
-        constants.HF_HUB_OFFLINE = False
+    # one load at a time: the flag is process-wide, and another thread must not
+    # find it switched off half-way through its own load
+    with _HUB_FLAG_LOCK:
+        previous = constants.HF_HUB_OFFLINE
+        if previous or hub_reachable():
+            yield False
+            return
+        constants.HF_HUB_OFFLINE = True
+        try:
+            yield True
+        finally:
+            constants.HF_HUB_OFFLINE = previous
+
+
+_HUB_FLAG_LOCK = threading.RLock()
 
 
 UNREACHABLE = "the Hugging Face hub cannot be reached from this machine and they are not in the cache"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,13 @@ def _missing(what: str, name: str, cache_dir: str | None, error: Exception) -> s
     )
 
 
+def _fetching(name: str):
+    """A hub download guard for a hub name; nothing for a local folder (no network)."""
+    if os.path.isdir(os.path.expanduser(name)):
+        return nullcontext()
+    return hub_cache_only_when_offline()
+
+
 def build_text_tower(
     text_model: str, *, pretrained: bool, seed: int, cache_dir: str | None
 ) -> torch.nn.Module:
@@ -54,7 +62,7 @@ def build_text_tower(
 
     if pretrained:
         try:
-            with hub_cache_only_when_offline():
+            with _fetching(text_model):
                 model = SiglipTextModel.from_pretrained(text_model, cache_dir=cache_dir)
         except OSError as error:  # transformers' "not found / cannot connect"
             raise WeightsUnavailableError(
@@ -219,7 +227,7 @@ class SigLIPTokenDescriptor(ViTTokenDescriptor):
 
             name = os.path.expanduser(self.tokenizer_name)
             try:
-                with hub_cache_only_when_offline():
+                with _fetching(name):
                     self._tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=self.cache_dir)
             except ImportError as error:
                 # the released SigLIP tokenizer is a SentencePiece model

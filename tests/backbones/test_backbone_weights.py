@@ -129,3 +129,43 @@ def test_behind_a_proxy_the_hub_is_not_probed_directly(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
     assert weights.hub_reachable() is False
+
+
+def test_a_second_thread_waits_instead_of_seeing_the_flag_flip(monkeypatch):
+    import threading
+
+    import claid.backbones.weights as weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: False)
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def first():
+        with weights.hub_cache_only_when_offline():
+            inside.set()
+            release.wait(5)
+
+    def second():
+        with weights.hub_cache_only_when_offline() as switched:
+            seen.append((switched, huggingface_hub.constants.HF_HUB_OFFLINE))
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert inside.wait(5)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.3)
+    assert b.is_alive() and not seen  # waits while the first load runs cache-only
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert seen == [(True, True)] and huggingface_hub.constants.HF_HUB_OFFLINE is False
+
+
+def test_local_text_model_folders_never_probe_the_hub(monkeypatch, tmp_path):
+    from contextlib import nullcontext
+
+    from claid.descriptors.siglip_tokens import _fetching
+
+    assert isinstance(_fetching(str(tmp_path)), nullcontext)
+    assert not isinstance(_fetching("google/siglip-base-patch16-224"), nullcontext)
