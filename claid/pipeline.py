@@ -279,6 +279,23 @@ def save_search_table(index_dir: Path, table: RegionTable, descriptor: dict, key
     )
 
 
+def check_query_images(bench: Benchmark) -> None:
+    """Decode every query image once; raise DatasetFormatError naming the first
+    query whose image cannot be decoded (the queries are few next to the database)."""
+    from claid.datasets import DatasetFormatError
+    from claid.images import ImageError, load_image
+
+    for query in bench.queries:
+        if query.image is None:
+            continue
+        try:
+            load_image(bench.path(query.image))
+        except ImageError as err:
+            raise DatasetFormatError(
+                f"query {query.qid!r} ({query.image}): {err.reason}; fix the file or drop the query"
+            ) from err
+
+
 def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir: Path) -> np.ndarray:
     """One vector per query: image queries through ``describe_query``, text queries
     through the descriptor's ``encode_text`` (SigLIP's joint space).
@@ -382,6 +399,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
 
     with tracker.run(_plain(cfg), tags={"run_dir": str(run_dir)}):
         bench: Benchmark = timed("dataset", lambda: build(cfg.dataset))
+        # a query image that cannot be decoded stops the run now, not after the extraction
+        timed("query_images", lambda: check_query_images(bench))
         store = timed("extract", lambda: extract_stage(cfg, bench, parts, cache_dir))
         whole = None
         want_whole = bool(cfg.search.whole_image_region) or bool(cfg.search.global_baseline)

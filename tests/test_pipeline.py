@@ -270,7 +270,7 @@ def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path
     from types import SimpleNamespace
 
     from claid.datasets import DatasetFormatError
-    from claid.pipeline import query_stage
+    from claid.pipeline import check_query_images, query_stage
     from claid.structures import Benchmark, Query
 
     Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "q.jpg", quality=95)
@@ -281,6 +281,22 @@ def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path
     parts = SimpleNamespace(get=lambda name: SimpleNamespace(dim=4))
     with pytest.raises(DatasetFormatError, match=r"query 'q7' \(q.jpg\): truncated"):
         query_stage(compose_cfg("tracking=none"), bench, parts, tmp_path)
+    with pytest.raises(DatasetFormatError, match=r"query 'q7' \(q.jpg\): truncated"):
+        check_query_images(bench)  # what run() calls before extracting anything
+
+
+def test_a_bad_query_image_stops_the_run_before_extraction(compose_cfg, tmp_path, monkeypatch):
+    import claid.pipeline as pipeline
+    from claid.datasets import DatasetFormatError
+
+    root = tmp_path / "photos"
+    _manifest(root)
+    blob = (root / "query_cat.png").read_bytes()
+    (root / "query_cat.png").write_bytes(blob[: len(blob) // 2])  # header intact, pixels cut
+    monkeypatch.setattr(pipeline, "extract_stage", lambda *a, **k: pytest.fail("extraction ran"))
+    with pytest.raises(DatasetFormatError, match="query_cat.png"):
+        run(compose_cfg(*SMALL, "dataset=manifest", f"dataset.root={root}", "tracking=none"),
+            run_dir=tmp_path / "run")
 
 
 def test_whole_image_vectors_come_from_the_store_and_a_second_pass_agrees(compose_cfg, tmp_path, monkeypatch):
