@@ -64,8 +64,10 @@ def search(
     Args:
         queries: image paths or PIL images.
         index_dir: an index dir written by the pipeline.
-        boxes: per query (x1, y1, x2, y2) in that image's pixels, or None for the
-            whole image; default: whole images.
+        boxes: per query (x1, y1, x2, y2) in that image's pixels (exclusive end,
+            inside the image: a box reaching past an edge is refused, as in
+            queries.jsonl, rather than silently clipped), or None for the whole
+            image; default: whole images.
         top: how many images to keep per query.
         k: regions retrieved per query before image ranking (None: all).
         descriptor: an already built RegionDescriptor (default: built from the
