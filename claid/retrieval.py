@@ -120,7 +120,12 @@ def search_text(
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise QueryError("texts must be a list of strings")
     meta = read_search_meta(index_dir)
-    descriptor = descriptor if descriptor is not None else _descriptor_of(meta)
+    if descriptor is None:
+        from hydra.utils import get_class
+
+        target = meta["descriptor"].get("_target_", "")
+        # checked on the class, before building a network that could not read the text
+        descriptor = _descriptor_of(meta) if hasattr(get_class(target), "encode_text") else object()
     if not hasattr(descriptor, "encode_text"):
         raise QueryError(
             f"{index_dir} was indexed with {meta['descriptor'].get('_target_')}, which has no text "
