@@ -53,7 +53,7 @@ def test_synthetic_end_to_end_then_index_sweep_reuses_regions(compose_cfg, tmp_p
     client, logged = _mlflow_run(tmp_path)
     assert logged.data.metrics["lab/mAP-all"] == pytest.approx(first.metrics["lab/mAP-all"])
     assert logged.data.params["cutter.tau1"] == "0.97"
-    assert {"metrics.json", "results_grid.png"} <= {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert {"metrics.json", "rankings.json", "results_grid.png"} <= {a.path for a in client.list_artifacts(logged.info.run_id)}
 
     # a later stage's parameter changes: the region store is reused, not re-extracted
     second = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "index=flat_whiten", "search.whole_image_region=true"),
