@@ -279,21 +279,26 @@ def save_search_table(index_dir: Path, table: RegionTable, descriptor: dict, key
     )
 
 
-def check_query_images(bench: Benchmark) -> None:
-    """Decode every query image once; raise DatasetFormatError naming the first
-    query whose image cannot be decoded (the queries are few next to the database)."""
+def load_query_image(bench: Benchmark, query):
+    """A query's decoded image; DatasetFormatError naming the query when it cannot be
+    decoded (a query cannot be skipped: the scores would change meaning)."""
     from claid.datasets import DatasetFormatError
     from claid.images import ImageError, load_image
 
+    try:
+        return load_image(bench.path(query.image))
+    except ImageError as err:
+        raise DatasetFormatError(
+            f"query {query.qid!r} ({query.image}): {err.reason}; fix the file or drop the query"
+        ) from err
+
+
+def check_query_images(bench: Benchmark) -> None:
+    """Decode every query image once, so a bad one stops a run before the extraction
+    (the queries are few next to the database)."""
     for query in bench.queries:
-        if query.image is None:
-            continue
-        try:
-            load_image(bench.path(query.image))
-        except ImageError as err:
-            raise DatasetFormatError(
-                f"query {query.qid!r} ({query.image}): {err.reason}; fix the file or drop the query"
-            ) from err
+        if query.image is not None:
+            load_query_image(bench, query)
 
 
 def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir: Path) -> np.ndarray:
@@ -302,9 +307,6 @@ def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir
 
     Returns (n_queries, D) float32 in ``bench.queries`` order.
     """
-    from claid.datasets import DatasetFormatError
-    from claid.images import ImageError, load_image
-
     mode = bench.protocol.get("query", "crop")
     described_as = cfg.descriptor.get("query")
     if mode in ("crop", "pool") and described_as is not None and mode != described_as:
@@ -324,12 +326,7 @@ def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir
                 raise ValueError(f"query {query.qid!r} has no image, and no text this descriptor can encode")
             rows.append(descriptor.encode_text([query.text])[0])
             continue
-        try:
-            image = load_image(bench.path(query.image))
-        except ImageError as err:  # a query cannot be skipped: the scores would change meaning
-            raise DatasetFormatError(
-                f"query {query.qid!r} ({query.image}): {err.reason}; fix the file or drop the query"
-            ) from err
+        image = load_query_image(bench, query)
         box = None if mode == "full" else query.box
         rows.append(descriptor.describe_query(image, box))
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, descriptor.dim), np.float32)
