@@ -120,16 +120,17 @@ def search_text(
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise QueryError("texts must be a list of strings")
     meta = read_search_meta(index_dir)
+    target = meta["descriptor"].get("_target_", "")
     if descriptor is None:
         from hydra.utils import get_class
 
-        target = meta["descriptor"].get("_target_", "")
         # checked on the class, before building a network that could not read the text
-        descriptor = _descriptor_of(meta) if hasattr(get_class(target), "encode_text") else object()
-    if not hasattr(descriptor, "encode_text"):
+        if hasattr(get_class(target), "encode_text"):
+            descriptor = _descriptor_of(meta)
+    if descriptor is None or not hasattr(descriptor, "encode_text"):
         raise QueryError(
-            f"{index_dir} was indexed with {meta['descriptor'].get('_target_')}, which has no text "
-            "encoder; index the collection with descriptor=siglip_tokens backbone=siglip_vitb16"
+            f"{index_dir} was indexed with {target}, which has no text encoder; index the "
+            "collection with descriptor=siglip_tokens backbone=siglip_vitb16"
         )
     return _rank(index_dir, list(descriptor.encode_text(list(texts))), top=top, k=k)
 
