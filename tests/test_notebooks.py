@@ -44,6 +44,7 @@ def test_compare_runs_notebook_reads_the_logged_runs(compose_cfg, tmp_path):
     text = _text(nb)
     assert "fig8_tau2" in text and "lab/mAP-all" in text  # the runs table
     assert '"family": "lab"' in text  # one run's metrics.json, read back from its artifacts
+    assert "top-20: " in text  # per-query results from rankings.json
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     # results grid, hierarchy, recall-vs-IoU (the synthetic set has boxes), the tau2 curve
     assert len(images) == 4
