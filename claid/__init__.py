@@ -7,7 +7,7 @@ Data flow (one module per stage):
 The heavy submodules (torch, faiss, mlflow) are imported lazily.
 """
 
-__version__ = "0.1.0"
+from claid._version import __version__
 
 __all__ = ["cut_regions", "search", "search_text", "__version__"]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from claid.artifacts import atomic_write_bytes
 from claid.datasets.boxes import xywh_to_xyxy
 from claid.datasets.files import DatasetFormatError, md5sum, missing, require
 from claid.datasets.protocol import make_protocol
@@ -177,10 +178,7 @@ def load_coco20k(
             a for a in data["annotations"] if a["image_id"] in ids and not a.get("iscrowd", 0)
         ]
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = subset_path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-            json.dump(subset, f)
-        os.replace(tmp, subset_path)  # atomic: readers never see half a file
+        atomic_write_bytes(subset_path, json.dumps(subset).encode())  # never half a file
     data = _read_annotations(subset_path)
     return Benchmark(
         name="coco20k",

@@ -6,17 +6,17 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-import claid
+from claid._version import __version__ as CLAID_VERSION
+from claid.artifacts import atomic_write_bytes, schema_version
 from claid.structures import Scores
 
 __all__ = ["SCORES_SCHEMA_VERSION", "scores_to_metrics", "write_scores_json", "read_scores_json"]
 
-SCORES_SCHEMA_VERSION = 1
+SCORES_SCHEMA_VERSION = schema_version("scores")
 
 # The characters MLflow accepts in a metric key (mlflow.utils.validation).
 _METRIC_KEY = re.compile(r"[/\w.\- :]+")
@@ -65,14 +65,14 @@ def _jsonable(obj):
 
 def write_scores_json(scores: Sequence[Scores], path: str | os.PathLike) -> str:
     """Write the scores, their settings and the claid version to ``path``
-    atomically (temp file in the same folder, then ``os.replace``).
+    atomically (:func:`claid.artifacts.atomic_write_bytes`).
 
     Returns the path written.
     """
     path = os.fspath(path)
     document = {
         "schema_version": SCORES_SCHEMA_VERSION,
-        "claid_version": claid.__version__,
+        "claid_version": CLAID_VERSION,
         "metrics": scores_to_metrics(scores),
         "scores": [
             {
@@ -84,19 +84,7 @@ def write_scores_json(scores: Sequence[Scores], path: str | os.PathLike) -> str:
         ],
     }
     text = json.dumps(document, indent=2, allow_nan=False)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".scores-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from claid.artifacts import atomic_save_npz
+
 #: Eigenvalues below ``RANK_RTOL * largest`` are treated as zero variance: whitening
 #: them would multiply floating-point noise by ~1e4 or more.
 RANK_RTOL = 1e-6
@@ -178,7 +180,7 @@ def whiten_and_normalize(vectors: np.ndarray, whitening: dict | None) -> np.ndar
 
 
 def save_whitening(path: str | os.PathLike, whitening: dict) -> Path:
-    """Write a whitening to ``path`` (.npz), atomically (temp file + rename).
+    """Write a whitening to ``path`` (.npz), atomically (:mod:`claid.artifacts`).
 
     Returns:
         the path written.
@@ -187,16 +189,14 @@ def save_whitening(path: str | os.PathLike, whitening: dict) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"whitening files are .npz, got {path}")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    np.savez(
-        tmp,
+    atomic_save_npz(
+        path,
         mean=np.asarray(whitening["mean"], dtype=np.float32),
         proj=np.asarray(whitening["proj"], dtype=np.float32),
         eigvals=np.asarray(whitening.get("eigvals", np.zeros(0)), dtype=np.float64),
         n_fit=np.int64(whitening.get("n_fit", -1)),
         fitted_on=np.str_(whitening.get("fitted_on", "")),
     )
-    os.replace(tmp, path)
     return path
 
 
