@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-import claid.store as store_module
+import claid.store.writer as store_writer
 from claid.store import (
     RegionStore,
     RegionStoreWriter,
@@ -172,7 +172,7 @@ def test_crash_during_flush_leaves_nothing_readable(tmp_path, monkeypatch):
     writer.flush()
     writer.add(make_item("b.jpg", 2, seed=1))
 
-    real_save = store_module._save_npy_synced
+    real_save = store_writer.save_npy_synced
 
     def dying_save(path, array):
         if path.endswith("vectors.npy"):
@@ -181,10 +181,10 @@ def test_crash_during_flush_leaves_nothing_readable(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         real_save(path, array)
 
-    monkeypatch.setattr(store_module, "_save_npy_synced", dying_save)
+    monkeypatch.setattr(store_writer, "save_npy_synced", dying_save)
     with pytest.raises(KeyboardInterrupt):
         writer.flush()
-    monkeypatch.setattr(store_module, "_save_npy_synced", real_save)
+    monkeypatch.setattr(store_writer, "save_npy_synced", real_save)
 
     assert os.listdir(tmp_path / "staging")  # the half-written shard exists...
     store = RegionStore.open(tmp_path)  # ...but the reader never sees it
