@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from claid.backbones.base import Backbone
-from claid.backbones.preprocessing import prepare_for_grid
-from claid.backbones.weights import build_timm_model
+from claid.models.preprocessing import prepare_for_grid
+from claid.models.weights import build_timm_model
 
 FACETS = ("tokens", "keys", "queries", "values")
 
@@ -38,7 +38,7 @@ class TimmViTBackbone(Backbone):
         final_norm: apply the model's final LayerNorm to ``tokens`` (DINO's
             ``get_intermediate_layers`` and the reference code do).
         short_side, max_long_side, native_below: resize policy, see
-            ``claid.backbones.preprocessing.reference_size``.
+            ``claid.models.preprocessing.reference_size``.
         mean, std: per-channel normalisation of [0, 1] RGB.
     """
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from claid.backbones.preprocessing import crop_box_pixels, require_image
+from claid.models.preprocessing import crop_box_pixels, require_image
 from claid.structures import PatchGrid
 
 QUERY_MODES = ("crop", "pool")

@@ -16,8 +16,6 @@ from PIL import Image
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from claid.backbones.preprocessing import prepare_full_image
-from claid.backbones.weights import build_timm_model
 from claid.descriptors.base import QUERY_MODES, RegionDescriptor
 from claid.descriptors.pooling import (
     boxes_to_cells,
@@ -26,6 +24,8 @@ from claid.descriptors.pooling import (
     masks_to_cells,
     pool_cells,
 )
+from claid.models.preprocessing import prepare_full_image
+from claid.models.weights import build_timm_model
 from claid.structures import PatchGrid
 
 # Head modules that torch.fx cannot trace (data-dependent branches) but that the
@@ -59,7 +59,7 @@ class CNNRegionDescriptor(RegionDescriptor):
     Args:
         model_name: timm name and tag, e.g. ``resnet50.tv_in1k`` (torchvision's
             ImageNet weights).
-        pretrained, checkpoint, seed, cache_dir: weights, see ``claid.backbones.weights``.
+        pretrained, checkpoint, seed, cache_dir: weights, see ``claid.models.weights``.
         layer: module whose output is pooled (``layer4.0``, ``layer4.1``,
             ``layer3``, ``features.29`` for VGG-16 conv5_3 after ReLU, ...).
         dim: expected channel count of that layer (checked).

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from claid.backbones.base import Backbone
-from claid.backbones.weights import WeightsUnavailableError, hub_cache_only_when_offline
 from claid.descriptors.pooling import boxes_to_cells, l2_normalise
 from claid.descriptors.vit_tokens import ViTTokenDescriptor
+from claid.models.weights import WeightsUnavailableError, hub_cache_only_when_offline
 from claid.structures import PatchGrid
 
 

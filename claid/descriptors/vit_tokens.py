@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 from claid.backbones.base import Backbone
-from claid.backbones.preprocessing import crop_box_pixels, require_image
 from claid.descriptors.base import QUERY_MODES, RegionDescriptor
 from claid.descriptors.pooling import boxes_to_cells, check_pooling, l2_normalise, pool_cells
+from claid.models.preprocessing import crop_box_pixels, require_image
 from claid.structures import PatchGrid
 
 

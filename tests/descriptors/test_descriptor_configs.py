@@ -10,10 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from claid.backbones.weights import WeightsUnavailableError, build_timm_model
 from claid.descriptors.base import RegionDescriptor
 from claid.descriptors.cnn import CNNRegionDescriptor
 from claid.descriptors.vit_tokens import ViTTokenDescriptor
+from claid.models.weights import WeightsUnavailableError, build_timm_model
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 NAMES = sorted(p.stem for p in (CONF / "descriptor").glob("*.yaml"))

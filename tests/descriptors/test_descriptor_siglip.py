@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from claid.backbones.weights import WeightsUnavailableError
+from claid.models.weights import WeightsUnavailableError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

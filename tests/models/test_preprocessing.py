@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from claid.backbones.preprocessing import (
+from claid.models.preprocessing import (
     capped_size,
     crop_box_pixels,
     grid_crop_size,

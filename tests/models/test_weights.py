@@ -8,7 +8,7 @@ import timm
 import torch
 
 from claid.backbones.timm_vit import TimmViTBackbone
-from claid.backbones.weights import WeightsUnavailableError, build_timm_model
+from claid.models.weights import WeightsUnavailableError, build_timm_model
 
 TINY = dict(
     model_name="vit_tiny_patch16_224.augreg_in21k",
@@ -76,7 +76,7 @@ def test_checkpoint_of_another_model_fails_with_context(tmp_path):
 
 
 def test_unreachable_hub_means_cache_only_and_says_so(monkeypatch, tmp_path):
-    import claid.backbones.weights as weights
+    import claid.models.weights as weights
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: False)
@@ -91,7 +91,7 @@ def test_unreachable_hub_means_cache_only_and_says_so(monkeypatch, tmp_path):
 
 
 def test_reachable_hub_or_offline_mode_is_left_alone(monkeypatch):
-    import claid.backbones.weights as weights
+    import claid.models.weights as weights
 
     monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
@@ -104,7 +104,7 @@ def test_reachable_hub_or_offline_mode_is_left_alone(monkeypatch):
 
 
 def test_random_weights_never_probe_the_network(monkeypatch):
-    import claid.backbones.weights as weights
+    import claid.models.weights as weights
 
     def no_probe(timeout=3.0):
         raise AssertionError("random weights must not touch the network")
@@ -116,7 +116,7 @@ def test_random_weights_never_probe_the_network(monkeypatch):
 def test_behind_a_proxy_the_hub_is_not_probed_directly(monkeypatch):
     import socket
 
-    import claid.backbones.weights as weights
+    import claid.models.weights as weights
 
     def no_direct_connection(*args, **kwargs):
         raise AssertionError("a direct connection was attempted behind a proxy")
@@ -134,7 +134,7 @@ def test_behind_a_proxy_the_hub_is_not_probed_directly(monkeypatch):
 def test_a_second_thread_waits_instead_of_seeing_the_flag_flip(monkeypatch):
     import threading
 
-    import claid.backbones.weights as weights
+    import claid.models.weights as weights
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(weights, "hub_reachable", lambda timeout=3.0: False)
