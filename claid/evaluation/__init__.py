@@ -5,7 +5,10 @@
 - revisited.py     ROxford / RParis Easy, Medium, Hard ground truth
 - protocols.py     evaluate(rankings, benchmark): the protocol dict -> Scores
 - localization.py  IoU (standard / enclosing), the lab's mIoU, box-end quirk
-- detection.py     detector recall: any-match curve, greedy AR@N, COCOeval, CorLoc
+- detection.py     detector recall: any-match curve, greedy AR@N, CorLoc
+- cocoeval.py      pycocotools COCOeval AR@N / AP, class-agnostic
+- baselines.py     chance level (shuffled rankings), global-descriptor baseline
+- detection_stage.py, run_report.py   the run's detection scores and report files
 - report.py        Scores -> MLflow metric dict, atomic JSON
 
 Every number carries its protocol and variant: ``Scores.protocol`` names the
@@ -23,12 +26,11 @@ from claid.evaluation.ap import (
     revisitop_precision_at_k,
     trapezoid_ap,
 )
+from claid.evaluation.cocoeval import boxes_to_coco_results, cocoeval_ar
 from claid.evaluation.detection import (
     CocoMasks,
     average_recall_greedy,
     box_recall_vs_iou,
-    boxes_to_coco_results,
-    cocoeval_ar,
     corloc,
     detection_scores,
     pairwise_mask_iou,

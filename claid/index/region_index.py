@@ -14,89 +14,35 @@ On disk an index is a folder, written atomically::
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from claid.artifacts import schema_version
+from claid.index.faiss_factory import (
+    check_vectors,
+    make_faiss_index,
+    subsample,
+    training_points_needed,
+)
 from claid.index.whitening import (
     file_sha256,
     fit_pca_whitening,
     l2_normalize,
     load_whitening,
-    save_whitening,
     whiten_and_normalize,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = schema_version("index")
 WHITENING_KINDS = ("none", "database", "file")
-#: FAISS warns below 39 training points per centroid; k-means with fewer gives poor
-#: cells, so an index that cannot get them falls back (or fails, see ``fallback``).
-MIN_POINTS_PER_CENTROID = 39
-INDEX_FILE, WHITENING_FILE, META_FILE = "index.faiss", "whitening.npz", "index.json"
-
-
-def _check_vectors(vectors: np.ndarray, what: str) -> np.ndarray:
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D (N, D) array, got shape {vectors.shape}")
-    if vectors.shape[1] == 0:
-        raise ValueError(f"{what} have dimension 0")
-    return vectors
-
-
-def _subsample(vectors: np.ndarray, train_size: int | None, seed: int) -> np.ndarray:
-    """A seeded random subset of ``train_size`` rows (all rows when None or larger)."""
-    n = vectors.shape[0]
-    if train_size is None or train_size >= n:
-        return vectors
-    if train_size < 1:
-        raise ValueError(f"train_size must be >= 1 or None, got {train_size}")
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=train_size, replace=False))
-    return vectors[rows]
-
-
-def training_points_needed(faiss_index: faiss.Index) -> int:
-    """Training vectors an untrained FAISS index needs for sound k-means:
-    ``MIN_POINTS_PER_CENTROID`` x its largest codebook (IVF cells, PQ centroids);
-    0 for indexes that need no training."""
-    if faiss_index.is_trained:
-        return 0
-    sizes = [1]
-    ivf = faiss.try_extract_index_ivf(faiss_index)
-    if ivf is not None:
-        sizes.append(ivf.nlist)
-    inner = faiss.downcast_index(ivf if ivf is not None else faiss_index)
-    if hasattr(inner, "pq"):
-        sizes.append(inner.pq.ksub)
-    return MIN_POINTS_PER_CENTROID * max(sizes)
-
-
-def _make_faiss_index(dim: int, factory: str) -> faiss.Index:
-    try:
-        faiss_index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:
-        raise ValueError(
-            f"FAISS cannot build factory {factory!r} for dimension {dim}: "
-            f"{str(err).splitlines()[-1]}"
-        ) from err
-    # The factory turns on polysemous training for 8-bit PQ: it reorders the codes for
-    # Hamming pre-filtering (polysemous_ht), which claid never uses, and it is most of
-    # IVF-PQ's training time (measured: ~65 of 72 s for IVF256,PQ32 on 20k x 256).
-    ivf = faiss.try_extract_index_ivf(faiss_index)
-    inner = faiss.downcast_index(ivf if ivf is not None else faiss_index)
-    if hasattr(inner, "do_polysemous_training"):
-        inner.do_polysemous_training = False
-    return faiss_index
 
 
 class RegionIndex:
@@ -154,7 +100,7 @@ class RegionIndex:
         Returns:
             an empty RegionIndex ready for ``add``.
         """
-        training_vectors = _check_vectors(training_vectors, "training vectors")
+        training_vectors = check_vectors(training_vectors, "training vectors")
         dim_in = int(training_vectors.shape[1])
         if whitening not in WHITENING_KINDS:
             raise ValueError(f"whitening must be one of {WHITENING_KINDS}, got {whitening!r}")
@@ -167,7 +113,7 @@ class RegionIndex:
         if whitening == "none" and whitening_dim is not None:
             raise ValueError('whitening_dim needs whitening="database" or "file"')
         started = time.perf_counter()
-        sample = _subsample(training_vectors, train_size, seed)
+        sample = subsample(training_vectors, train_size, seed)
         unit_sample = l2_normalize(sample, what="training vectors")
 
         white: dict | None = None
@@ -203,7 +149,7 @@ class RegionIndex:
         train_points = whiten_and_normalize(unit_sample, white) if white else unit_sample
         dim = int(white["proj"].shape[1]) if white else dim_in
 
-        faiss_index = _make_faiss_index(dim, factory)
+        faiss_index = make_faiss_index(dim, factory)
         used_factory, fallback_info = factory, None
         needed = training_points_needed(faiss_index)
         if train_points.shape[0] < needed:
@@ -214,7 +160,7 @@ class RegionIndex:
             if fallback is None:
                 raise ValueError(f"{reason}; use a smaller index or set fallback")
             log.warning("%s: falling back to %r", reason, fallback)
-            faiss_index = _make_faiss_index(dim, fallback)
+            faiss_index = make_faiss_index(dim, fallback)
             if training_points_needed(faiss_index) > train_points.shape[0]:
                 raise ValueError(f"{reason}, and fallback {fallback!r} needs training too")
             used_factory, fallback_info = fallback, {"requested": factory, "reason": reason}
@@ -261,7 +207,7 @@ class RegionIndex:
             the RegionIndex; region ids are the row numbers of ``vectors``.
         """
         started = time.perf_counter()
-        vectors = _check_vectors(vectors, "region vectors")
+        vectors = check_vectors(vectors, "region vectors")
         index = cls.train(vectors, **cfg)
         for start in range(0, vectors.shape[0], add_block):
             index.add(vectors[start : start + add_block])
@@ -270,7 +216,7 @@ class RegionIndex:
 
     def add(self, vectors: np.ndarray) -> None:
         """Append (B, D) vectors; their ids continue from ``ntotal``."""
-        vectors = _check_vectors(vectors, "region vectors")
+        vectors = check_vectors(vectors, "region vectors")
         if vectors.shape[0]:
             self.faiss_index.add(self.transform(vectors))
 
@@ -342,7 +288,7 @@ class RegionIndex:
         Raises:
             ValueError: on a wrong dimension, NaN/inf or all-zero rows.
         """
-        vectors = _check_vectors(vectors, "vectors")
+        vectors = check_vectors(vectors, "vectors")
         if vectors.shape[1] != self.dim_in:
             raise ValueError(f"index expects dimension {self.dim_in}, got {vectors.shape[1]}")
         return whiten_and_normalize(vectors, self.whitening)
@@ -419,7 +365,7 @@ class RegionIndex:
     # ------------------------------------------------------------------ disk
     def describe(self) -> dict:
         """The JSON record of what produced this index (schema, config, dims, versions)."""
-        from claid import __version__
+        from claid._version import __version__
 
         return {
             **self.meta,
@@ -437,89 +383,33 @@ class RegionIndex:
             return int(index.ntotal) * int(index.code_size)
         return int(faiss.serialize_index(self.faiss_index).nbytes)
 
-    def save(
-        self,
-        directory: str | os.PathLike,
-        *,
-        provenance: dict | None = None,
-        overwrite: bool = False,
-    ) -> Path:
-        """Write the index folder atomically (built in a temp folder, then renamed).
+    def save(self, directory: str | os.PathLike, *, provenance: dict | None = None,
+             overwrite: bool = False) -> Path:
+        """Write the index folder atomically: :func:`claid.index.index_dir.save_index`."""
+        from claid.index.index_dir import save_index
 
-        Args:
-            directory: the folder to create (e.g. beside the region store).
-            provenance: extra JSON-serialisable facts to record (config, store path...).
-            overwrite: replace an existing folder; otherwise an existing one is an error.
-        Returns:
-            the folder path.
-        """
-        directory = Path(directory)
-        if directory.exists() and not overwrite:
-            raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-        try:
-            faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
-            if self.whitening is not None:
-                save_whitening(tmp / WHITENING_FILE, self.whitening)
-            record = {**self.describe(), "provenance": provenance or {}}
-            (tmp / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        return save_index(self, directory, provenance=provenance, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> RegionIndex:
-        """Read an index folder written by ``save``.
+        """Read an index folder: :func:`claid.index.index_dir.load_index`."""
+        from claid.index.index_dir import load_index
 
-        Raises:
-            FileNotFoundError: when the folder or one of its files is missing.
-            ValueError: on an unknown schema version or a record that does not match
-                the stored index.
-        """
-        directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"no {META_FILE} in {directory}: not a claid index folder (build one with "
-                "claid.index.build_index(...).save(folder))"
-            )
-        meta = json.loads(meta_path.read_text())
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"{directory} has index schema {meta.get('schema_version')}, this claid reads "
-                f"{SCHEMA_VERSION}; rebuild the index"
-            )
-        faiss_index = faiss.read_index(str(directory / INDEX_FILE))
-        whitening = None
-        if (directory / WHITENING_FILE).is_file():
-            whitening = load_whitening(directory / WHITENING_FILE)
-        if (whitening is None) != ("dim" not in meta["whitening"]):
-            raise ValueError(f"{directory}: whitening file and {META_FILE} disagree")
-        if faiss_index.ntotal != meta["ntotal"] or faiss_index.d != meta["dim"]:
-            raise ValueError(
-                f"{directory}: {INDEX_FILE} holds {faiss_index.ntotal} x {faiss_index.d}, "
-                f"{META_FILE} says {meta['ntotal']} x {meta['dim']}"
-            )
-        for key in ("ntotal", "claid_version", "faiss_version", "provenance"):
-            meta.pop(key, None)
-        index = cls(faiss_index, whitening, meta)
-        index.set_search_params(
-            **{name: meta["params"].get(name) for name in ("nprobe", "ef_search", "refine_factor")}
-        )
-        return index
+        return load_index(directory)
 
 
 def build_index(vectors: np.ndarray, **cfg) -> RegionIndex:
-    """``RegionIndex.build(vectors, **cfg)``: the stage function the pipeline calls
-    with ``conf/index/*.yaml`` minus ``k``. See ``RegionIndex.train`` for the keys."""
+    """``RegionIndex.build(vectors, **cfg)``: what ``conf/index/*.yaml`` builds (its
+    ``k`` is the search's). Takes exactly the keywords of ``RegionIndex.train`` and
+    ``add_block`` (its signature says so, for the config check)."""
     return RegionIndex.build(vectors, **cfg)
+
+
+def _build_index_signature() -> inspect.Signature:
+    train = list(inspect.signature(RegionIndex.train).parameters.values())[1:]  # after training_vectors
+    build = inspect.signature(RegionIndex.build).parameters
+    head = [build["vectors"], build["add_block"]]
+    return inspect.Signature(head + train, return_annotation=RegionIndex)
+
+
+build_index.__signature__ = _build_index_signature()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from claid.index import RegionIndex, build_index, search_images
@@ -22,19 +23,21 @@ def test_presets_exist():
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_keys_are_build_arguments(preset):
     cfg = OmegaConf.to_container(OmegaConf.load(preset))
+    assert cfg.pop("_target_") == "claid.index.build_index" and cfg.pop("_partial_") is True
     accepted = set(inspect.signature(RegionIndex.train).parameters) - {"cls", "training_vectors"}
     assert set(cfg) - {"k"} <= accepted
+    assert set(inspect.signature(build_index).parameters) == accepted | {"vectors", "add_block"}
     assert "k" in cfg and "factory" in cfg
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_builds_and_searches(preset):
-    cfg = OmegaConf.to_container(OmegaConf.load(preset))
+    cfg = OmegaConf.load(preset)
     k = cfg.pop("k")
     # 300-D so that the 256-D whitening presets fit; 600 regions is too few for
     # IVF1024 training, so ivfpq must fall back to exact search, on the record.
     vectors = clustered_vectors(600, 300, seed=4)
-    index = build_index(vectors, **cfg)
+    index = instantiate(cfg)(vectors)  # as the pipeline builds it
     if cfg["factory"].startswith("IVF"):
         assert index.meta["fallback"]["requested"] == cfg["factory"]
     region_image = np.arange(600) // 3

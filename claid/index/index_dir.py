@@ -1,0 +1,103 @@
+"""An index dir on disk: the FAISS index, its whitening and what produced it.
+
+    index.faiss     the FAISS index
+    whitening.npz   the whitening (only when one is used)
+    index.json      what produced it: factory, parameters, dims, store hash, versions
+
+Written as a whole (a temporary folder committed with one rename, see
+:mod:`claid.artifacts`); the search table (:mod:`claid.index.search_table`) is
+written beside it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import faiss
+
+from claid.artifacts import commit_dir, fsync_file, temp_path, write_synced
+from claid.index.region_index import SCHEMA_VERSION, RegionIndex
+from claid.index.whitening import load_whitening, save_whitening
+
+INDEX_FILE, WHITENING_FILE, META_FILE = "index.faiss", "whitening.npz", "index.json"
+
+
+def save_index(
+    index: RegionIndex,
+    directory: str | os.PathLike,
+    *,
+    provenance: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the index folder atomically (built in a temp folder, committed with
+    :func:`claid.artifacts.commit_dir`).
+
+    Args:
+        directory: the folder to create (e.g. beside the region store).
+        provenance: extra JSON-serialisable facts to record (config, store path...).
+        overwrite: replace an existing folder; otherwise an existing one is an error.
+    Returns:
+        the folder path.
+    """
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(directory)
+    tmp.mkdir()
+    try:
+        faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
+        fsync_file(tmp / INDEX_FILE)
+        if index.whitening is not None:
+            save_whitening(tmp / WHITENING_FILE, index.whitening)
+        record = {**index.describe(), "provenance": provenance or {}}
+        write_synced(tmp / META_FILE, json.dumps(record, indent=2, sort_keys=True).encode())
+        commit_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_index(directory: str | os.PathLike) -> RegionIndex:
+    """Read an index folder written by :func:`save_index`.
+
+    Raises:
+        FileNotFoundError: when the folder or one of its files is missing.
+        ValueError: on an unknown schema version or a record that does not match
+            the stored index.
+    """
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"no {META_FILE} in {directory}: not a claid index folder (build one with "
+            "claid.index.build_index(...).save(folder))"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{directory} has index schema {meta.get('schema_version')}, this claid reads "
+            f"{SCHEMA_VERSION}; rebuild the index"
+        )
+    faiss_index = faiss.read_index(str(directory / INDEX_FILE))
+    whitening = None
+    if (directory / WHITENING_FILE).is_file():
+        whitening = load_whitening(directory / WHITENING_FILE)
+    if (whitening is None) != ("dim" not in meta["whitening"]):
+        raise ValueError(f"{directory}: whitening file and {META_FILE} disagree")
+    if faiss_index.ntotal != meta["ntotal"] or faiss_index.d != meta["dim"]:
+        raise ValueError(
+            f"{directory}: {INDEX_FILE} holds {faiss_index.ntotal} x {faiss_index.d}, "
+            f"{META_FILE} says {meta['ntotal']} x {meta['dim']}"
+        )
+    for key in ("ntotal", "claid_version", "faiss_version", "provenance"):
+        meta.pop(key, None)
+    index = RegionIndex(faiss_index, whitening, meta)
+    index.set_search_params(
+        **{name: meta["params"].get(name) for name in ("nprobe", "ef_search", "refine_factor")}
+    )
+    return index
