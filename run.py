@@ -11,9 +11,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from claid.backbones.weights import WeightsUnavailableError
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
-from claid.pipeline import SettingsError, run
+from claid.models.weights import WeightsUnavailableError
+from claid.pipeline import run
+from claid.settings import SettingsError
 
 log = logging.getLogger("claid")
 
@@ -33,7 +34,8 @@ def main(cfg: DictConfig) -> float | None:
     if "index" in result.report["settings"]:
         print(f"index dir (for python -m claid search): {result.report['settings']['index']}")
     print(f"run dir: {result.run_dir}")
-    return result.metrics.get("lab/mAP-all")
+    # what a Hydra sweeper optimises (lightning-hydra-template's optimized_metric)
+    return result.metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
 
 
 if __name__ == "__main__":

@@ -139,3 +139,43 @@ def recall_figure(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report: dict, *,
+                n_images: int = 4, n_queries: int = 6) -> dict[str, str]:
+    """The pictures of one run, in ``run_dir``: the hierarchy of the first
+    ``n_images`` images with regions, a results grid of the first ``n_queries``
+    image queries and the recall curve (when the report has one). A failing picture
+    fails the run: best effort is not allowed to hide errors.
+
+    Returns:
+        {artifact name: PNG path}.
+    """
+    from claid.images import load_image
+
+    out: dict[str, str] = {}
+    region_image = np.asarray(store.region_image())
+    depth = np.asarray(store.depth())
+    shown = 0
+    for i, image_id in enumerate(store.image_ids):
+        if shown >= n_images:
+            break
+        rows = np.flatnonzero(region_image == i)
+        if len(rows) == 0:
+            continue
+        masks = store.masks(rows)
+        path = Path(run_dir) / f"hierarchy_{shown}.png"
+        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id)
+        out[f"hierarchy_{shown}"] = str(path)
+        shown += 1
+    image_queries = [q for q in bench.queries if q.image is not None][:n_queries]
+    if rankings and image_queries:
+        path = results_grid_figure(image_queries, rankings, lambda i: load_image(bench.path(i)),
+                                   Path(run_dir) / "results_grid.png")
+        out["results_grid"] = str(path)
+    if "recall_vs_iou" in report:
+        curve = report["recall_vs_iou"]
+        path = recall_figure({"CLAID": (curve["iou"], curve["recall"])},
+                             Path(run_dir) / "recall_vs_iou.png", title=bench.name)
+        out["recall_vs_iou"] = str(path)
+    return out

@@ -23,31 +23,13 @@ import numpy as np
 from PIL import Image
 
 from claid.datasets.boxes import check_box
+from claid.index.search_table import load_search_table, read_search_meta
 from claid.structures import Ranking
 
 
 class QueryError(ValueError):
     """A query claid cannot search with (bad box, text for an index without a text
     encoder...); the message says which and why."""
-
-
-def read_search_meta(index_dir: str | Path) -> dict:
-    """The search.json of an index dir: image ids, descriptor config, provenance."""
-    meta_path = Path(index_dir) / "search.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(
-            f"{index_dir} is not a claid index dir (no search.json); run `python run.py` on the "
-            "collection first and pass the index dir printed in its metrics.json (settings.index)"
-        )
-    return json.loads(meta_path.read_text())
-
-
-def load_search_table(index_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(search.json content, region_image (N,) int64, boxes (N, 4) float32) of an index dir."""
-    index_dir = Path(index_dir)
-    meta = read_search_meta(index_dir)
-    with np.load(index_dir / "regions.npz") as table:
-        return meta, table["region_image"].astype(np.int64), table["boxes"].astype(np.float32)
 
 
 def search(
@@ -183,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--box goes with an image query")
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
-    from claid.backbones.weights import WeightsUnavailableError
     from claid.images import ImageError
+    from claid.models.weights import WeightsUnavailableError
 
     try:
         if args.text is not None:

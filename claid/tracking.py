@@ -67,6 +67,8 @@ class Tracker:
         artifact_location: where a newly created experiment keeps its artifacts.
         experiment: experiment name.
         run_name: MLflow run name (None: MLflow picks one).
+        n_figure_images: images whose region hierarchy is drawn for the run.
+        n_figure_queries: image queries shown in the run's results grid.
     """
 
     def __init__(
@@ -77,13 +79,16 @@ class Tracker:
         artifact_location: str | None = None,
         experiment: str = "claid",
         run_name: str | None = None,
-        **_figure_settings: Any,
+        n_figure_images: int = 4,
+        n_figure_queries: int = 6,
     ) -> None:
         self.enabled = enabled
         self.uri = uri
         self.artifact_location = artifact_location
         self.experiment = experiment
         self.run_name = run_name
+        self.n_figure_images = int(n_figure_images)
+        self.n_figure_queries = int(n_figure_queries)
         self.run_id: str | None = None
         self._mlflow = None
 

@@ -11,7 +11,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["dataset", "backbone", "cutter", "descriptor", "index", "engine", "tracking", "paths"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 # component groups whose YAML is a `_target_` to build (datasets need their data: own tests)
-BUILT = {"backbone", "cutter", "descriptor"}
+BUILT = {"backbone", "cutter", "descriptor", "index", "engine", "tracking"}
 
 
 def test_every_group_has_options():
@@ -41,6 +41,17 @@ def test_misspelled_component_key_is_an_error(compose_cfg):
     cfg = compose_cfg("cutter=ksums", "+cutter.tau_1=0.5")
     with pytest.raises(Exception, match="tau_1"):
         instantiate(cfg.cutter)
+
+
+@pytest.mark.parametrize("group", ["dataset", "backbone", "cutter", "descriptor", "index",
+                                   "engine", "tracking"])
+def test_unknown_key_in_any_built_group_is_one_settings_error(compose_cfg, group):
+    from claid.pipeline import check_settings
+    from claid.settings import SettingsError
+
+    check_settings(compose_cfg())  # the defaults pass
+    with pytest.raises(SettingsError, match=rf"^{group}\.bogus_key is not a setting of "):
+        check_settings(compose_cfg(f"+{group}.bogus_key=1"))
 
 
 def test_short_backbone_names_are_their_full_configs(compose_cfg):

@@ -151,7 +151,7 @@ def test_missing_dataset_stops_with_where_to_get_it(compose_cfg, tmp_path):
 
 
 def test_missing_weights_stop_with_one_clear_message(compose_cfg, tmp_path, monkeypatch):
-    from claid.backbones.weights import WeightsUnavailableError
+    from claid.models.weights import WeightsUnavailableError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -176,7 +176,7 @@ def test_query_stage_encodes_text_queries_and_refuses_what_it_cannot(compose_cfg
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from claid.pipeline import query_stage
+    from claid.descriptors.queries import query_stage
     from claid.structures import Benchmark, Query
 
     bench = Benchmark(name="t", root=str(tmp_path), database=["a.jpg"],
@@ -270,7 +270,7 @@ def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path
     from types import SimpleNamespace
 
     from claid.datasets import DatasetFormatError
-    from claid.pipeline import check_query_images, query_stage
+    from claid.descriptors.queries import check_query_images, query_stage
     from claid.structures import Benchmark, Query
 
     Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "q.jpg", quality=95)
@@ -286,14 +286,14 @@ def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path
 
 
 def test_a_bad_query_image_stops_the_run_before_extraction(compose_cfg, tmp_path, monkeypatch):
-    import claid.pipeline as pipeline
+    import claid.engine.stage as engine_stage
     from claid.datasets import DatasetFormatError
 
     root = tmp_path / "photos"
     _manifest(root)
     blob = (root / "query_cat.png").read_bytes()
     (root / "query_cat.png").write_bytes(blob[: len(blob) // 2])  # header intact, pixels cut
-    monkeypatch.setattr(pipeline, "extract_stage", lambda *a, **k: pytest.fail("extraction ran"))
+    monkeypatch.setattr(engine_stage, "extract_stage", lambda *a, **k: pytest.fail("extraction ran"))
     with pytest.raises(DatasetFormatError, match="query_cat.png"):
         run(compose_cfg(*SMALL, "dataset=manifest", f"dataset.root={root}", "tracking=none"),
             run_dir=tmp_path / "run")

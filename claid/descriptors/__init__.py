@@ -4,4 +4,5 @@
 - ``pooling``: box / mask pooling (GeM, max, mean) on feature maps, pure functions.
 - ``cnn.CNNRegionDescriptor``: ResNet / VGG maps via timm, RoI-pooled.
 - ``vit_tokens.ViTTokenDescriptor``: pools the detector's own tokens (no second network).
+- ``queries``: the run's query stage (one vector per image or text query).
 """

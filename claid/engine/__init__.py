@@ -5,6 +5,7 @@
     writer      persist every batch into the region store; progress in images/s
     extract     ``extract_regions``: the resumable extraction stage
     token_cache ``CachedTokens``: PatchGrids read from an earlier store, not a forward
+    stage       the run's extraction stage: ``extract_stage`` (store key, reuse, tokens)
 """
 
 from claid.engine.datamodule import ImageListDataModule, ImageListDataset, collate_images

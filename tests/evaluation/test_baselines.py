@@ -5,7 +5,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from claid.pipeline import SHUFFLE_BUDGET, check_search_settings, shuffle_repeats, shuffled_scores
+from claid.evaluation.baselines import SHUFFLE_BUDGET, shuffle_repeats, shuffled_scores
+from claid.settings import check_search_settings
 from claid.structures import Benchmark, Query, Ranking
 
 

@@ -1,0 +1,70 @@
+"""The index and search stages of a run: region table -> FAISS index dir -> rankings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from claid.artifacts import config_hash, plain
+from claid.index.search_table import RegionTable, save_search_table
+from claid.structures import Ranking
+
+log = logging.getLogger(__name__)
+
+#: Keys of the ``index`` group read by the search, not by ``build_index``.
+SEARCH_KEYS = ("k",)
+
+
+def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
+    """Build (or load) the FAISS index over ``table.vectors`` into ``index-<hash>``.
+
+    Args:
+        cfg: the run's config (``index``, ``descriptor``, ``seed``).
+        table: the rows to index.
+        upstream: what the rows were made from (goes into the key).
+        cache_dir: where the index dir lives.
+    Returns:
+        (RegionIndex, index dir); the dir also holds the search table.
+    """
+    from claid.components import build
+    from claid.index import RegionIndex
+
+    node = {k: v for k, v in plain(cfg.index).items() if k not in SEARCH_KEYS}
+    params = {k: v for k, v in node.items() if not k.startswith("_")}
+    params.setdefault("seed", int(cfg.seed))
+    key = {"upstream": upstream, "index": params}
+    index_dir = cache_dir / f"index-{config_hash(key)}"
+    if (index_dir / "search.json").exists():
+        log.info("reusing index %s", index_dir)
+        return RegionIndex.load(str(index_dir)), index_dir
+    build_index = build(node)  # claid.index.build_index with the index settings
+    index = build_index(table.vectors, seed=params["seed"])
+    # search.json is written last: a folder without it is an interrupted build, redone
+    index.save(index_dir, provenance={"key": key}, overwrite=True)
+    save_search_table(index_dir, table, descriptor=plain(cfg.descriptor), key=key)
+    return index, index_dir
+
+
+def search_stage(index, table: RegionTable, query_vectors: np.ndarray, queries: list,
+                 k: int | None) -> list[Ranking]:
+    """Region search -> image ranking (an image ranks at its best region), one
+    Ranking per query, the query's own image excluded.
+
+    Args:
+        query_vectors: (n_queries, D) float32, in ``queries`` order.
+        k: regions retrieved per query (None: all).
+    """
+    from claid.index import search_images
+
+    return search_images(
+        index,
+        query_vectors,
+        table.region_image,
+        table.boxes,
+        table.image_ids,
+        [q.qid for q in queries],
+        k=k,
+        exclude=[{q.image} if q.image else set() for q in queries],
+    )
