@@ -304,7 +304,7 @@ def evaluate(
                     key = f"{setting}/{name}" if setting else name
                     per_query_values.setdefault(query.qid, {})[key] = value
         boxes = query.extra.get("positive_boxes", benchmark.gt_boxes)
-        for image in retrieved_positives:
+        for image in sorted(retrieved_positives):  # set order follows PYTHONHASHSEED
             if image not in position:
                 continue
             gt = boxes.get(image)
