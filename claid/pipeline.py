@@ -685,7 +685,7 @@ def _figures(cfg, bench: Benchmark, store, rankings: list[Ranking], run_dir: Pat
             continue
         masks = store.masks(rows)
         path = run_dir / f"hierarchy_{shown}.png"
-        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id)
+        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id, cell=store.cell(i))
         out[f"hierarchy_{shown}"] = str(path)
         shown += 1
     n_queries = int(cfg.tracking.get("n_figure_queries", 6))
