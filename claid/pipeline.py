@@ -373,6 +373,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         run_dir: where metrics.json and pictures go (default: Hydra's run dir, else cwd).
     """
     from claid.evaluation import evaluate, scores_to_metrics
+    from claid.evaluation.conventions import with_conventions
     from claid.tracking import Tracker
 
     check_search_settings(cfg.search)  # before hours of extraction, not after
@@ -395,7 +396,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         return value
 
     with tracker.run(_plain(cfg), tags={"run_dir": str(run_dir)}):
-        bench: Benchmark = timed("dataset", lambda: build(cfg.dataset))
+        bench: Benchmark = with_conventions(timed("dataset", lambda: build(cfg.dataset)), cfg.get("evaluation"))
         # a query image that cannot be decoded stops the run now, not after the extraction
         timed("query_images", lambda: check_query_images(bench))
         store = timed("extract", lambda: extract_stage(cfg, bench, parts, cache_dir))

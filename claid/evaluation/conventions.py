@@ -9,13 +9,15 @@ default: ``later_first`` and ``ground_truth``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from claid.structures import Ranking
+from claid.structures import Benchmark, Ranking
 
-__all__ = ["N_RELEVANT", "TIES", "tie_ordered"]
+__all__ = ["N_RELEVANT", "TIES", "tie_ordered", "with_conventions"]
 
 TIES: dict[str, str] = {
     "later_first": "equal scores: the image later in the benchmark's database order first "
@@ -70,3 +72,31 @@ def tie_ordered(ranking: Ranking, ties: str, database_index: Mapping[str, int]) 
         scores=scores[order],
         boxes=np.asarray(ranking.boxes)[order],
     )
+
+
+def with_conventions(benchmark: Benchmark, options: Mapping[str, Any] | None) -> Benchmark:
+    """The benchmark with ``ties`` / ``n_relevant`` set in its protocol where ``options``
+    gives a value (None keeps the dataset's choice or the family's default).
+
+    Args:
+        benchmark: as a loader returned it.
+        options: e.g. the run config's ``evaluation`` node, {"ties": "as_ranked",
+            "n_relevant": None}; any other key is an error.
+    Returns:
+        A copy with an updated ``protocol`` dict, or ``benchmark`` itself when
+        nothing is set.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"ties", "n_relevant"})
+    if unknown:
+        raise ValueError(f"evaluation.{unknown[0]} is not a known option; expected ties, n_relevant")
+    chosen = {k: str(v) for k, v in options.items() if v is not None}
+    if "ties" in chosen and chosen["ties"] not in TIES:
+        raise ValueError(f"evaluation.ties must be one of {tuple(TIES)}, got {chosen['ties']!r}")
+    if "n_relevant" in chosen and chosen["n_relevant"] not in N_RELEVANT:
+        raise ValueError(
+            f"evaluation.n_relevant must be one of {tuple(N_RELEVANT)}, got {chosen['n_relevant']!r}"
+        )
+    if not chosen:
+        return benchmark
+    return dataclasses.replace(benchmark, protocol={**benchmark.protocol, **chosen})

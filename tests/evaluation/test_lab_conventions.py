@@ -111,3 +111,20 @@ def test_an_empty_ground_truth_list_is_still_left_out():
     (lab,) = evaluate([_ranking("q1", ["a"], [1.0]), _ranking("q2", ["a"], [1.0])],
                       _bench({"family": "lab"}, queries, ["a"]))  # fmt: skip
     assert lab.settings["n_queries_scored"] == 1 and lab.values["mAP-all"] == 1.0
+
+
+def test_run_config_options_reach_the_protocol(compose_cfg):
+    from claid.evaluation.conventions import with_conventions
+
+    bench = _bench({"family": "lab", "query": "crop"}, [Query(image=None, qid="q", positives=["B"])], ["A", "B"])
+    cfg = compose_cfg()
+    assert with_conventions(bench, cfg.evaluation) is bench  # null: the family's defaults
+    cfg = compose_cfg("evaluation.ties=as_ranked", "evaluation.n_relevant=reachable")
+    chosen = with_conventions(bench, cfg.evaluation)
+    assert chosen.protocol == {"family": "lab", "query": "crop", "ties": "as_ranked", "n_relevant": "reachable"}
+    (scores,) = evaluate([_ranking("q", ["A", "B"], [0.5, 0.5])], chosen, ks=(1,))
+    assert scores.values["mAP-1"] == 0.0 and scores.settings["protocol"]["ties"] == "as_ranked"
+    with pytest.raises(ValueError, match="evaluation.ties"):
+        with_conventions(bench, {"ties": "last"})
+    with pytest.raises(ValueError, match="evaluation.tie "):
+        with_conventions(bench, {"tie": "later_first"})
