@@ -61,10 +61,13 @@ class CutSettings:
         count_diagonal: add the n self-edges to c(S) as the authors' code does
             (default False: the paper's Eq. 9).
         cut_root: "always" (default) bisects the root whatever its connectivity,
-            as the authors' ``k_sum_main`` does; "tau1" applies the paper's
-            wording ("a node is further partitioned when cbar < tau1") to the
-            root too, so a root with cbar >= tau1 (every token alike) yields no
-            region. Ignored while ``max_depth`` is set (the root is at depth 0).
+            as the authors' ``k_sum_main`` does (it sends the whole image to
+            ``ksum_Is`` unconditionally and tests ``connect < 0.97`` on the pieces
+            only); "tau1" reads the paper literally for the root too (Sec. III-C:
+            "when c(S) >= tau1, the bisecting on S is not undertaken further";
+            Algorithm 1 line 9: "if c(node) < tau1 then" bisect), so a root with
+            cbar >= tau1 (every token alike) yields no region. Ignored while
+            ``max_depth`` is set (the root is at depth 0 < max_depth).
 
     These dataclass defaults are the only place the defaults live: ``cut_regions``,
     ``RegionCutter`` and ``conf/cutter/_base.yaml`` take them from here (a test
