@@ -2,7 +2,7 @@
 
 A change to the cutter's behaviour (a rule, a default, an order of moves, a seed
 stream) shows up here as a failing test and, once accepted, as a diff of
-``data/golden_trees.json`` that a reviewer reads. Rewrite the file after an intended
+``golden/trees.json`` that a reviewer reads. Rewrite the file after an intended
 change with ``CLAID_WRITE_GOLDEN=1 python -m pytest tests/cutters/test_golden_tree.py``
 and commit it with the change that caused it.
 """
@@ -19,20 +19,34 @@ import pytest
 from claid.cutters import cut_regions
 from claid.cutters.planted import planted_token_map
 
-GOLDEN = Path(__file__).parent / "data" / "golden_trees.json"
+GOLDEN = Path(__file__).parent / "golden" / "trees.json"
 
-# name -> (planted map seed, settings); the settings not named take CutSettings' defaults
+# name -> (map seed, settings); the settings not named take CutSettings' defaults.
+# "planted" maps have a loosely connected root; the "uniform" one (every cosine > alpha,
+# root cbar = 1.0) shows the root rule (cut_root) in the stored tree.
 CASES: dict[str, tuple[int, dict]] = {
     "planted4_defaults": (4, {}),
     "planted6_random_init": (6, {"init": "random", "seed": 3}),
     "planted2_ncut_no_filter": (2, {"cutter": "ncut", "filter_dummies": False}),
     "planted0_fixed_depth": (0, {"max_depth": 3, "filter_dummies": False, "min_patches": 8}),
+    "uniform1_defaults": (1, {}),
 }
 
 
-def _tree_record(seed: int, settings: dict) -> dict:
-    planted = planted_token_map((16, 20), 64, seed=seed)
-    tree = cut_regions(planted.tokens, planted.grid, **settings)
+def _uniform_map(seed: int) -> tuple[np.ndarray, tuple[int, int]]:
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal(32)
+    noise = rng.standard_normal((20 * 24, 32)) * 0.35 * np.linalg.norm(base) / np.sqrt(32)
+    return (base + noise).astype(np.float32), (20, 24)
+
+
+def _tree_record(name: str, seed: int, settings: dict) -> dict:
+    if name.startswith("uniform"):
+        tokens, grid = _uniform_map(seed)
+    else:
+        planted = planted_token_map((16, 20), 64, seed=seed)
+        tokens, grid = planted.tokens, planted.grid
+    tree = cut_regions(tokens, grid, **settings)
     return {
         "settings": settings,
         "grid": list(tree.grid),
@@ -49,7 +63,7 @@ def _tree_record(seed: int, settings: dict) -> dict:
 
 
 def _write_golden() -> None:
-    records = {name: _tree_record(seed, settings) for name, (seed, settings) in CASES.items()}
+    records = {name: _tree_record(name, seed, settings) for name, (seed, settings) in CASES.items()}
     tmp = GOLDEN.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=1) + "\n")
     os.replace(tmp, GOLDEN)
@@ -72,7 +86,7 @@ def test_every_case_is_stored(golden):
 def test_cut_matches_the_stored_tree(golden, name):
     seed, settings = CASES[name]
     expected = golden[name]
-    actual = _tree_record(seed, settings)
+    actual = _tree_record(name, seed, settings)
     assert actual["settings"] == expected["settings"]
     assert (actual["n_cuts"], actual["n_nodes"]) == (expected["n_cuts"], expected["n_nodes"])
     assert len(actual["regions"]) == len(expected["regions"])
@@ -87,4 +101,7 @@ def test_cut_matches_the_stored_tree(golden, name):
 def test_stored_trees_are_not_trivial(golden):
     # a golden file of empty trees would pass for almost any cutter
     for name, record in golden.items():
-        assert len(record["regions"]) >= 4 and max(record["depth"]) >= 2, name
+        if name.startswith("uniform"):  # only the root is cut: its pieces are the regions
+            assert len(record["regions"]) >= 2 and record["n_cuts"] == 1, name
+        else:
+            assert len(record["regions"]) >= 4 and max(record["depth"]) >= 2, name
