@@ -17,17 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from claid.masks import patch_mask_to_pixels  # noqa: E402
 from claid.structures import Query, Ranking  # noqa: E402
 
 _COLORS = plt.get_cmap("tab20").colors
-
-
-def _upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) bool patch mask -> (H, W) bool at image size (nearest)."""
-    h, w = size
-    rows = np.minimum((np.arange(h) * mask.shape[0]) // h, mask.shape[0] - 1)
-    cols = np.minimum((np.arange(w) * mask.shape[1]) // w, mask.shape[1] - 1)
-    return mask[rows][:, cols]
 
 
 def hierarchy_figure(
@@ -37,6 +30,8 @@ def hierarchy_figure(
     path: str | Path,
     max_levels: int = 4,
     title: str = "",
+    *,
+    cell: tuple[float, float],
 ) -> Path:
     """Draw the image and, per hierarchy depth, the output regions in colour.
 
@@ -46,6 +41,8 @@ def hierarchy_figure(
         depth: (R,) int depth of each region (1 = children of the root).
         path: PNG to write.
         max_levels: how many depth levels get a panel (deeper ones join the last).
+        cell: (cy, cx) original pixels per patch; masks reach pixels by
+            ``claid.masks.patch_mask_to_pixels``, as in the store and the evaluation.
     """
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     depth = np.asarray(depth, dtype=np.int64)
@@ -58,7 +55,7 @@ def hierarchy_figure(
         overlay = rgb * 0.35
         chosen = np.flatnonzero(depth == level) if level != levels[-1] else np.flatnonzero(depth >= level)
         for k, r in enumerate(chosen):
-            m = _upsample_mask(np.asarray(masks[r], bool), rgb.shape[:2])
+            m = patch_mask_to_pixels(masks[r], cell, rgb.shape[:2])
             overlay[m] = 0.45 * rgb[m] + 0.55 * np.array(_COLORS[k % len(_COLORS)])
         ax.imshow(np.clip(overlay, 0, 1))
         ax.set_title(f"depth {level}{'+' if level == levels[-1] else ''}: {len(chosen)} regions", fontsize=9)
@@ -165,7 +162,8 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
             continue
         masks = store.masks(rows)
         path = Path(run_dir) / f"hierarchy_{shown}.png"
-        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id)
+        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id,
+                         cell=store.cell(i))
         out[f"hierarchy_{shown}"] = str(path)
         shown += 1
     image_queries = [q for q in bench.queries if q.image is not None][:n_queries]

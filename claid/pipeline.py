@@ -68,6 +68,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
     from claid.engine.stage import extract_stage, whole_image_stage
     from claid.evaluation import evaluate, scores_to_metrics
     from claid.evaluation.baselines import baseline_scores, shuffle_repeats_of
+    from claid.evaluation.conventions import with_conventions
     from claid.evaluation.detection_stage import detection_stage, scores_dict
     from claid.evaluation.run_report import new_report, rankings_report
     from claid.figures import run_figures
@@ -91,7 +92,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         return value
 
     with tracker.run(plain(cfg), tags={"run_dir": str(run_dir)}):
-        bench = timed("dataset", lambda: build(cfg.dataset))
+        bench = with_conventions(timed("dataset", lambda: build(cfg.dataset)), cfg.get("evaluation"))
         # a query image that cannot be decoded stops the run now, not after the extraction
         timed("query_images", lambda: check_query_images(bench))
         store = timed("extract", lambda: extract_stage(cfg, bench, parts, cache_dir))

@@ -8,6 +8,7 @@ builds does not take (a misspelled key is an error, never silently ignored);
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Iterable
 
@@ -24,8 +25,9 @@ def check_group_keys(group: str, node, extra: Iterable[str] = ()) -> None:
 
     Args:
         group: the group's name as the user writes it (``cutter``, ``index``...).
-        node: the group's config (mapping with ``_target_``); a node without
-            ``_target_`` or whose target takes ``**kwargs`` is not checked.
+        node: the group's config (mapping with ``_target_``). A target that takes
+            ``**settings`` is checked against the dataclass it names in its
+            ``SETTINGS`` attribute; one without (or a node without ``_target_``) is not.
         extra: keys the pipeline itself reads from the group (e.g. ``index.k``).
     Raises:
         SettingsError: ``<group>.<key> is not a setting of <target>; known: ...``.
@@ -39,10 +41,14 @@ def check_group_keys(group: str, node, extra: Iterable[str] = ()) -> None:
         obj = get_method(target)
     except Exception as err:  # hydra raises ImportError or ValueError variants
         raise SettingsError(f"{group}._target_: cannot import {target!r} ({err})") from None
-    parameters = inspect.signature(obj).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return
-    known = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    settings_type = getattr(obj, "SETTINGS", None)  # a component taking **settings names them
+    if dataclasses.is_dataclass(settings_type):
+        known = {f.name for f in dataclasses.fields(settings_type)}
+    else:
+        parameters = inspect.signature(obj).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return
+        known = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
     known |= set(extra)
     unknown = sorted(k for k in node.keys() if k not in known and k not in _HYDRA_KEYS)
     if unknown:

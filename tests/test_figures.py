@@ -20,10 +20,10 @@ def test_hierarchy_figure_has_one_panel_per_depth(tmp_path):
     masks[0, :3] = True
     masks[1, 3:] = True
     masks[2, 4:, 4:] = True
-    path = hierarchy_figure(_image("white"), masks, np.array([1, 1, 2]), tmp_path / "h.png")
+    path = hierarchy_figure(_image("white"), masks, np.array([1, 1, 2]), tmp_path / "h.png", cell=(8.0, 8.0))
     assert _is_png(path)
     with Image.open(path) as one, Image.open(
-        hierarchy_figure(_image("white"), masks[:2], np.array([1, 1]), tmp_path / "h1.png")
+        hierarchy_figure(_image("white"), masks[:2], np.array([1, 1]), tmp_path / "h1.png", cell=(8.0, 8.0))
     ) as fewer:
         assert one.width > fewer.width  # two depth levels -> one more panel
 

@@ -23,6 +23,10 @@ from claid.cutters.random_order import node_state
 from claid.structures import RegionTree
 
 CUTTERS = ("ksums", "ncut")
+# "always": the root is bisected whatever its connectivity, as the authors' k_sum_main does
+# (it pops the root into ksum_Is unconditionally and applies the 0.97 test to children only);
+# "tau1": the root obeys the same cbar < tau1 rule as every other node (Algorithm 1 as printed)
+ROOT_RULES = ("always", "tau1")
 
 # tokens whose pairwise cosines all exceed this are one direction: no cut separates them
 _IDENTICAL_COSINE = 1.0 - 1e-6
@@ -56,6 +60,18 @@ class CutSettings:
         filter_dummies: False outputs every node but the root (Table VII).
         count_diagonal: add the n self-edges to c(S) as the authors' code does
             (default False: the paper's Eq. 9).
+        cut_root: "always" (default) bisects the root whatever its connectivity,
+            as the authors' ``k_sum_main`` does (it sends the whole image to
+            ``ksum_Is`` unconditionally and tests ``connect < 0.97`` on the pieces
+            only); "tau1" reads the paper literally for the root too (Sec. III-C:
+            "when c(S) >= tau1, the bisecting on S is not undertaken further";
+            Algorithm 1 line 9: "if c(node) < tau1 then" bisect), so a root with
+            cbar >= tau1 (every token alike) yields no region. Ignored while
+            ``max_depth`` is set (the root is at depth 0 < max_depth).
+
+    These dataclass defaults are the only place the defaults live: ``cut_regions``,
+    ``RegionCutter`` and ``conf/cutter/_base.yaml`` take them from here (a test
+    checks that the YAML base mirrors them).
     """
 
     cutter: str = "ksums"
@@ -70,10 +86,13 @@ class CutSettings:
     max_depth: int | None = None
     filter_dummies: bool = True
     count_diagonal: bool = False
+    cut_root: str = "always"
 
     def __post_init__(self) -> None:
         if self.cutter not in CUTTERS:
             raise ValueError(f"cutter must be one of {CUTTERS}, got {self.cutter!r}")
+        if self.cut_root not in ROOT_RULES:
+            raise ValueError(f"cut_root must be one of {ROOT_RULES}, got {self.cut_root!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         for name in ("tau1", "tau2", "alpha", "energy_quantile"):
@@ -169,7 +188,10 @@ def decompose(
         if depth > 0 and (not s.filter_dummies or xi > s.tau2):
             output = len(outputs)
             outputs.append((idx, depth, parent, cbar, xi))
-        wants_cut = depth < s.max_depth if s.max_depth is not None else cbar < s.tau1
+        if s.max_depth is not None:
+            wants_cut = depth < s.max_depth
+        else:
+            wants_cut = cbar < s.tau1 or (depth == 0 and s.cut_root == "always")
         can_cut = idx.shape[0] >= max(2, s.min_patches) and min_cosine < _IDENTICAL_COSINE
         record = dict(
             size=int(idx.shape[0]),
@@ -238,23 +260,7 @@ def _region_tree(
     )
 
 
-def cut_regions(
-    tokens: Any,
-    grid: tuple[int, int] | None = None,
-    *,
-    cutter: str = "ksums",
-    tau1: float = 0.97,
-    tau2: float = 0.2,
-    alpha: float = 0.2,
-    energy_quantile: float = 0.3,
-    min_patches: int = 15,
-    init: str = "seed",
-    seed: int = 0,
-    max_passes: int = 500,
-    max_depth: int | None = None,
-    filter_dummies: bool = True,
-    count_diagonal: bool = False,
-) -> RegionTree:
+def cut_regions(tokens: Any, grid: tuple[int, int] | None = None, **settings: Any) -> RegionTree:
     """Decompose one image's patch tokens into CLAID instance regions (Algorithm 1).
 
     Tokens are L2-normalised; one float32 Gram matrix gives the affinity
@@ -263,7 +269,8 @@ def cut_regions(
     the root (all patches), nodes are popped breadth first; a popped node other
     than the root is output when its share of H exceeds tau2 (or always, with
     ``filter_dummies=False``); it is bisected (k-sums or NCut) while its
-    connectivity cbar < tau1 (or, with ``max_depth``, while its depth < max_depth),
+    connectivity cbar < tau1 (or, with ``max_depth``, while its depth < max_depth;
+    the root is bisected whatever its cbar unless ``cut_root="tau1"``),
     and each half's 8-connected components of at least ``min_patches`` patches
     become its children. A node with fewer than ``max(2, min_patches)`` patches,
     or whose tokens all point the same way, is a leaf. See ``CutSettings`` for
@@ -273,6 +280,9 @@ def cut_regions(
         tokens: (H*W, D) with ``grid=(H, W)``, or (H, W, D); numpy or torch; raw
             (un-normalised) last-layer patch tokens, row-major over the grid.
         grid: (H, W), needed for flat tokens.
+        **settings: keyword fields of ``CutSettings`` (cutter, tau1, tau2, alpha,
+            energy_quantile, min_patches, init, seed, max_passes, max_depth,
+            filter_dummies, count_diagonal, cut_root); unset ones take its defaults.
     Returns:
         RegionTree: masks (R, H, W) bool; boxes (R, 4) int64 patch units (x1, y1, x2,
         y2, exclusive end); parent (R,) nearest output ancestor or -1; depth (R,)
@@ -282,22 +292,9 @@ def cut_regions(
     Raises:
         ValueError: malformed tokens (rank, grid mismatch, NaN/inf, zero rows) or
             parameters out of range.
+        TypeError: a keyword that is not a ``CutSettings`` field.
     """
-    settings = CutSettings(
-        cutter=cutter,
-        tau1=tau1,
-        tau2=tau2,
-        alpha=alpha,
-        energy_quantile=energy_quantile,
-        min_patches=min_patches,
-        init=init,
-        seed=seed,
-        max_passes=max_passes,
-        max_depth=max_depth,
-        filter_dummies=filter_dummies,
-        count_diagonal=count_diagonal,
-    )
-    return cut_settings_regions(tokens, grid, settings)
+    return cut_settings_regions(tokens, grid, CutSettings(**settings))
 
 
 def cut_settings_regions(

@@ -164,7 +164,7 @@ def reference_cut_regions(tokens: Any, grid: tuple[int, int], **params: Any) -> 
         if settings.max_depth is not None:
             wants_cut = depth < settings.max_depth
         else:
-            wants_cut = cbar < settings.tau1
+            wants_cut = cbar < settings.tau1 or (depth == 0 and settings.cut_root == "always")
         if wants_cut and n >= max(2, settings.min_patches) and min_cosine < _IDENTICAL_COSINE:
             labels = _ksums(unit, idx, degrees, settings, node_state(settings.seed, node_index))
             n_cuts += 1

@@ -1,7 +1,8 @@
 """The Hydra-configured shell around ``cut_regions``: PatchGrid -> RegionTree.
 
-Selected by ``conf/cutter/{ksums,ncut,fixed_depth}.yaml``; every parameter is an
-explicit keyword, so a misspelled config key fails at instantiation.
+Selected by ``conf/cutter/{ksums,ncut,fixed_depth}.yaml``, which inherit every
+default from ``conf/cutter/_base.yaml`` (a mirror of ``CutSettings``' defaults); the
+keywords are ``CutSettings`` fields, so a misspelled config key fails at instantiation.
 """
 
 from __future__ import annotations
@@ -15,42 +16,17 @@ from claid.structures import PatchGrid, RegionTree
 class RegionCutter:
     """Decomposes one image's PatchGrid into a RegionTree with fixed settings.
 
-    Keyword arguments are those of ``claid.cut_regions`` (see ``CutSettings``);
+    Keyword-only arguments are the fields of ``CutSettings`` (defaults there);
     they are checked here, once, rather than on every image. Instances hold no
     state besides the settings, so one cutter may serve a thread pool (the numba
     kernels release the GIL).
     """
 
-    def __init__(
-        self,
-        *,
-        cutter: str = "ksums",
-        tau1: float = 0.97,
-        tau2: float = 0.2,
-        alpha: float = 0.2,
-        energy_quantile: float = 0.3,
-        min_patches: int = 15,
-        init: str = "seed",
-        seed: int = 0,
-        max_passes: int = 500,
-        max_depth: int | None = None,
-        filter_dummies: bool = True,
-        count_diagonal: bool = False,
-    ) -> None:
-        self.settings = CutSettings(
-            cutter=cutter,
-            tau1=tau1,
-            tau2=tau2,
-            alpha=alpha,
-            energy_quantile=energy_quantile,
-            min_patches=min_patches,
-            init=init,
-            seed=seed,
-            max_passes=max_passes,
-            max_depth=max_depth,
-            filter_dummies=filter_dummies,
-            count_diagonal=count_diagonal,
-        )
+    SETTINGS = CutSettings  # what **settings may hold (claid.settings.check_group_keys)
+
+    def __init__(self, **settings: Any) -> None:
+        # no defaults repeated here: CutSettings holds them, and rejects unknown keys
+        self.settings = CutSettings(**settings)
 
     def __call__(self, patch_grid: PatchGrid) -> RegionTree:
         """Regions of one image; boxes in patch units of ``patch_grid.grid``

@@ -5,6 +5,10 @@ Layout (as revisitop's download script leaves it)::
     <root>/gnd_roxford5k.pkl     (gnd_rparis6k.pkl)
     <root>/jpg/<name>.jpg        every database and query image
 
+The images may also lie in the VGG archives' folders (``oxbuild_images/``,
+``paris/<landmark>/``) or a lab copy's ``images/``, and the pickle under ``gt/``
+(``oxford_paris_layouts`` lists every accepted layout).
+
 The pickle holds ``imlist`` and ``qimlist`` (image names without extension)
 and ``gnd``: per query ``bbx`` (x1 y1 x2 y2 in pixels) and ``easy``, ``hard``,
 ``junk``: 0-based indices into ``imlist``. The query images are not in
@@ -23,15 +27,28 @@ from pathlib import Path
 import numpy as np
 
 from claid.datasets.boxes import check_box
-from claid.datasets.files import DatasetFormatError, require
+from claid.datasets.files import DatasetFormatError, index_by_stem, require
+from claid.datasets.oxford_paris_layouts import accepted_layouts, find_layout
 from claid.datasets.protocol import make_protocol
 from claid.structures import Benchmark, Query
 
 SOURCE = "http://cmp.felk.cvut.cz/revisitop/ (images: the Oxford/Paris Buildings pages)"
 
 
-def _layout(name: str) -> str:
-    return f"gnd_{name}.pkl          revisitop ground truth\njpg/<name>.jpg           all images"
+def _image_ids(root: Path, images: str, names: list[str], ext: str) -> list[str]:
+    """Image ids (relative to root) of the pickle's names: ``<images>/<name><ext>`` when
+    the folder is flat, else found by name in its sub-folders (``paris/<landmark>/``)."""
+    flat = [f"{images}/{n}{ext}" for n in names]
+    if not names or (root / flat[0]).is_file():
+        return flat
+    stems = index_by_stem(root, images)
+    absent = [n for n in names if n not in stems]
+    if absent:
+        raise DatasetFormatError(
+            f"{root / images}: {len(absent)} image(s) named in the pickle are not in it or its "
+            f"sub-folders, e.g. {absent[0]}{ext}"
+        )
+    return [stems[n] for n in names]
 
 
 def _indices(value, n: int, where: str) -> list[int]:
@@ -55,17 +72,17 @@ def load_revisited(
     if name not in ("roxford5k", "rparis6k"):
         raise ValueError(f"revisited dataset must be 'roxford5k' or 'rparis6k', got {name!r}")
     root = Path(root)
-    layout = _layout(name)
+    layout = accepted_layouts(name, text=False)
     require(root, name=name, source=SOURCE, layout=layout, kind="dir")
-    gnd_path = require(root / f"gnd_{name}.pkl", name=name, source=SOURCE, layout=layout)
-    require(root / "jpg", name=name, source=SOURCE, layout=layout, kind="dir")
+    found = find_layout(root, name, text=False, source=SOURCE)
+    gnd_path = found.ground_truth
     with open(gnd_path, "rb") as f:
         cfg = pickle.load(f)
     for key in ("imlist", "qimlist", "gnd"):
         if key not in cfg:
             raise DatasetFormatError(f"{gnd_path}: no {key!r} entry (keys: {sorted(cfg)})")
-    imlist = [f"jpg/{n}{ext}" for n in cfg["imlist"]]
-    qimlist = [f"jpg/{n}{ext}" for n in cfg["qimlist"]]
+    imlist = _image_ids(root, found.images, [str(n) for n in cfg["imlist"]], ext)
+    qimlist = _image_ids(root, found.images, [str(n) for n in cfg["qimlist"]], ext)
     if len(cfg["gnd"]) != len(qimlist):
         raise DatasetFormatError(
             f"{gnd_path}: {len(cfg['gnd'])} gnd entries for {len(qimlist)} queries"
@@ -74,7 +91,7 @@ def load_revisited(
     if absent:
         raise DatasetFormatError(
             f"{name}: {root / absent[0]} listed in {gnd_path.name} does not exist; "
-            f"expected layout:\n{layout}"
+            f"accepted layouts:\n{layout}"
         )
     queries = []
     for i, (qimage, g) in enumerate(zip(qimlist, cfg["gnd"])):
@@ -106,6 +123,7 @@ def load_revisited(
             remove_queries_from_db=True,
             junk=True,
             ground_truth=str(gnd_path),
+            layout=found.describe(root),
         ),
     )
 

@@ -69,20 +69,25 @@ def cocoeval_ar(
         results: COCO results ({"image_id", "bbox" [x, y, w, h] or
             "segmentation" (RLE), "score", "category_id" any}).
         gt: a COCO annotation file path or its loaded dict.
-        max_dets: detections per image for the last AR (``AR-<max_dets>``).
+        max_dets: detections kept per image (highest scores) for ``AR-<max_dets>``
+            and ``AP``; any integer >= 1.
         iou_type: "bbox" or "segm".
     Returns:
-        {"AR-1", "AR-10", "AR-<max_dets>", "AP"} from COCOeval's summary (AP
-        with maxDets = max_dets, IoU 0.5:0.95, all areas).
+        {"AR-1", "AR-10", "AR-<max_dets>", "AP"}: COCOeval's numbers at IoU
+        0.5:0.95 over pycocotools' "all" area range, each read at its own entry of
+        ``params.maxDets = sorted({1, 10, max_dets})`` (the mean of
+        ``eval["recall"]`` / ``eval["precision"]`` over their defined cells, as
+        ``COCOeval.summarize`` computes them). ``summarize()``'s own ``stats[0]``
+        reads AP at maxDets = 100 only and is -1 for any other ``max_dets``.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"unknown iou_type {iou_type!r}; expected 'bbox' or 'segm'")
-    if int(max_dets) < 10:
-        # COCOeval keeps maxDets[-1] detections per image and reports AR at 1 and 10 too
-        raise ValueError(f"max_dets must be >= 10, got {max_dets}")
+    if isinstance(max_dets, bool) or not isinstance(max_dets, int | np.integer) or max_dets < 1:
+        raise ValueError(f"max_dets must be an integer >= 1, got {max_dets!r}")
+    max_dets = int(max_dets)
     if isinstance(gt, str):
         with open(gt) as f:
             gt = json.load(f)
@@ -114,14 +119,25 @@ def cocoeval_ar(
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluator.params.useCats = 0
-        evaluator.params.maxDets = [1, 10, int(max_dets)]
+        # COCOeval keeps maxDets[-1] detections per image and accumulates at every entry
+        evaluator.params.maxDets = sorted({1, 10, max_dets})
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    stats = evaluator.stats
     return {
-        "AR-1": float(stats[6]),
-        "AR-10": float(stats[7]),
-        f"AR-{int(max_dets)}": float(stats[8]),
-        "AP": float(stats[0]),
+        "AR-1": _coco_mean(evaluator, "recall", 1),
+        "AR-10": _coco_mean(evaluator, "recall", 10),
+        f"AR-{max_dets}": _coco_mean(evaluator, "recall", max_dets),
+        "AP": _coco_mean(evaluator, "precision", max_dets),
     }
+
+
+def _coco_mean(evaluator, kind: str, max_dets: int) -> float:
+    """COCOeval.summarize's number for IoU 0.5:0.95, area "all", at ``max_dets``:
+    the mean over the cells of ``eval[kind]`` that are defined (> -1), -1 when none."""
+    params = evaluator.params
+    area = params.areaRngLbl.index("all")
+    m = params.maxDets.index(max_dets)
+    # precision is [T, R, K, A, M], recall [T, K, A, M]
+    values = evaluator.eval[kind][..., area, m]
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else -1.0

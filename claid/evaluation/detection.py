@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from claid.evaluation.localization import pairwise_box_iou
+from claid.masks import patch_mask_to_pixels
 from claid.structures import Scores
 
 __all__ = [
@@ -73,24 +74,15 @@ def patch_masks_to_pixels(
 ) -> np.ndarray:
     """Patch-level masks (R, h, w) -> original-image masks (R, H, W) bool.
 
-    Pixel (y, x) of the original image lies in patch (floor(y / sy / P),
-    floor(x / sx / P)); pixels past the patch grid (the border the backbone
-    cropped off to reach a multiple of P) are False.
+    ``scale`` (sy, sx) is original / resized pixels, so one patch cell covers
+    (P * sy, P * sx) original pixels; the mapping is ``claid.masks.patch_mask_to_pixels``
+    (pixel (y, x) lies in patch (floor(y / (P sy)), floor(x / (P sx))); pixels past
+    the grid, the border the backbone cropped off, are False).
     """
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
         raise ValueError(f"masks must be (R, h, w), got {masks.shape}")
-    sy, sx = scale
-    height, width = image_size
-    rows = np.floor((np.arange(height) + 0.5) / sy / patch_size).astype(np.int64)
-    cols = np.floor((np.arange(width) + 0.5) / sx / patch_size).astype(np.int64)
-    grid_h, grid_w = masks.shape[1:]
-    valid_rows = rows < grid_h
-    valid_cols = cols < grid_w
-    out = np.zeros((masks.shape[0], height, width), dtype=bool)
-    inner = masks[:, rows[valid_rows]][:, :, cols[valid_cols]]
-    out[:, : valid_rows.sum(), : valid_cols.sum()] = inner
-    return out
+    return patch_mask_to_pixels(masks, (patch_size * scale[0], patch_size * scale[1]), image_size)
 
 
 class CocoMasks(Mapping):

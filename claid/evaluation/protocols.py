@@ -24,13 +24,31 @@ The protocol is data, read from ``Benchmark.protocol`` (a dict). Keys read here:
     "auto" (default): a query's own image leaves its own ranking unless its
     ground truth lists it as positive (Holidays skips the query in its results;
     Oxford classic lists query images among the good ones); "always"; "never".
+``ties``
+    the order of images with exactly equal scores. "later_first" (default for
+    lab): the image later in ``Benchmark.database`` comes first, as the lab's
+    code ranks (wlzhao22/MSAR ``feature_process.py``: ``np.argsort(sims)[::-1]``
+    over the database order); "earlier_first": the earlier one first; "as_ranked"
+    (default for the other families): the ranking's own order, which for claid's
+    search is the lowest region index first. Only runs of equal consecutive
+    scores are reordered; a ranking is never re-sorted otherwise.
+``n_relevant``
+    |R| of the AP formulas. "ground_truth" (default for lab): the distinct
+    images the query's ground-truth list names, including those the protocol
+    removed (query images) or the database lacks, as the lab's code divides by
+    ``len(grdDict[query])``; a query whose list is non-empty is then scored even
+    when none of its positives can be retrieved (AP 0). "reachable" (default for
+    the other families, revisitop's and cirtorch's ``len(gnd['ok'])`` since their
+    lists hold database images only): the positives still in the database; a
+    query without any is left out of the mean.
 
 Other keys (e.g. "query": "crop" | "pool" | "full", read by the pipeline) are
 recorded with the result, not interpreted; a key that looks like a misspelling of
 one of the above is an error.
 
-Relevant images that a ranking does not hold count as misses. A query without
-any reachable positive is left out of the mean (as revisitop does) and listed.
+Relevant images that a ranking does not hold count as misses. A query left
+without positives (see ``n_relevant``) is left out of the mean (as revisitop
+does) and listed.
 A ranked image that is neither in ``Benchmark.database`` nor removed above is an
 error: the rankings and the benchmark do not belong together.
 
@@ -49,6 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from claid.evaluation.ap import metric_function
+from claid.evaluation.conventions import N_RELEVANT, TIES, tie_ordered
 from claid.evaluation.localization import pairwise_box_iou
 from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
 from claid.structures import Benchmark, Query, Ranking, Scores
@@ -61,11 +80,12 @@ _NOT_RANKED = {
     "average_recall_greedy, cocoeval_ar, corloc)",
     "none": "the benchmark has no queries (index only); nothing to score",
 }
-_READ_KEYS = ("family", "metrics", "k", "junk", "remove_queries_from_db", "remove_query_image")
+_READ_KEYS = (
+    "family", "metrics", "k", "junk", "remove_queries_from_db", "remove_query_image", "ties",
+    "n_relevant",
+)  # fmt: skip
 _SELF_REMOVAL = ("auto", "always", "never")
 _MAX_LISTED = 50  # ids listed in settings; the counts are always complete
-
-
 @dataclass(frozen=True)
 class RetrievalProtocol:
     """A resolved retrieval protocol (see the module docstring for the keys)."""
@@ -75,6 +95,8 @@ class RetrievalProtocol:
     junk: bool = True
     remove_queries_from_db: bool = True
     remove_query_image: str = "auto"
+    ties: str = "as_ranked"
+    n_relevant: str = "reachable"
     recorded: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +108,12 @@ class RetrievalProtocol:
             metric_function(name)  # raises on an unknown name
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics listed twice in {list(self.metrics)}")
+        if self.ties not in TIES:
+            raise ValueError(f"protocol key 'ties' must be one of {tuple(TIES)}, got {self.ties!r}")
+        if self.n_relevant not in N_RELEVANT:
+            raise ValueError(
+                f"protocol key 'n_relevant' must be one of {tuple(N_RELEVANT)}, got {self.n_relevant!r}"
+            )
         if self.remove_query_image not in _SELF_REMOVAL:
             raise ValueError(
                 f"remove_query_image must be one of {_SELF_REMOVAL}, got {self.remove_query_image!r}"
@@ -157,6 +185,8 @@ def resolve_protocol(
             "remove_queries_from_db",
         ),
         remove_query_image=str(protocol.get("remove_query_image", "auto")),
+        ties=str(protocol.get("ties", "later_first" if chosen == "lab" else "as_ranked")),
+        n_relevant=str(protocol.get("n_relevant", "ground_truth" if chosen == "lab" else "reachable")),
         recorded=protocol,
     )
 
@@ -232,6 +262,10 @@ def evaluate(
     by_qid = _rankings_by_query(rankings, benchmark.queries)
     query_images = {q.image for q in benchmark.queries if q.image is not None}
     database = set(benchmark.database)
+    database_index = (
+        {image: i for i, image in enumerate(benchmark.database)} if spec.ties != "as_ranked" else {}
+    )
+    n_reordered = 0
     functions = {name: metric_function(name) for name in spec.metrics}
 
     settings_names = list(REVISITED_SETTINGS) if spec.family == "revisited" else [""]
@@ -251,7 +285,8 @@ def evaluate(
     )
 
     for query in benchmark.queries:
-        ranking = by_qid[query.qid]
+        ranking = tie_ordered(by_qid[query.qid], spec.ties, database_index)
+        n_reordered += ranking is not by_qid[query.qid]
         removed: set[str] = query_images if spec.remove_queries_from_db else set()
         if query.image is not None and (
             spec.remove_query_image == "always"
@@ -288,7 +323,8 @@ def evaluate(
             n_unreachable += len(positives) - len(reachable)
             junk_at = _positions(position, junk - removed) if spec.junk else removed_at[:0]
             n_junk_removed[setting] += junk_at.size
-            if not reachable:
+            n_relevant = len(reachable) if spec.n_relevant == "reachable" else len(positives)
+            if n_relevant == 0:
                 skipped[setting].append(query.qid)
                 continue
             dropped = np.union1d(removed_at, junk_at)
@@ -298,7 +334,7 @@ def evaluate(
             scored[setting] += 1
             retrieved_positives |= reachable
             for name, (function, _) in functions.items():
-                value = function(relevance, len(reachable))
+                value = function(relevance, n_relevant)
                 sums[setting][name] += value
                 if per_query:
                     key = f"{setting}/{name}" if setting else name
@@ -334,6 +370,8 @@ def evaluate(
         "junk": "removed from the ranking before scoring" if spec.junk else "kept as non-relevant",
         "remove_queries_from_db": spec.remove_queries_from_db,
         "remove_query_image": spec.remove_query_image,
+        "ties": {"rule": spec.ties, "definition": TIES[spec.ties], "n_rankings_reordered": n_reordered},
+        "n_relevant": {"rule": spec.n_relevant, "definition": N_RELEVANT[spec.n_relevant]},
         "relevant_not_ranked": "counted as misses",
         "n_queries": len(benchmark.queries),
         "n_queries_scored": scored if spec.family == "revisited" else scored[""],

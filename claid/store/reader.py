@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from claid.masks import patch_mask_to_pixels
 from claid.store.format import (
     LEGACY_TOKEN_DTYPE,
     REGION_DTYPE,
@@ -262,20 +263,17 @@ class RegionStore:
         return np.stack(decoded)
 
     def mask_pixels(self, region: int) -> np.ndarray:
-        """(H, W) bool mask of one region in original-image pixels (each patch cell
-        painted; cells cover ``cell`` pixels each, clipped to the image)."""
+        """(H, W) bool mask of one region in original-image pixels (``claid.masks`` rule)."""
         shard, row, image = self._locate(int(region))
-        patch_mask = self._decode_mask(shard, row, image)
+        size = (int(self._sizes[image][0]), int(self._sizes[image][1]))
+        return patch_mask_to_pixels(self._decode_mask(shard, row, image), self.cell(image), size)
+
+    def cell(self, image: int) -> tuple[float, float]:
+        """(cy, cx) original pixels per patch of the image at index ``image`` of ``image_ids``."""
         cell = self._cells[image]
         if cell is None:
             raise ValueError(f"image {self.image_ids[image]!r} has no patch cell size stored")
-        height, width = (int(v) for v in self._sizes[image])
-        rows = np.minimum((np.arange(height) / cell[0]).astype(np.int64), patch_mask.shape[0] - 1)
-        cols = np.minimum((np.arange(width) / cell[1]).astype(np.int64), patch_mask.shape[1] - 1)
-        inside_rows = np.arange(height) < cell[0] * patch_mask.shape[0]
-        inside_cols = np.arange(width) < cell[1] * patch_mask.shape[1]
-        out = patch_mask[rows][:, cols]
-        return out & inside_rows[:, None] & inside_cols[None, :]
+        return float(cell[0]), float(cell[1])
 
     # -- per image
 

@@ -1,20 +1,30 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from claid.cutters import RegionCutter, cut_regions
+from claid.cutters import CutSettings, RegionCutter, cut_regions
 from claid.structures import PatchGrid
 
 CUTTER_CONF = Path(__file__).resolve().parents[2] / "conf" / "cutter"
 SIGNATURE_KEYS = set(RegionCutter().config())
+OPTIONS = sorted(p.stem for p in CUTTER_CONF.glob("*.yaml"))
+
+
+def _cutter_cfg(name, *overrides):
+    """conf/cutter/<name>.yaml as Hydra composes it (its defaults list applied)."""
+    with initialize_config_dir(config_dir=str(CUTTER_CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
 
 
 @pytest.mark.parametrize("name", ["ksums", "ncut", "fixed_depth"])
 def test_yaml_spells_out_every_parameter_and_instantiates(name, small_map):
-    cfg = OmegaConf.load(CUTTER_CONF / f"{name}.yaml")
+    cfg = _cutter_cfg(name)
     assert cfg._target_ == "claid.cutters.RegionCutter"
     assert set(cfg.keys()) - {"_target_"} == SIGNATURE_KEYS
     cutter = instantiate(cfg)
@@ -27,16 +37,46 @@ def test_yaml_spells_out_every_parameter_and_instantiates(name, small_map):
 
 
 def test_yaml_defaults_are_the_paper_defaults():
-    ksums = OmegaConf.to_container(OmegaConf.load(CUTTER_CONF / "ksums.yaml"))
+    ksums = OmegaConf.to_container(_cutter_cfg("ksums"))
     ksums.pop("_target_")
     assert ksums == RegionCutter().config()
-    fixed = OmegaConf.load(CUTTER_CONF / "fixed_depth.yaml")
+    fixed = _cutter_cfg("fixed_depth")
     assert fixed.max_depth == 5 and fixed.filter_dummies is False
-    assert OmegaConf.load(CUTTER_CONF / "ncut.yaml").cutter == "ncut"
+    assert _cutter_cfg("ncut").cutter == "ncut"
+
+
+def test_yaml_base_mirrors_the_python_defaults():
+    # one source of truth (CutSettings); the YAML base must say the same, key for key
+    base = OmegaConf.to_container(OmegaConf.load(CUTTER_CONF / "_base.yaml"))
+    assert base.pop("_target_") == "claid.cutters.RegionCutter"
+    python = {f.name: f.default for f in dataclasses.fields(CutSettings)}
+    assert base == python
+    assert python["cut_root"] == "always"  # the authors' k_sum_main always bisects the root
+
+
+@pytest.mark.parametrize("name", ["ksums", "ncut", "fixed_depth"])
+def test_options_inherit_from_the_base_and_state_only_their_changes(name):
+    raw = OmegaConf.to_container(OmegaConf.load(CUTTER_CONF / f"{name}.yaml"))
+    assert raw.pop("defaults") == ["_base", "_self_"]
+    base = OmegaConf.load(CUTTER_CONF / "_base.yaml")
+    assert all(base[key] != value for key, value in raw.items()), raw
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_key_of_every_option_is_a_setting(name):
+    keys = set(_cutter_cfg(name).keys()) - {"_target_"}
+    assert keys == SIGNATURE_KEYS
+
+
+def test_unknown_keys_are_an_error():
+    with pytest.raises(ConfigCompositionException, match="tau_1"):
+        _cutter_cfg("ksums", "tau_1=0.5")  # struct mode: not in the base
+    with pytest.raises(InstantiationException, match="tau_1"):
+        instantiate(_cutter_cfg("ksums", "+tau_1=0.5"))  # forced in: CutSettings refuses it
 
 
 def test_overrides_reach_the_cutter():
-    cfg = OmegaConf.load(CUTTER_CONF / "ksums.yaml")
+    cfg = _cutter_cfg("ksums")
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(["tau1=0.95", "init=random", "tau2=0.3"]))
     settings = instantiate(cfg).settings
     assert (settings.tau1, settings.init, settings.tau2) == (0.95, "random", 0.3)

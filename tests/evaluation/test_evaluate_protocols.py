@@ -114,10 +114,13 @@ def test_positives_that_left_the_database_are_counted_not_scored():
         Query(image="q1.jpg", qid="q1", positives=["a", "q2.jpg"]),
         Query(image="q2.jpg", qid="q2", positives=["b"]),
     ]
-    (scores,) = evaluate(
-        [_ranking("q1", ["a"]), _ranking("q2", ["b"])], _bench({"family": "lab"}, queries)
-    )
+    rankings = [_ranking("q1", ["a"]), _ranking("q2", ["b"])]
+    (scores,) = evaluate(rankings, _bench({"family": "lab", "n_relevant": "reachable"}, queries))
     assert scores.values["mAP-all"] == pytest.approx(1.0)
+    assert scores.settings["n_positives_not_in_database"] == 1
+    # the lab's default divides by the ground-truth list: q1 found 1 of its 2 -> 0.5
+    (scores,) = evaluate(rankings, _bench({"family": "lab"}, queries))
+    assert scores.values["mAP-all"] == pytest.approx((0.5 + 1.0) / 2)
     assert scores.settings["n_positives_not_in_database"] == 1
 
 

@@ -1,0 +1,102 @@
+"""Two conventions on which evaluation code bases part, as named protocol options.
+
+``ties`` (how images with exactly equal scores are ordered) and ``n_relevant``
+(what |R| of the AP formulas counts); ``protocols.evaluate`` reads both from the
+protocol dict and records the rule and its definition with every result. The
+lab protocol follows the lab's code (wlzhao22/MSAR ``feature_process.py``) by
+default: ``later_first`` and ``ground_truth``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from claid.structures import Benchmark, Ranking
+
+__all__ = ["N_RELEVANT", "TIES", "tie_ordered", "with_conventions"]
+
+TIES: dict[str, str] = {
+    "later_first": "equal scores: the image later in the benchmark's database order first "
+    "(the lab's reversed np.argsort)",
+    "earlier_first": "equal scores: the image earlier in the benchmark's database order first",
+    "as_ranked": "equal scores keep the ranking's order (claid's search: lowest region index first)",
+}
+N_RELEVANT: dict[str, str] = {
+    "ground_truth": "|R| = distinct images named by the query's ground-truth list, removed "
+    "query images and images missing from the database included (the lab's len(gt))",
+    "reachable": "|R| = positives still in the database after the protocol's removals",
+}
+
+
+def tie_ordered(ranking: Ranking, ties: str, database_index: Mapping[str, int]) -> Ranking:
+    """The ranking with every run of exactly equal consecutive scores put in ``ties`` order.
+
+    Args:
+        ranking: images best first with their (N,) scores and (N, 4) boxes.
+        ties: a key of ``TIES``.
+        database_index: image id -> position in the benchmark's database order
+            (images it lacks, e.g. removed query images, sort after it in a run;
+            they leave the list before scoring, so their place does not matter).
+    Returns:
+        The same ranking object when nothing moves, else a reordered copy.
+    """
+    scores = np.asarray(ranking.scores)
+    n = len(ranking.images)
+    if ties == "as_ranked" or n < 2:
+        return ranking
+    if ties not in TIES:
+        raise ValueError(f"protocol key 'ties' must be one of {tuple(TIES)}, got {ties!r}")
+    run = np.cumsum(np.r_[True, scores[1:] != scores[:-1]])
+    if run[-1] == n:
+        return ranking
+    if not database_index:
+        raise ValueError(
+            f"ranking {ranking.qid!r} has equal scores and protocol key 'ties'={ties!r} orders them "
+            "by the benchmark's database, which is empty; set ties: as_ranked"
+        )
+    position = np.fromiter(
+        (database_index.get(image, len(database_index) + i) for i, image in enumerate(ranking.images)),
+        dtype=np.int64,
+        count=n,
+    )
+    order = np.lexsort((-position if ties == "later_first" else position, run))
+    if np.array_equal(order, np.arange(n)):
+        return ranking
+    return Ranking(
+        qid=ranking.qid,
+        images=[ranking.images[i] for i in order],
+        scores=scores[order],
+        boxes=np.asarray(ranking.boxes)[order],
+    )
+
+
+def with_conventions(benchmark: Benchmark, options: Mapping[str, Any] | None) -> Benchmark:
+    """The benchmark with ``ties`` / ``n_relevant`` set in its protocol where ``options``
+    gives a value (None keeps the dataset's choice or the family's default).
+
+    Args:
+        benchmark: as a loader returned it.
+        options: e.g. the run config's ``evaluation`` node, {"ties": "as_ranked",
+            "n_relevant": None}; any other key is an error.
+    Returns:
+        A copy with an updated ``protocol`` dict, or ``benchmark`` itself when
+        nothing is set.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"ties", "n_relevant"})
+    if unknown:
+        raise ValueError(f"evaluation.{unknown[0]} is not a known option; expected ties, n_relevant")
+    chosen = {k: str(v) for k, v in options.items() if v is not None}
+    if "ties" in chosen and chosen["ties"] not in TIES:
+        raise ValueError(f"evaluation.ties must be one of {tuple(TIES)}, got {chosen['ties']!r}")
+    if "n_relevant" in chosen and chosen["n_relevant"] not in N_RELEVANT:
+        raise ValueError(
+            f"evaluation.n_relevant must be one of {tuple(N_RELEVANT)}, got {chosen['n_relevant']!r}"
+        )
+    if not chosen:
+        return benchmark
+    return dataclasses.replace(benchmark, protocol={**benchmark.protocol, **chosen})
