@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 from claid.backbones.weights import WeightsUnavailableError
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.pipeline import SettingsError, run
+from claid.preflight import prepare_run
+from claid.sweeps import in_multirun
+from claid.tracking import record_failed_job
 
 log = logging.getLogger("claid")
 
@@ -24,9 +27,16 @@ USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
+        prepare_run(cfg)  # threads, every missing weight file at once: before any MLflow run
         result = run(cfg)
-    except USER_ERRORS as err:
-        sys.exit(f"error: {err}")
+    except Exception as err:
+        if in_multirun():  # recorded on the job's run; the other jobs go on, the summary lists it
+            record_failed_job(cfg, err)
+            log.error("job failed: %s", err, exc_info=not isinstance(err, USER_ERRORS))
+            return None
+        if isinstance(err, USER_ERRORS):
+            sys.exit(f"error: {err}")
+        raise
     for name, value in sorted(result.metrics.items()):
         if not name.startswith("time/"):
             log.info("%-40s %.4f", name, value)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from claid.store import config_hash, write_json_atomic
 from claid.structures import Benchmark, Ranking
@@ -188,7 +189,7 @@ def extract_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_d
         keep_tokens=bool(cfg.cache.tokens),
         token_dtype=cfg.cache.token_dtype,
         tokens_from=tokens_from,
-        **_plain(cfg.engine),
+        **{k: v for k, v in _plain(cfg.engine).items() if k != "threads"},  # threads: claid/threads.py
     )
 
 
@@ -320,7 +321,7 @@ def query_stage(cfg: DictConfig, bench: Benchmark, parts: _Components, cache_dir
         return np.load(path)
     descriptor = parts.get("descriptor")
     rows = []
-    for query in bench.queries:
+    for query in tqdm(bench.queries, desc="describing queries", unit="query", disable=None):
         if query.image is None:
             if query.text is None or not hasattr(descriptor, "encode_text"):
                 raise ValueError(f"query {query.qid!r} has no image, and no text this descriptor can encode")
@@ -373,17 +374,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         run_dir: where metrics.json and pictures go (default: Hydra's run dir, else cwd).
     """
     from claid.evaluation import evaluate, scores_to_metrics
-    from claid.tracking import Tracker
+    from claid.tracking import tracker_for
 
     check_search_settings(cfg.search)  # before hours of extraction, not after
     run_dir = Path(run_dir or _hydra_run_dir() or os.getcwd())
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tracking = _plain(cfg.tracking)
-    if not tracking.get("run_name"):
-        tracking["run_name"] = _hydra_overrides()
-    tracker = Tracker(**tracking)
+    tracker = tracker_for(cfg)  # run name, tags, params, sweep parent: claid/tracking.py
     timing: dict[str, float] = {}
     parts = _Components(cfg)
 
@@ -394,7 +392,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         log.info("%s: %.2f s", name, timing[f"time/{name}_s"])
         return value
 
-    with tracker.run(_plain(cfg), tags={"run_dir": str(run_dir)}):
+    with tracker.run(tags={"run_dir": str(run_dir)}):
         bench: Benchmark = timed("dataset", lambda: build(cfg.dataset))
         # a query image that cannot be decoded stops the run now, not after the extraction
         timed("query_images", lambda: check_query_images(bench))
@@ -671,11 +669,13 @@ def _figures(cfg, bench: Benchmark, store, rankings: list[Ranking], run_dir: Pat
     allowed to hide errors: a failing picture fails the run)."""
     from claid.figures import hierarchy_figure, recall_figure, results_grid_figure
     from claid.images import load_image
+    from claid.tracking import figure_caption
 
     out: dict[str, str] = {}
     n_images = int(cfg.tracking.get("n_figure_images", 4))
     region_image = np.asarray(store.region_image())
-    depth = np.asarray(store.depth())
+    depth, parent = np.asarray(store.depth()), np.asarray(store.parent())
+    caption = figure_caption(cfg, bench.name)  # run name and dataset in every title
     shown = 0
     for i, image_id in enumerate(store.image_ids):
         if shown >= n_images:
@@ -685,17 +685,19 @@ def _figures(cfg, bench: Benchmark, store, rankings: list[Ranking], run_dir: Pat
             continue
         masks = store.masks(rows)
         path = run_dir / f"hierarchy_{shown}.png"
-        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id)
+        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id,
+                         parent=parent[rows], caption=caption)
         out[f"hierarchy_{shown}"] = str(path)
         shown += 1
     n_queries = int(cfg.tracking.get("n_figure_queries", 6))
     image_queries = [q for q in bench.queries if q.image is not None][:n_queries]
     if rankings and image_queries:
-        path = results_grid_figure(image_queries, rankings, lambda i: load_image(bench.path(i)), run_dir / "results_grid.png")
+        path = results_grid_figure(image_queries, rankings, lambda i: load_image(bench.path(i)), run_dir / "results_grid.png",
+                                   caption=caption)
         out["results_grid"] = str(path)
     if "recall_vs_iou" in report:
         curve = report["recall_vs_iou"]
-        path = recall_figure({"CLAID": (curve["iou"], curve["recall"])}, run_dir / "recall_vs_iou.png", title=bench.name)
+        path = recall_figure({"CLAID": (curve["iou"], curve["recall"])}, run_dir / "recall_vs_iou.png", title=caption)
         out["recall_vs_iou"] = str(path)
     return out
 
