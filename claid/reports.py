@@ -101,6 +101,16 @@ def swept_keys(runs) -> list[str]:
     return list(keys)
 
 
+def varied_keys(runs) -> list[str]:
+    """The keys that tell ``runs`` apart: their swept keys when they came from a
+    multirun, else the parameters whose values differ between them (sorted)."""
+    swept = swept_keys(runs)
+    if swept or len(runs) < 2:
+        return swept
+    names = set().union(*(r.data.params for r in runs))
+    return sorted(n for n in names if len({r.data.params.get(n) for r in runs}) > 1)
+
+
 def swept_value(run, key: str) -> str | None:
     """A run's value of ``key``: its ``sweep.<key>`` tag (group choices too), else the param."""
     return run.data.tags.get(f"sweep.{key}", run.data.params.get(key))
@@ -120,14 +130,15 @@ def runs_table(
     tag_equals: dict[str, str] | None = None,
 ) -> list[dict]:
     """One dict per run (see :func:`search_runs` for which), newest first: ``run_id``,
-    ``run_name``, ``status``, the chosen params (default: the swept keys), the chosen
+    ``run_name``, ``status``, the chosen params (default: :func:`varied_keys`), the chosen
     metrics (default: :data:`KEY_METRICS`; None where a run lacks one) and, when a
     run failed, ``error``."""
     runs = search_runs(
         tracking_uri, experiment, parent=parent, run_ids=run_ids, where=where,
         params=param_equals, tags=tag_equals, only_finished=only_finished,
     )
-    params = list(swept_keys(runs) if params is None else params)
+    params = list(varied_keys([r for r in runs if r.data.tags.get("claid.role") != "sweep"])
+                  if params is None else params)
     metrics = list(KEY_METRICS if metrics is None else metrics)
     rows = []
     for run in runs:

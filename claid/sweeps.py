@@ -218,7 +218,9 @@ def summarise_sweep(uri: str, parent_run_id: str, out_dir: str | Path) -> SweepS
         figures.append(("summary_recall_vs_iou.png", draw_recall(curves, title=f"recall vs IoU: {title}")))
     for name, figure in figures:
         files.append(save_figure(figure, out_dir / name))
-    images = "".join(f'<h2>{html.escape(n)}</h2><img src="{html.escape(n)}">' for n, _ in figures)
+    # pictures inline, so that the page shows them in MLflow's artifact viewer too
+    images = "".join(f'<h2>{html.escape(n)}</h2><img src="data:image/png;base64,{_base64(out_dir / n)}">'
+                     for n, _ in figures)
     files.append(_write_text(out_dir / "summary.html", (
         f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
         f"<h1>{html.escape(title)}</h1>{html_table(rows, columns)}{images}</body></html>")))
@@ -231,6 +233,12 @@ def summarise_sweep(uri: str, parent_run_id: str, out_dir: str | Path) -> SweepS
     client.set_terminated(parent_run_id, status="FINISHED" if finished else "FAILED")
     text = f"\nsweep summary: {title}\n{table}\nsummary files: {out_dir} (and MLflow run {parent_run_id}, summary/)"
     return SweepSummary(rows=rows, text=text, files=files, jobs=len(rows), failed=failed)
+
+
+def _base64(path: Path) -> str:
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def _slug(text: str) -> str:

@@ -45,19 +45,19 @@ def apply_threads(setting: int | str | None) -> int:
 
     n = resolve_threads(setting)
     os.environ["OMP_NUM_THREADS"] = str(n)
-    torch.set_num_threads(n)
-    threadpool_limits(limits=n)  # stays in force: the returned limiter is never restored
+    try:  # first: starting numba's pool resets OpenMP's thread count, torch's included
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
     try:
         import faiss
 
         faiss.omp_set_num_threads(n)
     except ImportError:
         pass
-    try:
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    threadpool_limits(limits=n)  # stays in force: the returned limiter is never restored
+    torch.set_num_threads(n)
     log.info("CPU threads: %d (engine.threads=%s)", n, setting)
     return n
