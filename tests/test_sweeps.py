@@ -114,3 +114,34 @@ def test_swept_keys_come_from_the_command_line_and_the_sweeper_params():
 def test_markdown_table_escapes_and_rounds():
     text = markdown_table([{"a": 0.12345, "b": "x|y", "c": None}], ["a", "b", "c"])
     assert text.splitlines() == ["| a | b | c |", "|---|---|---|", "| 0.123 | x\\|y |  |"]
+
+
+def test_a_two_key_sweep_is_summarised_as_a_heat_map_and_closes_its_parent(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from claid.sweeps import summarise_sweep
+    from claid.tracking import RunIdentity, Tracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("two", artifact_location=str(tmp_path / "art"))
+    parent = client.create_run(experiment_id, run_name="sweep", tags={"claid.swept": "cutter.init,cutter.tau2"})
+    for init in ("seed", "random"):
+        for tau2 in ("0.2", "0.1"):
+            tags = {"claid.swept": "cutter.init,cutter.tau2", "sweep.cutter.init": init, "sweep.cutter.tau2": tau2}
+            tracker = Tracker(uri=uri, experiment="two", identity=RunIdentity(
+                name=f"init={init} tau2={tau2}", tags=tags, parent_run_id=parent.info.run_id))
+            with tracker.run():
+                tracker.log_metrics({"lab/mAP-all": float(tau2) + (init == "seed"),
+                                     "detection/recall-anymatch-box-iou0.5": 0.5,
+                                     "detection/recall-anymatch-box-iou0.1": 0.9})
+    summary = summarise_sweep(uri, parent.info.run_id, tmp_path / "summary")
+    assert [(r["cutter.init"], r["cutter.tau2"]) for r in summary.rows] == [
+        ("random", "0.1"), ("random", "0.2"), ("seed", "0.1"), ("seed", "0.2")]
+    assert summary.jobs == 4 and summary.failed == 0
+    names = {p.name for p in summary.files}
+    assert {"summary_heatmap.png", "summary_recall_vs_iou.png", "summary.csv"} <= names
+    assert not any(n.startswith("summary_vs_") for n in names)
+    closed = client.get_run(parent.info.run_id)
+    assert closed.info.status == "FINISHED" and closed.data.metrics["key/headline"] == 1.2
+    assert "seed" in summary.text and "lab/mAP-all" in summary.text
