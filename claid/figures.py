@@ -295,6 +295,8 @@ def draw_sweep_metrics(
         ax.set_ylabel(name)
         if labels:
             ax.set_xticks(range(len(labels)), labels)
+        elif len(set(x)) <= 12:  # the swept values themselves, not matplotlib's grid
+            ax.set_xticks(sorted(set(x)), [f"{v:g}" for v in sorted(set(x))])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(_wrap(title, 50 * len(metrics)), fontsize=9)

@@ -56,9 +56,11 @@ def search_runs(
     clauses = [where] if where else []
     if parent:
         try:
-            experiment_ids = [client.get_run(parent).info.experiment_id]
+            client.get_run(parent)
         except MlflowException:
             raise ValueError(f"no MLflow run {parent!r} at {tracking_uri}") from None
+        # every experiment: a job whose overlay sets another tracking.experiment is still a child
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
         clauses.append(f"tags.`mlflow.parentRunId` = '{parent}'")
     else:
         names = [experiment] if isinstance(experiment, str) else list(experiment or ["claid"])

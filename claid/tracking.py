@@ -110,18 +110,19 @@ def key_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """The handful of numbers a runs table needs, under one ``key/`` prefix whatever
     the protocol: ``key/headline`` (the first of :data:`HEADLINE_METRICS` present),
     ``key/chance`` and ``key/global`` (the same metric for the shuffled rankings and
-    the one-global-descriptor baseline) and ``key/regions_per_image``. Empty when the
-    run has none of them."""
+    the one-global-descriptor baseline) and ``key/regions_per_image``, rounded to 4
+    decimals so that a runs-table column shows them whole (the exact values stay
+    under their own names). Empty when the run has none of them."""
     out: dict[str, float] = {}
     headline = headline_metric(metrics)
     if headline is not None:
-        out["key/headline"] = float(metrics[headline])
+        out["key/headline"] = round(float(metrics[headline]), 4)
         for baseline, name in (("shuffled", "key/chance"), ("global_descriptor", "key/global")):
             value = metrics.get(f"baseline/{baseline}/{headline}")
             if value is not None:
-                out[name] = float(value)
+                out[name] = round(float(value), 4)
     if "count/regions_per_image" in metrics:
-        out["key/regions_per_image"] = float(metrics["count/regions_per_image"])
+        out["key/regions_per_image"] = round(float(metrics["count/regions_per_image"]), 4)
     return out
 
 

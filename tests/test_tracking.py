@@ -55,6 +55,7 @@ def test_key_metrics_follow_the_protocols_headline():
     assert key_metrics(lab) == {"key/headline": 0.3, "key/chance": 0.1, "key/global": 0.25,
                                 "key/regions_per_image": 4.0}
     assert key_metrics({"revisited/medium/mAP": 0.4, "revisited/hard/mAP": 0.1}) == {"key/headline": 0.4}
+    assert key_metrics({"lab/mAP-all": 0.330605158}) == {"key/headline": 0.3306}
     assert key_metrics({"time/x_s": 1.0}) == {}
 
 
