@@ -710,13 +710,3 @@ def _hydra_run_dir() -> str | None:
     except ValueError:
         return None
 
-
-def _hydra_overrides() -> str | None:
-    """The job's command-line overrides (``cutter=ncut,index=flat``) as a readable
-    MLflow run name, or None outside a Hydra job."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get().job.override_dirname or "defaults"
-    except ValueError:
-        return None

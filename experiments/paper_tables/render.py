@@ -59,6 +59,16 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     print(f"plot: {save_figure(figure, path)}")
 
 
+def _title(uri: str, study: str | None, parent: str | None, rows: list[dict]) -> str:
+    """The plot's title: the study or sweep name and the dataset of its runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    name = client.get_run(parent).info.run_name if parent else study
+    datasets = sorted({client.get_run(r["run_id"]).data.tags.get("dataset", "?") for r in rows[:20]})
+    return f"{name} ({', '.join(datasets)}, {len(rows)} runs)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", nargs="?", help=f"a study ({', '.join(STUDIES)}), 'all', or any experiment")
@@ -78,7 +88,7 @@ def main() -> None:
             print(f"(not run yet: {err})")
             continue
         if args.plot:
-            plot(rows, args.plot, title=study or f"sweep {args.parent}")
+            plot(rows, args.plot, title=_title(args.uri, study, args.parent, rows))
 
 
 if __name__ == "__main__":
