@@ -184,7 +184,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None, dig
     header = [KEY_LABELS.get(c, c) for c in columns]
     body = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in body]
     return "\n".join(lines)
