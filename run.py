@@ -15,8 +15,7 @@ from claid.backbones.weights import WeightsUnavailableError
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.pipeline import SettingsError, run
 from claid.preflight import prepare_run
-from claid.sweeps import in_multirun
-from claid.tracking import record_failed_job
+from claid.sweeps import job_failed
 
 log = logging.getLogger("claid")
 
@@ -30,10 +29,8 @@ def main(cfg: DictConfig) -> float | None:
         prepare_run(cfg)  # threads, every missing weight file at once: before any MLflow run
         result = run(cfg)
     except Exception as err:
-        if in_multirun():  # recorded on the job's run; the other jobs go on, the summary lists it
-            record_failed_job(cfg, err)
-            log.error("job failed: %s", err, exc_info=not isinstance(err, USER_ERRORS))
-            return None
+        if job_failed(cfg, err, traceback=not isinstance(err, USER_ERRORS)):  # a multirun's job: recorded
+            return None  # on its MLflow run; the other jobs go on and the sweep summary lists it
         if isinstance(err, USER_ERRORS):
             sys.exit(f"error: {err}")
         raise

@@ -10,8 +10,12 @@ def prepare_run(cfg: DictConfig) -> int:
     configured model at once (one WeightsUnavailableError naming each missing one,
     not one per build). Returns the thread count."""
     from claid.backbones.weights import check_configured_weights
+    from claid.pipeline import SettingsError
     from claid.threads import apply_threads
 
-    threads = apply_threads(cfg.engine.get("threads", "auto"))
+    try:
+        threads = apply_threads(cfg.engine.get("threads", "auto"))
+    except ValueError as err:  # a settings error reads as its one line, no traceback
+        raise SettingsError(str(err)) from None
     check_configured_weights({group: cfg.get(group) for group in ("backbone", "descriptor")})
     return threads

@@ -60,6 +60,20 @@ def in_multirun() -> bool:
         return False
 
 
+def job_failed(cfg, err: BaseException, traceback: bool = True) -> bool:
+    """Inside a multirun, record ``err`` on the job's MLflow run (one is opened for
+    a job that failed before its run, e.g. on a settings error), log it (with the
+    traceback when ``traceback``) and return True: the job then returns, so that
+    the other jobs run and the summary lists this one. Outside a multirun: False."""
+    if not in_multirun():
+        return False
+    from claid.tracking import record_failed_job
+
+    record_failed_job(cfg, err)
+    log.error("job failed: %s", err, exc_info=err if traceback else None)
+    return True
+
+
 def job_sweep() -> JobSweep | None:
     """The sweep of the current job (parent run id, swept keys), or None outside a
     multirun or when the multirun has no parent run (tracking off)."""

@@ -204,7 +204,8 @@ def check_configured_weights(groups: dict[str, Any]) -> None:
             return
     lines = [f"Weights are unavailable for {len(missing)} model(s); fix them all, then rerun:"]
     for group, name, reason in missing:
-        why = UNREACHABLE if reason == "not in the cache" else reason
+        offline = "offline mode (HF_HUB_OFFLINE) is on and they are not in the cache"
+        why = (offline if constants.HF_HUB_OFFLINE else UNREACHABLE) if reason == "not in the cache" else reason
         source = describe_weight_source(name, groups[group].get("cache_dir"))
         lines += [
             f"  {group}: {name!r}: {why}.",
