@@ -13,8 +13,10 @@ from omegaconf import DictConfig
 
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.models.weights import WeightsUnavailableError
-from claid.pipeline import run
+from claid.pipeline import check_settings, run
+from claid.preflight import prepare_run
 from claid.settings import SettingsError
+from claid.sweeps import job_failed
 
 log = logging.getLogger("claid")
 
@@ -25,9 +27,15 @@ USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
+        check_settings(cfg)  # a misspelled or out-of-range key: one line, before anything else
+        prepare_run(cfg)  # threads, every missing weight file at once: before any MLflow run
         result = run(cfg)
-    except USER_ERRORS as err:
-        sys.exit(f"error: {err}")
+    except Exception as err:
+        if job_failed(cfg, err, traceback=not isinstance(err, USER_ERRORS)):  # a multirun's job: recorded
+            return None  # on its MLflow run; the other jobs go on and the sweep summary lists it
+        if isinstance(err, USER_ERRORS):
+            sys.exit(f"error: {err}")
+        raise
     for name, value in sorted(result.metrics.items()):
         if not name.startswith("time/"):
             log.info("%-40s %.4f", name, value)

@@ -3,6 +3,8 @@
     python -m claid search --index-dir DIR query.jpg [--box X1 Y1 X2 Y2]
     python -m claid search --index-dir DIR --text "a red mug"
     python -m claid fit-whitening STORE_DIR out.npz [--dim D]   (PCA-whitening for another dataset)
+    python -m claid runs [--experiment NAME | --parent RUN_ID | --runs ID ...] [--param K=V] [--tag K=V]
+                                             (the table of logged runs, e.g. a sweep's jobs)
 
 Each command prints what a user must fix as ``error: ...`` (no traceback); a bug in
 claid still shows its traceback.
@@ -12,7 +14,7 @@ import importlib
 import sys
 
 # command -> module whose main(argv) runs it (imported only when used: torch is slow to load)
-COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening"}
+COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.reports"}
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from claid.artifacts import atomic_write_json, plain
+from claid.artifacts import atomic_write_json
 from claid.settings import SettingsError, check_group_keys, check_search_settings
 
 __all__ = ["RunResult", "SettingsError", "check_settings", "run"]
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: Config groups that build an object, and the keys the pipeline reads beside it.
 BUILT_GROUPS = {"dataset": (), "backbone": (), "cutter": (), "descriptor": (),
-                "index": ("k",), "engine": (), "tracking": ()}
+                "index": ("k",), "engine": ("threads",), "tracking": ()}
 
 
 @dataclass
@@ -74,13 +74,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
     from claid.figures import run_figures
     from claid.index.search_table import region_table
     from claid.index.stage import index_stage, search_stage
+    from claid.tracking import figure_caption, tracker_for
 
     check_settings(cfg)
     run_dir = Path(run_dir or _hydra_run_dir() or os.getcwd())
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tracker = build(cfg.tracking, run_name=cfg.tracking.get("run_name") or _hydra_overrides())
+    tracker = tracker_for(cfg)  # run name, tags, params, sweep parent: claid/tracking.py
     parts = Components(cfg)
     timing: dict[str, float] = {}
 
@@ -91,7 +92,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         log.info("%s: %.2f s", name, timing[f"time/{name}_s"])
         return value
 
-    with tracker.run(plain(cfg), tags={"run_dir": str(run_dir)}):
+    with tracker.run(tags={"run_dir": str(run_dir)}):
         bench = with_conventions(timed("dataset", lambda: build(cfg.dataset)), cfg.get("evaluation"))
         # a query image that cannot be decoded stops the run now, not after the extraction
         timed("query_images", lambda: check_query_images(bench))
@@ -133,7 +134,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         if rankings:
             saved = rankings_report(searchable, rankings, bench, int(cfg.search.save_top))
             artifacts["rankings"] = str(atomic_write_json(run_dir / "rankings.json", saved))
-        artifacts.update(run_figures(bench, store, rankings, run_dir, report,
+        artifacts.update(run_figures(bench, store, rankings, run_dir, report, caption=figure_caption(cfg, bench.name),
                                      n_images=tracker.n_figure_images, n_queries=tracker.n_figure_queries))
         tracker.log_metrics(metrics)
         for path in artifacts.values():
@@ -150,13 +151,3 @@ def _hydra_run_dir() -> str | None:
     except ValueError:
         return None
 
-
-def _hydra_overrides() -> str | None:
-    """The job's command-line overrides (``cutter=ncut,index=flat``) as a readable
-    MLflow run name, or None outside a Hydra job."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get().job.override_dirname or "defaults"
-    except ValueError:
-        return None

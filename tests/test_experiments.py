@@ -114,3 +114,30 @@ def test_table_x_runs_image_and_text_queries_on_an_ilias_layout(compose_cfg, tmp
     assert ranking.images == [r["image"] for r in cat["results"][:3]]
     np.testing.assert_allclose(ranking.scores, [r["score"] for r in cat["results"][:3]], atol=1e-5)
     search_cli(["--index-dir", index_dir, "--text", "a photo of a cat", "--top", "3", "--json"])
+
+
+def test_render_reads_any_experiment_and_plots_a_sweep(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from claid.tracking import RunIdentity, Tracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for tau2 in ("0.3", "0.1"):
+        identity = RunIdentity(name=f"tau2={tau2}", tags={"claid.swept": "cutter.tau2", "sweep.cutter.tau2": tau2,
+                                                          "dataset": "synthetic"}, params={"cutter.tau2": tau2})
+        with (tracker := Tracker(uri=uri, experiment="my_sweep", identity=identity)).run():
+            tracker.log_metrics({"lab/mAP-all": float(tau2), "baseline/shuffled/lab/mAP-all": 0.05})
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "experiments/paper_tables/render.py", "my_sweep", "--uri", uri,
+         "--plot", str(tmp_path / "p.png")],
+        cwd=repo, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("run_name"))
+    assert lines[header].split()[:3] == ["run_name", "cutter.tau2", "headline"]
+    assert [line.split()[1] for line in lines[header + 2 : header + 4]] == ["0.1", "0.3"]  # sorted by tau2
+    assert (tmp_path / "p.png").stat().st_size > 5000

@@ -46,3 +46,69 @@ def test_results_grid_without_rankings_is_an_error(tmp_path):
 
 def test_recall_figure(tmp_path):
     assert _is_png(recall_figure({"a": ([0.1, 0.5], [0.9, 0.4])}, tmp_path / "r.png"))
+
+
+def test_importing_figures_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = "import matplotlib; matplotlib.use('svg'); import claid.figures; print(matplotlib.get_backend())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "svg", done.stderr
+
+
+def test_hierarchy_draws_the_tree_with_skipped_nodes_and_its_caption():
+    from claid.figures import draw_hierarchy
+
+    masks = np.zeros((3, 6, 8), bool)
+    masks[0, :3], masks[1, :2, :4], masks[2, 4:, 4:] = True, True, True
+    # region 1 is a child of region 0; region 2 hangs under the root two levels down
+    # (its ancestors at depths 1 and 2 were dummy nodes): two hollow markers
+    fig = draw_hierarchy(_image("white"), masks, np.array([1, 2, 3]), parent=np.array([-1, 0, -1]),
+                         title="scene_0001.jpg", caption="tau2=0.2 · dino_vits16 · synthetic", cell=(8.0, 8.0))
+    tree = fig.axes[-1]
+    assert tree.get_title() == "tree" and len(fig.axes) == 1 + 3 + 1
+    hollow = [c for c in tree.collections if tuple(c.get_facecolor()[0][:3]) == (1.0, 1.0, 1.0)]
+    assert len(hollow) == 2
+    assert "tau2=0.2 · dino_vits16 · synthetic" in fig._suptitle.get_text()
+    assert [t.get_text() for t in tree.get_legend().get_texts()] == ["output region", "dummy / filtered node"]
+
+
+def test_long_captions_wrap_instead_of_being_cut():
+    from claid.figures import draw_recall
+
+    caption = "tau2=0.2 · " + " · ".join(f"key{i}=value{i}" for i in range(12)) + " · synthetic"
+    fig = draw_recall({"a": ([0.1, 0.5], [0.9, 0.4])}, title=caption)
+    text = fig.axes[0].get_title()
+    assert "\n" in text and text.replace("\n", " ") == caption
+
+
+def test_results_grid_has_a_legend_rank_headers_and_its_caption():
+    from claid.figures import draw_results_grid
+
+    images = {"q.jpg": _image("gray"), "a.jpg": _image("white"), "b.jpg": _image("white")}
+    query = Query(image="q.jpg", box=(5, 5, 30, 30), positives=["a.jpg"], qid="q0")
+    ranking = Ranking("q0", ["a.jpg", "b.jpg"], np.array([0.9, 0.5], np.float32), np.zeros((2, 4), np.float32))
+    fig = draw_results_grid([query], [ranking], images.__getitem__, ranks=(1, 2), caption="tau2=0.1 · synthetic")
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["query box", "relevant", "not relevant", "localising box"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("query") and titles[1].startswith("rank\n#1") and "#2" in titles[2]
+    assert "tau2=0.1 · synthetic" in fig._suptitle.get_text()
+
+
+def test_sweep_figures_plot_metrics_baselines_and_heat_maps():
+    from claid.figures import draw_sweep_heatmap, draw_sweep_metrics
+
+    fig = draw_sweep_metrics(["0.1", "0.2", "0.3"], {"lab/mAP-all": [0.3, 0.32, 0.31], "regions": [4, 3, 2]},
+                             baselines={"chance": [0.2, 0.2, 0.2], "global": [0.25, 0.25, 0.25]},
+                             xlabel="cutter.tau2", title="sweep tau2 · synthetic")
+    first, second = fig.axes
+    assert [line.get_label() for line in first.get_lines()] == ["lab/mAP-all", "chance", "global"]
+    assert list(first.get_lines()[0].get_xdata()) == [0.1, 0.2, 0.3] and len(second.get_lines()) == 1
+    categorical = draw_sweep_metrics(["ksums", "ncut"], {"m": [0.1, 0.2]}, {}, xlabel="cutter", title="t")
+    assert [t.get_text() for t in categorical.axes[0].get_xticklabels()] == ["ksums", "ncut"]
+    heat = draw_sweep_heatmap([("seed", "true", 0.3), ("random", "true", 0.2), ("seed", "false", None)],
+                              ["cutter.init", "cutter.filter_dummies"], "lab/mAP-all", "table7")
+    cells = sorted(t.get_text() for t in heat.axes[0].texts)
+    assert cells == ["0.200", "0.300"]

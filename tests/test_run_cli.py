@@ -9,7 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_missing_dataset_exits_with_a_message_not_a_traceback(tmp_path):
     done = subprocess.run(
+        # random weights: on a machine without them, the (earlier) weights check would answer first
         [sys.executable, "run.py", "dataset=instre", f"dataset.root={tmp_path}/absent",
+         "backbone.pretrained=false", "descriptor.pretrained=false",
          "tracking=none", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )

@@ -1,6 +1,16 @@
 import pytest
 
-from claid.tracking import Tracker, flatten_config, git_commit
+from claid.tracking import (
+    EXPERIMENT_KIND,
+    Tracker,
+    flatten_config,
+    git_commit,
+    key_metrics,
+    record_failed_job,
+    run_identity,
+    run_name,
+    run_params,
+)
 
 
 def test_flatten_config_nests_with_dots_and_stringifies():
@@ -15,6 +25,38 @@ def test_flatten_config_cuts_overlong_values():
 
 def test_git_commit_outside_a_checkout(tmp_path):
     assert git_commit(tmp_path) == "unknown"
+
+
+def test_run_params_drop_paths_run_dirs_and_tracking():
+    params = run_params({
+        "paths": {"root_dir": "/a", "output_dir": "/a/run"},
+        "tracking": {"uri": "sqlite:///x", "experiment": "claid"},
+        "dataset": {"root": "/data/x", "n_scenes": 16},
+        "cutter": {"tau2": 0.2},
+    })
+    assert params == {"dataset.n_scenes": "16", "cutter.tau2": "0.2"}
+
+
+def test_run_name_puts_swept_values_first_and_drops_noise():
+    overrides = ["backbone=dino_vits16", "backbone.pretrained=false", "descriptor.pretrained=false",
+                 "paths.root_dir=/tmp/x", "hydra.run.dir=/y", "engine.threads=1", "cutter.tau2=0.3"]
+    assert run_name(overrides, swept=["cutter.tau2"]) == "tau2=0.3 · dino_vits16"
+    assert run_name([]) == "defaults"
+    assert run_name(["backbone.pretrained=false"], fallback="vit · ksums") == "vit · ksums"
+    long = run_name(["cutter.tau2=0.3", *(f"dataset.key{i}=value{i}" for i in range(20))], swept=["cutter.tau2"])
+    assert len(long) <= 48 and long.startswith("tau2=0.3") and long.endswith("…")
+    # a swept key that looks like noise still names the run
+    assert run_name(["backbone.seed=3", "cutter=ncut"], swept=["backbone.seed"]) == "seed=3 · ncut"
+
+
+def test_key_metrics_follow_the_protocols_headline():
+    lab = {"lab/mAP-all": 0.3, "lab/mAP-50": 0.2, "baseline/shuffled/lab/mAP-all": 0.1,
+           "baseline/global_descriptor/lab/mAP-all": 0.25, "count/regions_per_image": 4.0}
+    assert key_metrics(lab) == {"key/headline": 0.3, "key/chance": 0.1, "key/global": 0.25,
+                                "key/regions_per_image": 4.0}
+    assert key_metrics({"revisited/medium/mAP": 0.4, "revisited/hard/mAP": 0.1}) == {"key/headline": 0.4}
+    assert key_metrics({"lab/mAP-all": 0.330605158}) == {"key/headline": 0.3306}
+    assert key_metrics({"time/x_s": 1.0}) == {}
 
 
 def _client(uri):
@@ -33,22 +75,39 @@ def test_tracker_logs_params_metrics_artifacts(tmp_path):
     with tracker.run(params, tags={"k": "v"}):
         tracker.log_metrics({"lab/mAP-all": 0.5, "gldv2/AP@1000": 0.25})
         tracker.log_artifact(artifact)
-    run = _client(uri).get_run(tracker.run_id)
+    client = _client(uri)
+    run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["cutter.tau1"] == "0.97" and run.data.params["p129"] == "129"
-    assert run.data.metrics["lab/mAP-all"] == 0.5
+    assert run.data.metrics["lab/mAP-all"] == 0.5 and run.data.metrics["key/headline"] == 0.5
     assert run.data.metrics["gldv2/AP_at_1000"] == 0.25
-    assert run.data.tags["k"] == "v" and "git_commit" in run.data.tags
-    names = [a.path for a in _client(uri).list_artifacts(tracker.run_id)]
-    assert names == ["metrics.json"]
+    assert run.data.tags["k"] == "v" and run.data.tags["claid.headline"] == "lab/mAP-all"
+    assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["metrics.json"]
+    experiment = client.get_experiment_by_name("t")
+    assert experiment.tags["mlflow.experimentKind"] == EXPERIMENT_KIND["mlflow.experimentKind"]
 
 
-def test_tracker_marks_a_crashed_run_failed(tmp_path):
+def test_an_experiment_made_before_gets_the_kind_tag(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = _client(uri)
+    client.create_experiment("old", artifact_location=str(tmp_path / "art"))
+    with Tracker(uri=uri, experiment="old").run({"a": 1}):
+        pass
+    assert client.get_experiment_by_name("old").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_tracker_records_the_error_of_a_crashed_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri=uri, artifact_location=str(tmp_path / "art"), experiment="t")
-    with pytest.raises(RuntimeError), tracker.run({"a": 1}):
-        raise RuntimeError("boom")
-    assert _client(uri).get_run(tracker.run_id).info.status == "FAILED"
+    with pytest.raises(RuntimeError) as info, tracker.run({"a": 1}):
+        raise RuntimeError("boom: the cutter fell over\nsecond line")
+    client = _client(uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["claid.error"] == "RuntimeError: boom: the cutter fell over"
+    assert info.value.mlflow_run_id == tracker.run_id
+    text = (tmp_path / "art").rglob("error.txt").__next__().read_text()
+    assert "Traceback" in text and "second line" in text
 
 
 def test_disabled_tracker_is_a_no_op(tmp_path):
@@ -58,18 +117,25 @@ def test_disabled_tracker_is_a_no_op(tmp_path):
     assert tracker.run_id is None and not (tmp_path / "x.db").exists()
 
 
-def test_runs_table_reads_logged_runs_back(tmp_path):
-    from claid.reports import format_table, runs_table
+def test_run_identity_outside_hydra_names_the_components(compose_cfg):
+    cfg = compose_cfg("backbone=dino_vits16", "cutter.tau2=0.2")
+    identity = run_identity(cfg)
+    assert identity.name.startswith("vit_small_patch16_224.dino · ksums · res") and len(identity.name) <= 48
+    assert identity.tags["backbone"] == "vit_small_patch16_224.dino" and identity.tags["cutter"] == "ksums"
+    assert identity.tags["dataset"] == "synthetic" and identity.tags["study"] == "none"
+    assert identity.tags["index"] == "Flat" and identity.tags["descriptor"] == "resnet50.tv_in1k"
+    assert len(identity.tags["mlflow.source.git.commit"]) in (7, 40) or identity.tags[
+        "mlflow.source.git.commit"] == "unknown"
+    assert identity.params["cutter.tau2"] == "0.2"
+    assert not any(k.startswith(("paths.", "tracking.")) or k.endswith(".root") for k in identity.params)
+    assert identity.parent_run_id is None
+    assert run_identity(compose_cfg("tracking.run_name=mine")).name == "mine"
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    for tau in (0.1, 0.3):
-        tracker = Tracker(uri=uri, artifact_location=str(tmp_path / "a"), experiment="sweep")
-        with tracker.run({"cutter": {"tau2": tau}}):
-            tracker.log_metrics({"lab/mAP-all": tau * 2})
-    rows = runs_table(uri, "sweep", params=["cutter.tau2"], metrics=["lab/mAP-all", "missing"])
-    assert sorted((r["cutter.tau2"], r["lab/mAP-all"]) for r in rows) == [("0.1", 0.2), ("0.3", 0.6)]
-    assert all(r["missing"] is None for r in rows)
-    text = format_table(rows, ["cutter.tau2", "lab/mAP-all"])
-    assert "0.600" in text and "cutter.tau2" in text.splitlines()[0]
-    with pytest.raises(ValueError, match="no MLflow experiment"):
-        runs_table(uri, "nope", params=[], metrics=[])
+
+def test_a_job_that_failed_before_its_run_gets_a_failed_run(compose_cfg, tmp_path):
+    cfg = compose_cfg("tracking.experiment=fails")
+    err = ValueError("search.save_top must be an integer >= 1, got 0")
+    run_id = record_failed_job(cfg, err)
+    run = _client(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
+    assert run.info.status == "FAILED" and "save_top" in run.data.tags["claid.error"]
+    assert record_failed_job(cfg, err) == run_id  # recorded once, not twice

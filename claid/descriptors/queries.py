@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from claid.artifacts import atomic_save_npy, config_hash, dataset_key, plain
 
@@ -76,7 +77,7 @@ def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
         return np.load(path)
     descriptor = parts.get("descriptor")
     rows = []
-    for query in bench.queries:
+    for query in tqdm(bench.queries, desc="describing queries", unit="query", disable=None):
         if query.image is None:
             if query.text is None or not hasattr(descriptor, "encode_text"):
                 raise ValueError(f"query {query.qid!r} has no image, and no text this descriptor can encode")

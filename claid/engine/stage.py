@@ -12,6 +12,9 @@ from claid.artifacts import atomic_save_npy, config_hash, database_key, plain
 
 log = logging.getLogger(__name__)
 
+#: Keys of the ``engine`` group that the run applies itself (claid/threads.py).
+RUN_KEYS = ("threads",)
+
 
 def region_descriptor_key(cfg) -> dict:
     """The descriptor settings that shape database region vectors: everything but
@@ -67,7 +70,9 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
             backbone = parts.get("backbone")
     else:
         backbone = parts.get("backbone")
-    extract = build(cfg.engine)  # claid.engine.extract_regions with the engine settings
+    # claid.engine.extract_regions with the engine settings (threads are set at the start of
+    # the run by claid.threads, not passed to the extraction)
+    extract = build({k: v for k, v in plain(cfg.engine).items() if k not in RUN_KEYS})
     return extract(
         images,
         backbone=backbone,

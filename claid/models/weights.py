@@ -146,9 +146,74 @@ def unavailable_message(model_name: str, cache_dir: str | None, reason: str) -> 
         f"  Source: {describe_weight_source(model_name, cache_dir)}.\n"
         f"  Fix: download the weights on a machine with network access and either copy "
         f"the hub cache folder to the path above, or pass the file with "
-        f"checkpoint=/path/to/weights (.safetensors, .bin or the original .pth); "
-        f"pretrained=false builds random weights for testing."
+        f"backbone.checkpoint=/path/to/weights or descriptor.checkpoint=... (whichever group "
+        f"names {model_name!r}; .safetensors, .bin or the original .pth); "
+        f"backbone.pretrained=false / descriptor.pretrained=false builds random weights for testing."
     )
+
+
+def cached_weights(model_name: str, cache_dir: str | None = None) -> bool:
+    """Whether timm's published weights for ``model_name`` lie in the local cache
+    (a weight file in the hub cache snapshot, or the URL's file in the torch hub
+    cache), without building the model or touching the network."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None:
+        return False
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        folder = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")) / "snapshots"
+        return any(p.suffix in (".safetensors", ".bin", ".pth", ".pt") for p in folder.glob("*/*"))
+    if cfg.url:
+        torch_cache = Path(cache_dir or os.path.join(torch.hub.get_dir(), "checkpoints"))
+        return (torch_cache / os.path.basename(cfg.url)).is_file()
+    return False
+
+
+def check_configured_weights(groups: dict[str, Any]) -> None:
+    """Check the weights of every configured timm model before any is built, and
+    report every missing one in one WeightsUnavailableError.
+
+    Args:
+        groups: config group name -> its settings, e.g. ``{"backbone": cfg.backbone,
+            "descriptor": cfg.descriptor}``; a group without ``model_name`` is skipped.
+            A model is missing when its ``checkpoint`` file does not exist, or when
+            ``pretrained`` is on, no checkpoint is set, its weights are not in the
+            cache and the hub cannot be reached (reachable: timm downloads them).
+    """
+    from huggingface_hub import constants
+
+    missing: list[tuple[str, str, str]] = []  # group, model, reason
+    for group, node in groups.items():
+        name = node.get("model_name") if node is not None else None
+        if not name or not timm.is_model(name):
+            continue
+        checkpoint = node.get("checkpoint")
+        if checkpoint is not None:
+            if not Path(os.path.expanduser(str(checkpoint))).is_file():
+                missing.append((group, name, f"checkpoint file {checkpoint} does not exist"))
+        elif node.get("pretrained") and not cached_weights(name, node.get("cache_dir")):
+            missing.append((group, name, "not in the cache"))
+    if not missing:
+        return
+    needs_hub = [m for m in missing if m[2] == "not in the cache"]
+    if needs_hub and not constants.HF_HUB_OFFLINE and hub_reachable():
+        missing = [m for m in missing if m not in needs_hub]  # timm will download them
+        if not missing:
+            return
+    lines = [f"Weights are unavailable for {len(missing)} model(s); fix them all, then rerun:"]
+    for group, name, reason in missing:
+        offline = "offline mode (HF_HUB_OFFLINE) is on and they are not in the cache"
+        why = (offline if constants.HF_HUB_OFFLINE else UNREACHABLE) if reason == "not in the cache" else reason
+        source = describe_weight_source(name, groups[group].get("cache_dir"))
+        lines += [
+            f"  {group}: {name!r}: {why}.",
+            f"    Source: {source}.",
+            f"    Fix: copy the weights there, or {group}.checkpoint=/path/to/weights "
+            f"(.safetensors, .bin or the original .pth), or {group}.pretrained=false (random weights, for testing).",
+        ]
+    raise WeightsUnavailableError("\n".join(lines))
 
 
 def build_timm_model(

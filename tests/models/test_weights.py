@@ -169,3 +169,41 @@ def test_local_text_model_folders_never_probe_the_hub(monkeypatch, tmp_path):
 
     assert isinstance(_fetching(str(tmp_path)), nullcontext)
     assert not isinstance(_fetching("google/siglip-base-patch16-224"), nullcontext)
+
+
+def test_every_missing_model_is_reported_in_one_message(offline, tmp_path):
+    from claid.models.weights import check_configured_weights
+
+    groups = {
+        "backbone": {"model_name": "vit_small_patch16_224.dino", "pretrained": True, "checkpoint": None,
+                     "cache_dir": str(tmp_path)},
+        "descriptor": {"model_name": "resnet50.tv_in1k", "pretrained": True, "checkpoint": None,
+                       "cache_dir": str(tmp_path)},
+    }
+    with pytest.raises(WeightsUnavailableError) as info:
+        check_configured_weights(groups)
+    message = str(info.value)
+    assert "2 model(s)" in message
+    for group, name in (("backbone", "vit_small_patch16_224.dino"), ("descriptor", "resnet50.tv_in1k")):
+        assert name in message
+        assert f"{group}.checkpoint=" in message and f"{group}.pretrained=false" in message
+    # a missing checkpoint file is named; random weights and cached weights pass
+    groups["backbone"] = {"model_name": "vit_small_patch16_224.dino", "pretrained": False,
+                          "checkpoint": str(tmp_path / "nope.pth")}
+    groups["descriptor"]["pretrained"] = False
+    with pytest.raises(WeightsUnavailableError, match="nope.pth"):
+        check_configured_weights(groups)
+    groups["backbone"]["checkpoint"] = None
+    check_configured_weights(groups)
+
+
+def test_weights_in_the_hub_cache_count_as_present(offline, tmp_path):
+    from claid.models.weights import cached_weights, check_configured_weights
+
+    snapshot = tmp_path / "models--timm--resnet50.tv_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    assert not cached_weights("resnet50.tv_in1k", str(tmp_path))
+    (snapshot / "model.safetensors").write_bytes(b"x")
+    assert cached_weights("resnet50.tv_in1k", str(tmp_path))
+    check_configured_weights({"descriptor": {"model_name": "resnet50.tv_in1k", "pretrained": True,
+                                             "checkpoint": None, "cache_dir": str(tmp_path)}})

@@ -1,0 +1,21 @@
+"""What a run sets and checks before it opens an MLflow run or builds a network."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def prepare_run(cfg: DictConfig) -> int:
+    """Apply ``engine.threads`` (claid/threads.py) and check the weights of every
+    configured model at once (one WeightsUnavailableError naming each missing one,
+    not one per build). Returns the thread count."""
+    from claid.models.weights import check_configured_weights
+    from claid.settings import SettingsError
+    from claid.threads import apply_threads
+
+    try:
+        threads = apply_threads(cfg.engine.get("threads", "auto"))
+    except ValueError as err:  # a settings error reads as its one line, no traceback
+        raise SettingsError(str(err)) from None
+    check_configured_weights({group: cfg.get(group) for group in ("backbone", "descriptor")})
+    return threads
