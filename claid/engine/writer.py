@@ -53,6 +53,9 @@ class StoreWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx) -> None:
+        self._write(prediction)
+
+    def _write(self, prediction: dict) -> None:
         grids = prediction["patch_grids"] or [None] * len(prediction["regions"])
         for item, cell, patch_grid in zip(prediction["regions"], prediction["cells"], grids):
             self.writer.add(item, cell=cell, patch_grid=patch_grid)
@@ -63,6 +66,11 @@ class StoreWriter(BasePredictionWriter):
         self.skipped_written += len(prediction["skipped"])
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a step's output lags its input (cuts overlap later forwards): the batches
+        # still being cut are described and written before the last commit
+        drain = getattr(pl_module, "drain_pending", None)
+        if drain is not None:
+            self._write(drain())
         self.writer.flush()
         # Every rank's last shard must be committed before rank 0 summarises the store.
         trainer.strategy.barrier("claid-store-flushed")
@@ -71,6 +79,9 @@ class StoreWriter(BasePredictionWriter):
                      exception: BaseException) -> None:
         if self.writer is not None:
             self.writer.discard()
+        close = getattr(pl_module, "close_cut_pool", None)
+        if close is not None:
+            close(cancel=True)
 
 
 class ExtractionProgress(pl.Callback):
