@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from claid.structures import PatchGrid, RegionTree
 
 __all__ = ["CUT_POOLS", "CutQueue", "PendingBatch", "available_cores", "cut_pool_size",
-           "timed_cut"]
+           "decode_workers", "timed_cut"]
 
 CUT_POOLS = ("thread", "process")
 
@@ -45,14 +45,29 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cut_pool_size(cut_workers: int | None, *, on_accelerator: bool, num_workers: int,
+def decode_workers(num_workers: int | None, *, ranks_per_node: int,
+                   cores: int | None = None) -> int:
+    """Decoding processes of one rank: ``num_workers`` when given, else a quarter of
+    this rank's share of the node's cores (at most 8; at least 1 when it has 2+
+    cores, else 0): JPEG decoding and resizing need far fewer cores than the cuts."""
+    if num_workers is not None:
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0 or null, got {num_workers!r}")
+        return num_workers
+    if ranks_per_node < 1:
+        raise ValueError(f"ranks_per_node must be >= 1, got {ranks_per_node}")
+    share = (cores or available_cores()) // ranks_per_node
+    return 0 if share < 2 else min(8, max(1, share // 4))
+
+
+def cut_pool_size(cut_workers: int | None, *, on_accelerator: bool, num_workers: int | None,
                   ranks_per_node: int, cores: int | None = None) -> int:
     """Cut workers of one rank.
 
     Args:
         cut_workers: an explicit count (>= 0; 0 cuts inline), or None for the default.
         on_accelerator: the forwards run on a device, not on these cores.
-        num_workers: this rank's decoding processes.
+        num_workers: this rank's decoding processes (None: ``decode_workers``' default).
         ranks_per_node: ranks sharing this node's cores (devices per node).
         cores: the node's usable cores (default: ``available_cores()``).
     Returns:
@@ -69,7 +84,8 @@ def cut_pool_size(cut_workers: int | None, *, on_accelerator: bool, num_workers:
     if ranks_per_node < 1:
         raise ValueError(f"ranks_per_node must be >= 1, got {ranks_per_node}")
     share = (cores or available_cores()) // ranks_per_node
-    return max(1, share - num_workers - 1)
+    decoders = decode_workers(num_workers, ranks_per_node=ranks_per_node, cores=cores)
+    return max(1, share - decoders - 1)
 
 
 def timed_cut(cutter: Callable[[PatchGrid], RegionTree],

@@ -36,6 +36,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from claid.engine.cut_pool import decode_workers
 from claid.engine.token_cache import CachedTokens
 from claid.images import ImageError, image_size_from_header, load_image
 from claid.structures import PatchGrid
@@ -225,7 +226,9 @@ class ImageListDataModule(pl.LightningDataModule):
         images: (image_id, absolute path) pairs, ids unique.
         backbone, descriptor: their ``preprocess`` runs in the workers.
         batch_size: images per batch (> 0).
-        num_workers: DataLoader worker processes (0 = decode in the main process).
+        num_workers: DataLoader worker processes per rank (0 = decode in the main
+            process; None: :func:`claid.engine.cut_pool.decode_workers` of this rank's
+            share of the node's CPU affinity).
         bucket: order each rank's images by header shape so batches are homogeneous.
         cached_tokens: PatchGrids used instead of the backbone where cached, or None.
         todo: called on global rank 0 only, in ``setup`` (after the ranks started):
@@ -237,15 +240,15 @@ class ImageListDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
-                 batch_size: int = 4, num_workers: int = 0, bucket: bool = True,
+                 batch_size: int = 4, num_workers: int | None = 0, bucket: bool = True,
                  cached_tokens: CachedTokens | None = None,
                  todo: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None = None,
                  ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+            raise ValueError(f"num_workers must be an integer >= 0 or null, got {num_workers!r}")
         self.images = list(images)
         self.backbone = backbone
         self.descriptor = descriptor
@@ -298,12 +301,14 @@ class ImageListDataModule(pl.LightningDataModule):
             return DataLoader(_NothingToDo(), batch_size=1, collate_fn=collate_images)
         dataset = ImageListDataset(self.rank_images, backbone=self.backbone,
                                    descriptor=self.descriptor, cached_tokens=self.cached_tokens)
+        ranks_per_node = max(1, int(getattr(self.trainer, "num_devices", 1) or 1))
+        workers = decode_workers(self.num_workers, ranks_per_node=ranks_per_node)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=False,
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=collate_images,
-            worker_init_fn=_one_torch_thread if self.num_workers else None,
+            worker_init_fn=_one_torch_thread if workers else None,
             pin_memory=torch.cuda.is_available(),
         )

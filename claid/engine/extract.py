@@ -156,7 +156,7 @@ def extract_regions(
     accelerator: str = "cpu",
     devices: int | str | list[int] = 1,
     batch_size: int = 4,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     precision: str = "32-true",
     dtype: str = "float16",
     keep_tokens: bool = False,
@@ -203,7 +203,8 @@ def extract_regions(
             (``devices`` per node); with several ranks each writes its own shards over
             a disjoint slice of the images that global rank 0 found still to do. Under
             torchrun or SLURM, ``devices * num_nodes`` must equal the world size.
-        batch_size: images per batch; num_workers: decoding worker processes.
+        batch_size: images per batch; num_workers: decoding worker processes per
+            rank (None: a quarter of the rank's share of the CPU affinity, at most 8).
         dtype: stored vector dtype, "float16" or "float32".
         keep_tokens: also cache each image's PatchGrid in the store (also the ones
             read from ``tokens_from``: the new store stands on its own).
@@ -233,8 +234,10 @@ def extract_regions(
             (patch size or token width).
     """
     images = _check_images(images)
-    for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                               ("shard_size", shard_size, 1)):
+    checked = [("batch_size", batch_size, 1), ("shard_size", shard_size, 1)]
+    if num_workers is not None:
+        checked.append(("num_workers", num_workers, 0))
+    for name, value, least in checked:
         if not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if not isinstance(num_nodes, int) or num_nodes < 1:

@@ -51,9 +51,10 @@ class StandInForward:
 
     @staticmethod
     def _key(pixels: torch.Tensor) -> bytes:
-        array = pixels.detach().cpu().contiguous().numpy()
+        # every 5th pixel: tells the benchmark's images apart at a fiftieth of the cost
+        array = pixels.detach()[:, ::5, ::5].cpu().contiguous().numpy()
         return hashlib.blake2b(array.tobytes(), digest_size=16).digest() + bytes(
-            str(array.shape), "ascii")
+            str(tuple(pixels.shape)), "ascii")
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         keys = [self._key(p) for p in pixels]
@@ -108,8 +109,7 @@ def main() -> None:
     if descriptor.needs_image:
         stand_ins.append(StandInForward(descriptor, args.forward_ms / 1000))
     options = dict(backbone=backbone, cutter=cutter, descriptor=descriptor,
-                   batch_size=args.batch_size, progress=False, keep_tokens=True,
-                   token_dtype="float32", **json.loads(args.extra))
+                   batch_size=args.batch_size, progress=False, **json.loads(args.extra))
     config = {"bench": {k: str(v) for k, v in vars(args).items()}}
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +118,8 @@ def main() -> None:
         images = write_images(folder, args.images, args.short_side)
         # Recording pass: real forwards (slow, outside the timing); also compiles numba.
         recorded = extract_regions(images, store_dir=os.path.join(tmp, "recorded"),
-                                   config=config, cut_workers=0, **options)
+                                   config=config, cut_workers=0, keep_tokens=True,
+                                   token_dtype="float32", **options)
         cut_total = cut_seconds(recorded, cutter)
         for stand_in in stand_ins:
             stand_in.recording = False
@@ -127,7 +128,8 @@ def main() -> None:
                 stand_in.waited, stand_in.calls = 0.0, 0
             store = extract_regions(images, store_dir=os.path.join(tmp, f"n{workers}"),
                                     config=config, cut_workers=workers, **options)
-            loop = store.summary["timings_rank0_seconds"]["predict_loop"]
+            timings = store.summary["timings_rank0_seconds"]
+            loop = timings["predict_loop"]
             forward = sum(s.waited for s in stand_ins)
             if store.num_images != recorded.num_images or store.num_regions != recorded.num_regions:
                 raise RuntimeError("the stand-in run found other regions than the recording")
@@ -141,6 +143,10 @@ def main() -> None:
                 "wall_over_bound": round(loop / max(forward, cut_total / workers), 3),
                 "device_busy": round(forward / loop, 3),
                 "forward_calls": sum(s.calls for s in stand_ins),
+                # main-thread time neither waiting on a forward nor on a cut
+                # (decoding, pooling, writing): what the overlap cannot hide
+                "main_thread_other_s": round(loop - forward - timings.get("cut_wait", 0.0), 3),
+                "timings": timings,
             })
         images_done, regions = recorded.num_images, recorded.num_regions
     record = {"backbone": args.backbone, "descriptor": args.descriptor, "cutter": args.cutter,
@@ -157,12 +163,12 @@ def main() -> None:
     print(f"\n{images_done} images, {regions} regions; cut {cut_total:.2f} s on one core "
           f"({1000 * record['cut_s_per_image']:.0f} ms/image)")
     print(f"{'N':>3} {'wall s':>8} {'forward s':>10} {'cut/N s':>8} {'max s':>7} {'sum s':>7} "
-          f"{'wall/max':>9} {'device busy':>12}")
+          f"{'wall/max':>9} {'device busy':>12} {'main other s':>13}")
     for run in runs:
         n = run["cut_workers"]
         print(f"{n:>3} {run['wall_s']:8.2f} {run['forward_s']:10.2f} {run['cut_s'] / n:8.2f} "
               f"{run['bound_s']:7.2f} {run['sum_s']:7.2f} {run['wall_over_bound']:9.2f} "
-              f"{100 * run['device_busy']:11.1f}%")
+              f"{100 * run['device_busy']:11.1f}% {run['main_thread_other_s']:13.2f}")
 
 
 if __name__ == "__main__":
