@@ -11,11 +11,13 @@ Why the pieces look the way they do:
 - The list of images to do is decided once, on global rank 0, after the ranks
   have started (``todo``: a fresh listing of the store there), and broadcast, so
   a stale listing on another rank (NFS) cannot make two ranks disagree.
-- Ranks get disjoint strided slices of that list (``rank_slice``: the store
-  writes each image once, so the split must not repeat any, which a
-  DistributedSampler's padding would). A rank whose slice is empty (fewer images
-  left than ranks) gets one placeholder item that collates to an empty batch, so
-  it still runs the loop and reaches the store barrier.
+- Ranks get disjoint strided slices of that list (``rank_slice``; Lightning's
+  distributed sampler is off). The split is ours so that each rank can then order
+  its own share by image shape (bucketing, above) and so that a rank's share is
+  known without a process group (the tests simulate ranks with it). A rank whose
+  slice is empty (fewer images left than ranks) gets one placeholder item that
+  collates to an empty batch, so it still runs the loop and reaches the store
+  barrier.
 - A file that cannot be used travels through the batch as ``(image_id, reason)``
   so the writer records it as skipped; the run goes on.
 - The workers call ``backbone.preprocess`` / ``descriptor.preprocess`` on the

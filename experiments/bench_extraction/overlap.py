@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-from bench import build, write_images  # this folder (the script's own directory)
+from bench import build, write_images
+from hydra.utils import instantiate
+from omegaconf import OmegaConf  # this folder (the script's own directory)
 
 from claid.engine import extract_regions
 from claid.store import RegionStore
@@ -72,6 +74,17 @@ class StandInForward:
         return torch.stack([self.outputs[k] for k in keys])
 
 
+def build_descriptor(conf_dir: Path, name: str, backbone):
+    """``conf/descriptor/<name>.yaml`` with random weights; a token descriptor
+    (``backbone: ${backbone}``) shares the detector, as in the pipeline."""
+    cfg = OmegaConf.load(conf_dir / "descriptor" / f"{name}.yaml")
+    if "backbone" not in cfg:
+        return build(conf_dir, "descriptor", name)
+    cfg.backbone, cfg.pretrained, cfg.checkpoint = None, False, None
+    cfg.dim = backbone.embed_dim
+    return instantiate(cfg, backbone=backbone).eval()
+
+
 def cut_seconds(store: RegionStore, cutter, repeats: int = 1) -> float:
     """Seconds one core spends cutting every image of ``store`` (its cached tokens),
     one after the other: the CPU work the pool has to hide."""
@@ -104,7 +117,7 @@ def main() -> None:
 
     backbone = build(args.conf_dir, "backbone", args.backbone)
     cutter = build(args.conf_dir, "cutter", args.cutter)
-    descriptor = build(args.conf_dir, "descriptor", args.descriptor)
+    descriptor = build_descriptor(args.conf_dir, args.descriptor, backbone)
     stand_ins = [StandInForward(backbone, args.forward_ms / 1000)]
     if descriptor.needs_image:
         stand_ins.append(StandInForward(descriptor, args.forward_ms / 1000))
