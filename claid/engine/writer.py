@@ -44,6 +44,7 @@ class StoreWriter(BasePredictionWriter):
         self.images_written = 0
         self.regions_written = 0
         self.skipped_written = 0
+        self.drained = 0  # images and skips written at the end (steps lag their input)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.writer = RegionStoreWriter(
@@ -70,7 +71,9 @@ class StoreWriter(BasePredictionWriter):
         # still being cut are described and written before the last commit
         drain = getattr(pl_module, "drain_pending", None)
         if drain is not None:
-            self._write(drain())
+            rest = drain()
+            self._write(rest)
+            self.drained = len(rest["regions"]) + len(rest["skipped"])
         self.writer.flush()
         # Every rank's last shard must be committed before rank 0 summarises the store.
         trainer.strategy.barrier("claid-store-flushed")
@@ -123,6 +126,8 @@ class ExtractionProgress(pl.Callback):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.bar is not None:
+            # the batches the store writer drained after the last step (it runs first)
+            self.bar.update(sum(c.drained for c in trainer.callbacks if isinstance(c, StoreWriter)))
             self.bar.close()
             self.bar = None
 

@@ -166,6 +166,8 @@ def test_workers_threads_tokens_and_float16(image_folder, components, tmp_path, 
     np.testing.assert_allclose(grid.tokens, reference.tokens, atol=1e-2, rtol=1e-2)
     err = capfd.readouterr()
     assert "img/s" in err.err or "s/img" in err.err  # tqdm rate in images
+    total = len(image_folder[1])  # the bar also counts the batches drained at the end
+    assert f"{total}/{total}" in err.err
     assert "skipped" in err.out and "empty.jpg: empty file" in err.out
 
 
