@@ -97,15 +97,18 @@ def timed_cut(cutter: Callable[[PatchGrid], RegionTree],
 
 
 def _init_cut_process() -> None:
-    # one cut per process at a time: a process-wide torch / BLAS pool would
-    # oversubscribe the cores the other workers use
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
+    # One cut per process at a time: BLAS (the affinity's token products) and torch
+    # pools sized to the whole node would oversubscribe the cores the other workers use.
+    import torch
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def _started() -> bool:
+    """A no-op task: submitting one per worker starts the processes early."""
+    return True
 
 
 @dataclass
@@ -136,7 +139,8 @@ class CutQueue:
             on the oldest (>= 1).
 
     ``wait_seconds`` sums the time the caller was blocked on cuts (the device sat
-    idle for it), ``cut_seconds`` the time the workers spent cutting.
+    idle for it), ``cut_seconds`` the time the workers spent cutting,
+    ``submit_seconds`` the time spent handing cuts over (inline cuts included).
     """
 
     def __init__(self, cutter: Callable[[PatchGrid], RegionTree], *, workers: int,
@@ -154,6 +158,7 @@ class CutQueue:
         self.pending: deque[PendingBatch] = deque()
         self.wait_seconds = 0.0
         self.cut_seconds = 0.0
+        self.submit_seconds = 0.0
         self._executor: Executor | None = None
         if workers and kind == "thread":
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="claid-cut")
@@ -161,15 +166,21 @@ class CutQueue:
             self._executor = ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_cut_process)
+            # processes start on demand and take seconds to import: start them all
+            # now, so that they get ready while the first batches are decoded and run
+            for _ in range(workers):
+                self._executor.submit(_started)
 
     def submit(self, batch: PendingBatch) -> list[PendingBatch]:
         """Queue ``batch``'s cuts; return the batches now cut (oldest first), waiting
         only while more than ``max_pending`` batches are queued."""
+        started = time.perf_counter()
         if self._executor is None:
             batch.cuts = [timed_cut(self.cutter, grid) for grid in batch.patch_grids]
         else:
             batch.cuts = [self._executor.submit(timed_cut, self.cutter, grid)
                           for grid in batch.patch_grids]
+        self.submit_seconds += time.perf_counter() - started
         self.pending.append(batch)
         ready = []
         while self.pending and (len(self.pending) > self.max_pending or self.pending[0].done()):

@@ -19,9 +19,10 @@
 
 Per-phase wall times are accumulated in ``timings`` (seconds): backbone_forward,
 descriptor_forward (on a GPU these time the launch only, unless ``profile``
-synchronises the device around each forward), tokens_to_cpu, cut_submit, cut_wait
-(the step blocked on cuts: the device was idle), cut_workers (seconds the workers
-spent cutting, summed), pool, and predict_loop (the whole loop, data loading and
+synchronises the device around each forward), tokens_to_cpu, cut_submit (handing
+cuts over; inline cuts themselves when ``cut_workers`` is 0), cut_wait (the step
+blocked on cuts: the device was idle), cut_workers (seconds the workers spent
+cutting, summed), pool, and predict_loop (the whole loop, data loading and
 writing included). ``token_sources`` counts the images whose tokens came from the
 backbone and from the cache.
 """
@@ -187,6 +188,7 @@ class ExtractionModule(pl.LightningModule):
             self._queue.close(cancel=cancel)
             self.timings["cut_wait"] = self.timings.get("cut_wait", 0.0) + self._queue.wait_seconds
             self.timings["cut_workers"] = self._queue.cut_seconds
+            self.timings["cut_submit"] = self._queue.submit_seconds
             self._queue = None
 
     def drain_pending(self) -> dict:
@@ -247,9 +249,7 @@ class ExtractionModule(pl.LightningModule):
         pending = PendingBatch(patch_grids=patch_grids, payload={
             "ids": ids, "feature_maps": feature_maps,
             "descriptor_scales": batch["descriptor_scales"], "skipped": list(batch["skipped"])})
-        with self._timed("cut_submit"):
-            ready = self._queue.submit(pending)
-        return self._describe(ready)
+        return self._describe(self._queue.submit(pending))
 
     def _describe(self, batches: list[PendingBatch]) -> dict:
         regions, cells, grids, skipped = [], [], [], []
