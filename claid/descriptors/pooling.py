@@ -111,6 +111,42 @@ def gem(values: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
     return (values / peak).pow(p).mean(dim=-1).pow(1.0 / p) * peak.squeeze(-1)
 
 
+# Elements of one (regions x channels x cells) block in GeM / max pooling: bounds the
+# memory of the batched reduction (64 MiB of float32) whatever the region count.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def cell_keep_masks(
+    cells: np.ndarray,
+    map_size: tuple[int, int],
+    cell_masks: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The cells each region pools, for all regions at once: (R, h * w) bool.
+
+    Args:
+        cells: (R, 4) int cell boxes (x1, y1, x2, y2), exclusive end, from
+            ``boxes_to_cells``.
+        map_size: (h, w) of the feature map.
+        cell_masks: optional (R, h, w) bool; a cell is kept when it lies in both
+            the box and the mask; a region whose mask misses its box keeps the box.
+        device: where the result lives (the masks cross to it in one copy).
+    """
+    h, w = map_size
+    bounds = torch.as_tensor(np.asarray(cells, dtype=np.int64).reshape(-1, 4), device=device)
+    rows = torch.arange(h, device=device)
+    cols = torch.arange(w, device=device)
+    x1, y1, x2, y2 = (bounds[:, k] for k in range(4))
+    in_rows = (rows[None, :] >= y1[:, None]) & (rows[None, :] < y2[:, None])  # (R, h)
+    in_cols = (cols[None, :] >= x1[:, None]) & (cols[None, :] < x2[:, None])  # (R, w)
+    keep = (in_rows[:, :, None] & in_cols[:, None, :]).reshape(len(bounds), h * w)
+    if cell_masks is not None:
+        masked = keep & torch.from_numpy(np.ascontiguousarray(cell_masks, dtype=bool)).to(
+            device).reshape(len(bounds), h * w)
+        keep = torch.where(masked.any(dim=1, keepdim=True), masked, keep)
+    return keep
+
+
 def pool_cells(
     feature_map: torch.Tensor,
     cells: np.ndarray,
@@ -119,6 +155,12 @@ def pool_cells(
     cell_masks: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Pool each cell box (optionally restricted to a cell mask) into one vector.
+
+    All regions go through one batched reduction on the feature map's device (mean:
+    one matrix product; max and GeM: blocks of regions bounded by ``_BLOCK_ELEMENTS``),
+    with no per-region host round-trip. Each region's value is exactly its formula
+    over its kept cells (GeM as ``gem``: clamped, relative to the region's peak), up
+    to the order of float summation.
 
     Args:
         feature_map: (C, h, w).
@@ -134,25 +176,41 @@ def pool_cells(
         raise ValueError(f"pooling must be one of {POOLINGS}, got {method!r}")
     if feature_map.ndim != 3:
         raise ValueError(f"feature_map must be (C, h, w), got {tuple(feature_map.shape)}")
+    if method == "gem" and (not p > 0 or not math.isfinite(p)):
+        raise ValueError(f"GeM power must be a positive finite number, got {p}")
     feature_map = feature_map.float()
     c, h, w = feature_map.shape
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 4)
     if cell_masks is not None and cell_masks.shape != (len(cells), h, w):
         raise ValueError(f"cell_masks shape {cell_masks.shape} != ({len(cells)}, {h}, {w})")
-    vectors = feature_map.new_zeros((len(cells), c))
-    for r, (x1, y1, x2, y2) in enumerate(cells.tolist()):
-        region = feature_map[:, y1:y2, x1:x2].reshape(c, -1)
-        if cell_masks is not None:
-            keep = torch.from_numpy(np.ascontiguousarray(cell_masks[r, y1:y2, x1:x2])).reshape(-1)
-            if keep.any():
-                region = region[:, keep.to(region.device)]
-        if method == "mean":
-            vectors[r] = region.mean(dim=1)
-        elif method == "max":
-            vectors[r] = region.amax(dim=1)
-        else:
-            vectors[r] = gem(region, p)
-    return vectors
+    if not len(cells):
+        return feature_map.new_zeros((0, c))
+    keep = cell_keep_masks(cells, (h, w), cell_masks, feature_map.device)  # (R, hw)
+    flat = feature_map.reshape(c, h * w)
+    counts = keep.sum(dim=1, keepdim=True).to(flat.dtype)  # (R, 1), >= 1
+    if method == "mean":
+        return (keep.to(flat.dtype) @ flat.T) / counts
+    if method == "gem":
+        flat = flat.clamp(min=1e-6)  # as gem(): GeM is meant for non-negative maps
+    block = max(1, _BLOCK_ELEMENTS // max(c * h * w, 1))
+    grid_map = flat.reshape(c, h, w)
+    keep_map = keep.reshape(-1, h, w)
+    vectors = []
+    for start in range(0, len(cells), block):
+        # only the window the block's boxes span (masks never reach past a box)
+        x1, y1 = cells[start:start + block, :2].min(axis=0).tolist()
+        x2, y2 = cells[start:start + block, 2:].max(axis=0).tolist()
+        window = grid_map[:, y1:y2, x1:x2].reshape(c, -1)[None]  # (1, C, n)
+        kept = keep_map[start:start + block, y1:y2, x1:x2].reshape(-1, 1, window.shape[2])
+        if method == "max":
+            fill = torch.tensor(float("-inf"), device=flat.device)
+            vectors.append(torch.where(kept, window, fill).amax(dim=2))
+            continue
+        values = torch.where(kept, window, torch.zeros((), device=flat.device))
+        peak = values.amax(dim=2, keepdim=True)  # (r, C, 1), > 0 (values >= eps)
+        powered_mean = (values / peak).pow(p).sum(dim=2) / counts[start:start + block]
+        vectors.append(powered_mean.pow(1.0 / p) * peak.squeeze(2))
+    return torch.cat(vectors)
 
 
 def l2_normalise(vectors: torch.Tensor | np.ndarray, eps: float = 1e-12) -> np.ndarray:

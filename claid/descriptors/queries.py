@@ -7,6 +7,7 @@ its ``encode_text`` (SigLIP's joint space).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -77,15 +78,30 @@ def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
         return np.load(path)
     descriptor = parts.get("descriptor")
     rows = []
-    for query in tqdm(bench.queries, desc="describing queries", unit="query", disable=None):
-        if query.image is None:
-            if query.text is None or not hasattr(descriptor, "encode_text"):
-                raise ValueError(f"query {query.qid!r} has no image, and no text this descriptor can encode")
-            rows.append(descriptor.encode_text([query.text])[0])
-            continue
-        image = load_query_image(bench, query)
-        box = None if mode == "full" else query.box
-        rows.append(descriptor.describe_query(image, box))
+    with _like_the_database(cfg, descriptor):
+        for query in tqdm(bench.queries, desc="describing queries", unit="query", disable=None):
+            if query.image is None:
+                if query.text is None or not hasattr(descriptor, "encode_text"):
+                    raise ValueError(f"query {query.qid!r} has no image, and no text this descriptor can encode")
+                rows.append(descriptor.encode_text([query.text])[0])
+                continue
+            image = load_query_image(bench, query)
+            box = None if mode == "full" else query.box
+            rows.append(descriptor.describe_query(image, box))
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, descriptor.dim), np.float32)
     atomic_save_npy(path, vectors)
     return vectors
+
+
+def _like_the_database(cfg, descriptor):
+    """The device and precision the database was described with (``engine.*``), for
+    a descriptor that is a network; Lightning leaves it on the CPU after extraction."""
+    import torch
+
+    if not isinstance(descriptor, torch.nn.Module):
+        return contextlib.nullcontext()
+    from claid.engine.query_device import described_like_extraction
+
+    engine = cfg.engine
+    return described_like_extraction([descriptor], accelerator=engine.accelerator,
+                                     devices=engine.devices, precision=engine.precision)

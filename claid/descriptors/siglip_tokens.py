@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from claid.backbones.base import Backbone
-from claid.descriptors.pooling import boxes_to_cells, l2_normalise
+from claid.descriptors.pooling import boxes_to_cells, cell_keep_masks, l2_normalise
 from claid.descriptors.vit_tokens import ViTTokenDescriptor
 from claid.models.weights import WeightsUnavailableError, hub_cache_only_when_offline
 from claid.structures import PatchGrid
@@ -130,6 +130,9 @@ class SigLIPTokenDescriptor(ViTTokenDescriptor):
                 "siglip_tokens needs a backbone with an attention-pool head "
                 "(conf/backbone/siglip_vitb16); this backbone has none"
             )
+        if getattr(head, "latent_len", 1) != 1 or getattr(head, "pos_embed", None) is not None:
+            raise ValueError("siglip_tokens needs an attention-pool head with one latent query "
+                             "and no position embedding (SigLIP's MAP head)")
         if getattr(self.backbone, "facet", "tokens") != "tokens" or not getattr(
             self.backbone, "final_norm", True
         ):
@@ -157,6 +160,36 @@ class SigLIPTokenDescriptor(ViTTokenDescriptor):
         param = next(head.parameters())
         return head(tokens.to(param.device, param.dtype)[None])[0]
 
+    def attention_pool_regions(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """All regions of one image through the attention-pool head at once.
+
+        Args:
+            tokens: (N, D) final-norm tokens of the whole image.
+            keep: (R, N) bool, the tokens each region pools (each row non-empty).
+        Returns:
+            (R, D): row r equals ``attention_pool(tokens[keep[r]])``. The head's one
+            latent query attends to every token with the other tokens masked out;
+            keys and values are computed once for the image, not once per region
+            (timm's ``AttentionPoolLatent`` with R queries sharing them).
+        """
+        head = self.backbone.model.attn_pool
+        param = next(head.parameters())
+        x = tokens.to(param.device, param.dtype)[None]  # (1, N, D)
+        count, n = keep.shape
+        _, _, width = x.shape
+        q = head.q(head.latent).reshape(1, head.num_heads, 1, head.head_dim)
+        kv = head.kv(x).reshape(1, n, 2, head.num_heads, head.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # (1, H, N, d) each
+        q, k = head.q_norm(q), head.k_norm(k)
+        bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill(~keep.to(q.device), float("-inf"))[None, None]  # (1, 1, R, N)
+        pooled = torch.nn.functional.scaled_dot_product_attention(
+            q.expand(1, head.num_heads, count, head.head_dim), k, v, attn_mask=bias)
+        pooled = head.proj_drop(head.proj(pooled.transpose(1, 2).reshape(count, width)))
+        if head.mlp is not None:
+            pooled = pooled + head.mlp(head.norm(pooled))
+        return pooled
+
     def pool(
         self,
         feature_map: torch.Tensor | None,
@@ -180,18 +213,12 @@ class SigLIPTokenDescriptor(ViTTokenDescriptor):
             masks = np.asarray(masks, dtype=bool)
             if masks.shape != (len(boxes), h, w):
                 raise ValueError(f"masks shape {masks.shape} != ({len(boxes)}, {h}, {w})")
-        tokens = torch.from_numpy(np.asarray(patch_grid.tokens, dtype=np.float32))
-        vectors = []
-        with torch.no_grad():
-            for r, (x1, y1, x2, y2) in enumerate(cells.tolist()):
-                keep = np.zeros((h, w), dtype=bool)
-                keep[y1:y2, x1:x2] = True
-                if use_masks and (masks[r] & keep).any():
-                    keep &= masks[r]
-                vectors.append(self.attention_pool(tokens[torch.from_numpy(keep.reshape(-1))]))
-        if not vectors:
+        if not len(boxes):
             return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalise(torch.stack(vectors))
+        tokens = torch.from_numpy(np.asarray(patch_grid.tokens, dtype=np.float32))
+        keep = cell_keep_masks(cells, (h, w), masks if use_masks else None)
+        with torch.no_grad():
+            return l2_normalise(self.attention_pool_regions(tokens, keep))
 
     @torch.no_grad()
     def encode_token_ids(self, input_ids: torch.Tensor) -> np.ndarray:

@@ -8,8 +8,16 @@ Why the pieces look the way they do:
   in the same batch; ``collate`` then stacks each group of equal shapes into one
   tensor, so a batch that still mixes shapes costs one forward per shape and is
   never padded (padding would change ViT tokens).
-- Ranks get disjoint strided slices of the list (no DistributedSampler padding,
-  which would process some images twice).
+- The list of images to do is decided once, on global rank 0, after the ranks
+  have started (``todo``: a fresh listing of the store there), and broadcast, so
+  a stale listing on another rank (NFS) cannot make two ranks disagree.
+- Ranks get disjoint strided slices of that list (``rank_slice``; Lightning's
+  distributed sampler is off). The split is ours so that each rank can then order
+  its own share by image shape (bucketing, above) and so that a rank's share is
+  known without a process group (the tests simulate ranks with it). A rank whose
+  slice is empty (fewer images left than ranks) gets one placeholder item that
+  collates to an empty batch, so it still runs the loop and reaches the store
+  barrier.
 - A file that cannot be used travels through the batch as ``(image_id, reason)``
   so the writer records it as skipped; the run goes on.
 - The workers call ``backbone.preprocess`` / ``descriptor.preprocess`` on the
@@ -23,12 +31,14 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from claid.engine.cut_pool import decode_workers
 from claid.engine.token_cache import CachedTokens
 from claid.images import ImageError, image_size_from_header, load_image
 from claid.structures import PatchGrid
@@ -40,7 +50,8 @@ __all__ = ["ImageListDataset", "ImageListDataModule", "collate_images", "rank_sl
 def rank_slice(n_items: int, rank: int, world_size: int) -> list[int]:
     """Indices of the items rank ``rank`` of ``world_size`` processes handles:
     ``rank, rank + W, ...``. Slices of different ranks are disjoint and together
-    cover every item exactly once (ranks may differ by one item)."""
+    cover every item exactly once (ranks may differ by one item; with fewer items
+    than ranks some slices are empty)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
     return list(range(rank, n_items, world_size))
@@ -165,6 +176,18 @@ def _stack_by_shape(tensors: list[torch.Tensor | None]) -> list[tuple[list[int],
             for positions in groups.values()]
 
 
+class _NothingToDo(Dataset):
+    """One placeholder item for a rank with no images: it collates to an empty batch
+    (Lightning refuses a zero-length loader on one rank, and that rank must still
+    reach the store barrier)."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> dict:
+        return {"placeholder": True}
+
+
 def collate_images(items: list[dict]) -> dict:
     """Dataset items -> one batch.
 
@@ -175,6 +198,7 @@ def collate_images(items: list[dict]) -> dict:
         backbone group), "descriptor_groups": [...] (empty when the descriptor needs
         no image), "skipped": [(image_id, reason)]}``; positions index ``ids``.
     """
+    items = [item for item in items if not item.get("placeholder")]
     good = [item for item in items if item["error"] is None]
     batch = {
         "ids": [item["id"] for item in good],
@@ -204,19 +228,29 @@ class ImageListDataModule(pl.LightningDataModule):
         images: (image_id, absolute path) pairs, ids unique.
         backbone, descriptor: their ``preprocess`` runs in the workers.
         batch_size: images per batch (> 0).
-        num_workers: DataLoader worker processes (0 = decode in the main process).
+        num_workers: DataLoader worker processes per rank (0 = decode in the main
+            process; None: :func:`claid.engine.cut_pool.decode_workers` of this rank's
+            share of the node's CPU affinity).
         bucket: order each rank's images by header shape so batches are homogeneous.
         cached_tokens: PatchGrids used instead of the backbone where cached, or None.
+        todo: called on global rank 0 only, in ``setup`` (after the ranks started):
+            ``images`` -> the ones still to do (e.g. not in a fresh listing of the
+            store); its answer is broadcast to every rank. None: all of ``images``.
+
+    After ``setup``, ``todo_images`` is the broadcast list and ``rank_images`` this
+    rank's share of it, in processing order.
     """
 
     def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
-                 batch_size: int = 4, num_workers: int = 0, bucket: bool = True,
-                 cached_tokens: CachedTokens | None = None) -> None:
+                 batch_size: int = 4, num_workers: int | None = 0, bucket: bool = True,
+                 cached_tokens: CachedTokens | None = None,
+                 todo: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None = None,
+                 ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+            raise ValueError(f"num_workers must be an integer >= 0 or null, got {num_workers!r}")
         self.images = list(images)
         self.backbone = backbone
         self.descriptor = descriptor
@@ -224,11 +258,14 @@ class ImageListDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.bucket = bucket
         self.cached_tokens = cached_tokens
+        self.todo = todo
+        self.todo_images: list[tuple[str, str]] = list(self.images)
         self.rank_images: list[tuple[str, str]] = []
 
     def images_for_rank(self, rank: int, world_size: int) -> list[tuple[str, str]]:
-        """This rank's share of the images, in processing order."""
-        mine = [self.images[i] for i in rank_slice(len(self.images), rank, world_size)]
+        """This rank's share of ``todo_images``, in processing order."""
+        todo = self.todo_images
+        mine = [todo[i] for i in rank_slice(len(todo), rank, world_size)]
         if self.bucket:
             sizes = [image_size_from_header(path) for _, path in mine]
             mine = [mine[i] for i in bucket_order(sizes)]
@@ -238,17 +275,42 @@ class ImageListDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
         world_size = trainer.world_size if trainer is not None else 1
+        if self.todo is not None:
+            self.todo_images = self._decide_todo(trainer, rank)
         self.rank_images = self.images_for_rank(rank, world_size)
 
+    def _decide_todo(self, trainer, rank: int) -> list[tuple[str, str]]:
+        """Rank 0 asks ``todo``; every rank receives its answer as positions into
+        ``images`` (small to broadcast), checked against its own list's length."""
+        answer = None
+        if rank == 0:
+            position = {pair: k for k, pair in enumerate(self.images)}
+            chosen = self.todo(list(self.images))
+            unknown = [pair for pair in chosen if pair not in position]
+            if unknown:
+                raise ValueError(f"todo returned images not in the list, e.g. {unknown[:3]}")
+            answer = (len(self.images), np.asarray([position[p] for p in chosen], np.int64))
+        if trainer is not None and trainer.world_size > 1:
+            answer = trainer.strategy.broadcast(answer, src=0)
+        count, positions = answer
+        if count != len(self.images):
+            raise ValueError(f"rank {rank} has {len(self.images)} images, rank 0 has {count}: "
+                             "every rank must be given the same image list")
+        return [self.images[k] for k in positions.tolist()]
+
     def predict_dataloader(self) -> DataLoader:
+        if not self.rank_images:
+            return DataLoader(_NothingToDo(), batch_size=1, collate_fn=collate_images)
         dataset = ImageListDataset(self.rank_images, backbone=self.backbone,
                                    descriptor=self.descriptor, cached_tokens=self.cached_tokens)
+        ranks_per_node = max(1, int(getattr(self.trainer, "num_devices", 1) or 1))
+        workers = decode_workers(self.num_workers, ranks_per_node=ranks_per_node)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=False,
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=collate_images,
-            worker_init_fn=_one_torch_thread if self.num_workers else None,
+            worker_init_fn=_one_torch_thread if workers else None,
             pin_memory=torch.cuda.is_available(),
         )

@@ -70,6 +70,31 @@ def _summarise(store: RegionStore, requested: list[str], already_done: set[str],
     }
 
 
+class StillToDo:
+    """The images not yet in the store, from a fresh listing (run on global rank 0 by
+    the datamodule; picklable, so it travels to ``ddp_spawn`` ranks).
+
+    ``already_done`` holds the ids that listing found done (None until called).
+    """
+
+    def __init__(self, store_dir: str, *, retry_skipped: bool) -> None:
+        self.store_dir = store_dir
+        self.retry_skipped = retry_skipped
+        self.already_done: set[str] | None = None
+
+    def __call__(self, images: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        store = RegionStore.open(self.store_dir)
+        done = set(store.image_ids) if self.retry_skipped else store.done_ids()
+        self.already_done = done
+        return [(image_id, path) for image_id, path in images if image_id not in done]
+
+
+def _single_process(devices, num_nodes: int) -> bool:
+    """True when this run cannot have other ranks (one device, one node, no launcher)."""
+    one_device = devices in (1, "1") or (isinstance(devices, (list, tuple)) and len(devices) == 1)
+    return one_device and num_nodes == 1 and os.environ.get("WORLD_SIZE", "1") == "1"
+
+
 def format_summary(summary: dict, max_skips: int = 20) -> str:
     """The end-of-run summary as a few readable lines."""
     lines = [
@@ -131,7 +156,7 @@ def extract_regions(
     accelerator: str = "cpu",
     devices: int | str | list[int] = 1,
     batch_size: int = 4,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     precision: str = "32-true",
     dtype: str = "float16",
     keep_tokens: bool = False,
@@ -142,6 +167,10 @@ def extract_regions(
     cut_workers: int | None = None,
     strategy: str = "auto",
     retry_skipped: bool = False,
+    num_nodes: int = 1,
+    cut_pool: str = "thread",
+    cut_queue: int = 2,
+    profile: bool = False,
 ) -> RegionStore:
     """Detect and describe the regions of every image into a region store; resumable.
 
@@ -170,9 +199,12 @@ def extract_regions(
         store_dir: the store directory (name it ``regions-<config_hash(config)>``).
         config: the resolved config that produced the store (recorded; an existing
             store made with another config is refused).
-        accelerator, devices, precision, strategy: passed to ``pl.Trainer``; with
-            several devices each rank writes its own shards over a disjoint slice.
-        batch_size: images per batch; num_workers: decoding worker processes.
+        accelerator, devices, precision, strategy, num_nodes: passed to ``pl.Trainer``
+            (``devices`` per node); with several ranks each writes its own shards over
+            a disjoint slice of the images that global rank 0 found still to do. Under
+            torchrun or SLURM, ``devices * num_nodes`` must equal the world size.
+        batch_size: images per batch; num_workers: decoding worker processes per
+            rank (None: a quarter of the rank's share of the CPU affinity, at most 8).
         dtype: stored vector dtype, "float16" or "float32".
         keep_tokens: also cache each image's PatchGrid in the store (also the ones
             read from ``tokens_from``: the new store stands on its own).
@@ -183,9 +215,14 @@ def extract_regions(
             forward, or None.
         progress: show a tqdm bar in images/s and print the summary.
         shard_size: images per committed shard (what a crash can cost).
-        cut_workers: cutter threads; None = 0 on CPU (the forwards use every core),
-            else the cores left by the decoding workers (cuts overlap the descriptor
-            forward and each other; the k-sums kernels release the GIL).
+        cut_workers: cut workers per rank; None = 0 on CPU (the forwards use every
+            core), else this rank's share of the CPU affinity of the node minus its
+            decoding workers and main thread. Cuts overlap later batches' forwards.
+        cut_pool: ``thread`` (the k-sums kernels release the GIL) or ``process``
+            (scales past the ~15 % of a cut that holds the GIL; spawn start-up).
+        cut_queue: batches that may wait for their cuts before a step blocks.
+        profile: synchronise the device around each forward so ``timings`` split
+            honestly (it stalls the overlap; off for production runs).
         retry_skipped: try the images recorded as skipped again (a later success
             supersedes the skip record).
     Returns:
@@ -197,15 +234,14 @@ def extract_regions(
             (patch size or token width).
     """
     images = _check_images(images)
-    for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                               ("shard_size", shard_size, 1)):
+    checked = [("batch_size", batch_size, 1), ("shard_size", shard_size, 1)]
+    if num_workers is not None:
+        checked.append(("num_workers", num_workers, 0))
+    for name, value, least in checked:
         if not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    if cut_workers is None:
-        # On an accelerator the cutter is the CPU bottleneck (k-sums on a ViT-B/8 grid
-        # takes ~0.2 s per image, a forward a few ms): give it the cores the decoding
-        # workers and the main thread leave free.
-        cut_workers = 0 if accelerator == "cpu" else max(1, (os.cpu_count() or 2) - num_workers - 1)
+    if not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ValueError(f"num_nodes must be an integer >= 1, got {num_nodes!r}")
     if token_dtype not in ("float16", "float32"):
         raise ValueError(f"token_dtype must be 'float16' or 'float32', got {token_dtype!r}")
     if backbone is None and tokens_from is None:
@@ -218,36 +254,51 @@ def extract_regions(
     todo = [(image_id, path) for image_id, path in images if image_id not in already_done]
     cached_tokens = None
     if tokens_from is not None:
-        cached_tokens = CachedTokens(tokens_from, [image_id for image_id, _ in todo])
+        # all requested images: rank 0's to-do list (broadcast later) may differ
+        # from this rank's listing
+        cached_tokens = CachedTokens(tokens_from, [image_id for image_id, _ in images])
         _check_cached_tokens(cached_tokens, tokens_from, backbone,
                              [image_id for image_id, _ in todo])
 
     started = time.perf_counter()
     module = ExtractionModule(backbone=backbone, cutter=cutter, descriptor=descriptor,
-                              cut_workers=cut_workers, keep_tokens=keep_tokens)
+                              cut_workers=cut_workers, cut_pool=cut_pool, cut_queue=cut_queue,
+                              num_workers=num_workers, profile=profile, keep_tokens=keep_tokens)
     is_rank_zero = True
-    extra = {"accelerator": accelerator, "devices": str(devices), "world_size": 1}
+    extra = {"accelerator": accelerator, "devices": str(devices), "num_nodes": num_nodes,
+             "world_size": 1, "cut_pool": cut_pool}
     if cached_tokens is not None:
         extra["tokens_from"] = {"store": tokens_from.store_dir, "cached": len(cached_tokens)}
-    if todo:
-        datamodule = ImageListDataModule(todo, backbone=backbone, descriptor=descriptor,
+    still_to_do = StillToDo(store_dir, retry_skipped=retry_skipped)
+    # A lone process with nothing to do skips the Trainer; ranks of a distributed
+    # run always enter it (one rank staying out would hang the others), and rank 0's
+    # fresh listing decides for all of them.
+    if todo or not _single_process(devices, num_nodes):
+        datamodule = ImageListDataModule(images, backbone=backbone, descriptor=descriptor,
                                          batch_size=batch_size, num_workers=num_workers,
-                                         cached_tokens=cached_tokens)
+                                         cached_tokens=cached_tokens, todo=still_to_do)
         writer = StoreWriter(store_dir, config=config, dim=dim, dtype=dtype,
                              shard_size=shard_size, token_dtype=token_dtype)
         trainer = pl.Trainer(
-            accelerator=accelerator, devices=devices, precision=precision, strategy=strategy,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, use_distributed_sampler=False, inference_mode=True,
+            accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
+            strategy=strategy, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+            use_distributed_sampler=False, inference_mode=True,
             callbacks=[writer, ExtractionProgress(enabled=progress)],
         )
-        with warnings.catch_warnings():
-            # num_workers=0 is a deliberate choice on small CPU runs
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        try:
+            with warnings.catch_warnings():
+                # num_workers=0 is a deliberate choice on small CPU runs
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        finally:
+            module.close_cut_pool(cancel=True)
         is_rank_zero = trainer.is_global_zero
         extra["world_size"] = trainer.world_size
+        extra["cut_workers"] = module.cut_workers_used
         extra["token_sources_rank0"] = dict(module.token_sources)
+        if still_to_do.already_done is not None:  # rank 0 listed the store in this process
+            already_done = still_to_do.already_done
     store = RegionStore.open(store_dir)
     if is_rank_zero:
         summary = _summarise(store, [i for i, _ in images], already_done,

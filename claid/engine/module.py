@@ -3,28 +3,34 @@
 ``ExtractionModule.predict_step`` runs, for one batch from
 :func:`claid.engine.datamodule.collate_images`:
 
-1. the backbone forward (one per input shape), tokens copied to the CPU as
-   ``PatchGrid`` s; images whose PatchGrid came from a token cache (the batch's
-   ``patch_grids``) are in no backbone group and skip this;
-2. the cutter on every PatchGrid, submitted to a thread pool (the k-sums cutter is
-   numba ``nogil`` code, so threads run truly in parallel) ...
-3. ... while the descriptor forward runs on the accelerator, so the region
-   decomposition and the second network overlap;
-4. pooling one vector per region, once the image's regions are known.
+1. the backbone forward (one per input shape); its tokens are copied to pinned host
+   memory without blocking; images whose PatchGrid came from a token cache (the
+   batch's ``patch_grids``) are in no backbone group and skip this;
+2. the descriptor forward, launched before waiting for that copy, so it runs on the
+   device while the host builds the PatchGrids;
+3. the cuts of every PatchGrid, queued in a :class:`claid.engine.cut_pool.CutQueue`
+   (a pool of threads or processes fed by a bounded queue spanning batches): the
+   step does not wait for them, so the device runs the next batch's forwards while
+   this batch is cut;
+4. pooling (one batched operation per image) of every earlier batch whose cuts are
+   done. The step returns those batches (oldest first), so a step's output lags its
+   input; ``drain_pending`` returns what is still queued at the end (the store
+   writer calls it before its last commit).
 
-Per-phase wall times are accumulated in ``timings`` (seconds; the accelerator is
-synchronised around each forward so the split is honest on a GPU): backbone_forward,
-tokens_to_cpu, cut (inline cutting, or submitting to the pool), descriptor_forward,
-cut_wait, pool, and predict_loop (the whole loop, data loading and writing included).
-``token_sources`` counts the images whose tokens came from the backbone and from
-the cache.
+Per-phase wall times are accumulated in ``timings`` (seconds): backbone_forward,
+descriptor_forward (on a GPU these time the launch only, unless ``profile``
+synchronises the device around each forward), tokens_to_cpu, cut_submit (handing
+cuts over; inline cuts themselves when ``cut_workers`` is 0), cut_wait (the step
+blocked on cuts: the device was idle), cut_workers (seconds the workers spent
+cutting, summed), pool, and predict_loop (the whole loop, data loading and
+writing included). ``token_sources`` counts the images whose tokens came from the
+backbone and from the cache.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -33,6 +39,7 @@ import torch
 
 from claid.backbones.base import Backbone
 from claid.descriptors.base import RegionDescriptor
+from claid.engine.cut_pool import CUT_POOLS, CutQueue, PendingBatch, cut_pool_size
 from claid.structures import PatchGrid, RegionDescriptors, RegionTree
 
 __all__ = ["ExtractionModule", "describe_regions"]
@@ -96,120 +103,176 @@ class ExtractionModule(pl.LightningModule):
     Args:
         backbone: a claid Backbone (image -> tokens); None when every batch brings
             cached PatchGrids.
-        cutter: callable PatchGrid -> RegionTree.
+        cutter: callable PatchGrid -> RegionTree (picklable for a process pool).
         descriptor: a claid RegionDescriptor.
-        cut_workers: threads for the cutter; 0 runs it inline (best on CPU-only
-            machines, where the forwards already use every core).
+        cut_workers: cut workers of this rank; 0 cuts inline; None: 0 on the CPU,
+            else this rank's share of the CPU affinity minus ``num_workers`` and the
+            main thread (see :func:`claid.engine.cut_pool.cut_pool_size`).
+        cut_pool: ``thread`` or ``process`` workers.
+        cut_queue: batches that may wait for their cuts before a step blocks.
+        num_workers: this rank's decoding processes (for the default pool size).
+        profile: synchronise the device around each forward so the timings split
+            honestly (costs the overlap of host and device work; off by default).
         keep_tokens: return the PatchGrids too (for the store's token cache).
 
     ``predict_step`` returns ``{"regions": [RegionDescriptors], "cells": [(cy, cx)],
-    "patch_grids": [PatchGrid] | None, "skipped": [(image_id, reason)]}``.
+    "patch_grids": [PatchGrid] | None, "skipped": [(image_id, reason)]}`` for the
+    batches finished in that step (possibly none, possibly several).
     """
 
     def __init__(self, *, backbone: Backbone | None, cutter: Callable[[PatchGrid], RegionTree],
-                 descriptor: RegionDescriptor, cut_workers: int = 0,
-                 keep_tokens: bool = False) -> None:
+                 descriptor: RegionDescriptor, cut_workers: int | None = 0,
+                 cut_pool: str = "thread", cut_queue: int = 2, num_workers: int = 0,
+                 profile: bool = False, keep_tokens: bool = False) -> None:
         super().__init__()
         if not callable(cutter):
             raise ValueError(f"cutter must be callable PatchGrid -> RegionTree, got {cutter!r}")
-        if cut_workers < 0:
-            raise ValueError(f"cut_workers must be >= 0, got {cut_workers}")
+        if cut_workers is not None and (not isinstance(cut_workers, int) or cut_workers < 0):
+            raise ValueError(f"cut_workers must be an integer >= 0 or null, got {cut_workers!r}")
+        if cut_pool not in CUT_POOLS:
+            raise ValueError(f"cut_pool must be one of {CUT_POOLS}, got {cut_pool!r}")
+        if not isinstance(cut_queue, int) or cut_queue < 1:
+            raise ValueError(f"cut_queue must be an integer >= 1, got {cut_queue!r}")
         self.backbone = backbone
         self.descriptor = descriptor
         self.cutter = cutter
         self.cut_workers = cut_workers
+        self.cut_pool = cut_pool
+        self.cut_queue = cut_queue
+        self.num_workers = num_workers
+        self.profile = profile
         self.keep_tokens = keep_tokens
+        self.cut_workers_used = 0
         self.timings: dict[str, float] = {}
         self.token_sources = {"backbone": 0, "cache": 0}
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: CutQueue | None = None
         self._loop_started = 0.0
 
     # -- timing
 
     @contextmanager
     def _timed(self, phase: str, sync: bool = False):
-        if sync and self.device.type == "cuda":
+        sync = sync and self.profile and self.device.type == "cuda"
+        if sync:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         yield
-        if sync and self.device.type == "cuda":
+        if sync:
             torch.cuda.synchronize(self.device)
         self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
 
-    # -- thread pool lifecycle (not created in __init__: the module may be pickled)
+    # -- cut pool lifecycle (not created in __init__: the module may be pickled)
+
+    def _ranks_per_node(self) -> int:
+        trainer = self._trainer
+        return max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
 
     def on_predict_start(self) -> None:
         self.timings = {}
         self.token_sources = {"backbone": 0, "cache": 0}
         self._loop_started = time.perf_counter()
-        if self.cut_workers > 0:
-            self._pool = ThreadPoolExecutor(self.cut_workers, thread_name_prefix="claid-cut")
+        self.cut_workers_used = cut_pool_size(
+            self.cut_workers, on_accelerator=self.device.type != "cpu",
+            num_workers=self.num_workers, ranks_per_node=self._ranks_per_node())
+        self._queue = CutQueue(self.cutter, workers=self.cut_workers_used, kind=self.cut_pool,
+                               max_pending=self.cut_queue)
 
     def on_predict_end(self) -> None:
         # the whole loop: the denominator of the time split (decoding waits included)
         self.timings["predict_loop"] = time.perf_counter() - self._loop_started
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self.close_cut_pool()
 
-    def _cut(self, patch_grid: PatchGrid) -> Future | RegionTree:
-        if self._pool is None:
-            return self.cutter(patch_grid)
-        return self._pool.submit(self.cutter, patch_grid)
+    def close_cut_pool(self, cancel: bool = False) -> None:
+        """Stop the cut workers (``cancel``: after an error, drop queued cuts)."""
+        if self._queue is not None:
+            self._queue.close(cancel=cancel)
+            self.timings["cut_wait"] = self.timings.get("cut_wait", 0.0) + self._queue.wait_seconds
+            self.timings["cut_workers"] = self._queue.cut_seconds
+            self.timings["cut_submit"] = self._queue.submit_seconds
+            self._queue = None
+
+    def drain_pending(self) -> dict:
+        """The batches still waiting for their cuts, described (blocks until cut);
+        the same dict as ``predict_step``."""
+        if self._queue is None:
+            return self._describe([])
+        return self._describe(self._queue.drain())
 
     # -- the step
+
+    def _host_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """(B, N, D) device tokens -> float32 host copy, started without blocking
+        (pinned memory on CUDA) and the event that marks its end."""
+        tokens = tokens.float()
+        if tokens.device.type != "cuda":
+            return tokens.cpu(), None
+        host = torch.empty(tokens.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return host, copied
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         ids = batch["ids"]
         patch_grids: list[PatchGrid | None] = list(batch.get("patch_grids") or [None] * len(ids))
         self.token_sources["cache"] += sum(grid is not None for grid in patch_grids)
+        copies = []
         for positions, pixels in batch["backbone_groups"]:
             if self.backbone is None:
                 raise ValueError(f"images {[ids[p] for p in positions][:5]} have no cached "
                                  "tokens and there is no backbone")
-            patch = self.backbone.patch_size
             self.token_sources["backbone"] += len(positions)
             with self._timed("backbone_forward", sync=True):
                 tokens = self.backbone(pixels)
             with self._timed("tokens_to_cpu"):
-                tokens = tokens.float().cpu().numpy()
-            grid = (int(pixels.shape[-2]) // patch, int(pixels.shape[-1]) // patch)
-            for k, position in enumerate(positions):
-                patch_grids[position] = PatchGrid(
-                    tokens=tokens[k],
-                    grid=grid,
-                    patch_size=patch,
-                    scale=tuple(batch["backbone_scales"][position]),
-                    image_size=tuple(batch["image_sizes"][position]),
-                )
-        with self._timed("cut"):
-            trees = [self._cut(patch_grid) for patch_grid in patch_grids]
+                copies.append((positions, pixels.shape[-2:], *self._host_tokens(tokens)))
         feature_maps: list[torch.Tensor | None] = [None] * len(ids)
         for positions, pixels in batch["descriptor_groups"]:
             with self._timed("descriptor_forward", sync=True):
                 fmap = self.descriptor(pixels)
             for k, position in enumerate(positions):
                 feature_maps[position] = fmap[k]
-        regions, cells, skipped = [], [], list(batch["skipped"])
-        for position, image_id in enumerate(ids):
-            patch_grid = patch_grids[position]
-            with self._timed("cut_wait"):
-                tree = trees[position]
-                tree = tree.result() if isinstance(tree, Future) else tree
-            if tree.grid != patch_grid.grid:
-                raise ValueError(f"{image_id}: cutter returned grid {tree.grid}, "
-                                 f"tokens have {patch_grid.grid}")
-            with self._timed("pool"):
-                regions.append(describe_regions(
-                    image_id, patch_grid, tree, descriptor=self.descriptor,
-                    feature_map=feature_maps[position],
-                    descriptor_scale=tuple(batch["descriptor_scales"][position]),
-                ))
-            sy, sx = patch_grid.scale
-            cells.append((patch_grid.patch_size * sy, patch_grid.patch_size * sx))
+        with self._timed("tokens_to_cpu"):
+            patch = self.backbone.patch_size if self.backbone is not None else 0
+            for positions, (height, width), host, copied in copies:
+                if copied is not None:
+                    copied.synchronize()
+                tokens = host.numpy()
+                for k, position in enumerate(positions):
+                    patch_grids[position] = PatchGrid(
+                        tokens=tokens[k],
+                        grid=(int(height) // patch, int(width) // patch),
+                        patch_size=patch,
+                        scale=tuple(batch["backbone_scales"][position]),
+                        image_size=tuple(batch["image_sizes"][position]),
+                    )
+        pending = PendingBatch(patch_grids=patch_grids, payload={
+            "ids": ids, "feature_maps": feature_maps,
+            "descriptor_scales": batch["descriptor_scales"], "skipped": list(batch["skipped"])})
+        return self._describe(self._queue.submit(pending))
+
+    def _describe(self, batches: list[PendingBatch]) -> dict:
+        regions, cells, grids, skipped = [], [], [], []
+        for batch in batches:
+            payload = batch.payload
+            for position, image_id in enumerate(payload["ids"]):
+                patch_grid, tree = batch.patch_grids[position], batch.cuts[position]
+                if tree.grid != patch_grid.grid:
+                    raise ValueError(f"{image_id}: cutter returned grid {tree.grid}, "
+                                     f"tokens have {patch_grid.grid}")
+                with self._timed("pool"):
+                    regions.append(describe_regions(
+                        image_id, patch_grid, tree, descriptor=self.descriptor,
+                        feature_map=payload["feature_maps"][position],
+                        descriptor_scale=tuple(payload["descriptor_scales"][position]),
+                    ))
+                sy, sx = patch_grid.scale
+                cells.append((patch_grid.patch_size * sy, patch_grid.patch_size * sx))
+                grids.append(patch_grid)
+            skipped.extend(payload["skipped"])
         return {
             "regions": regions,
             "cells": cells,
-            "patch_grids": patch_grids if self.keep_tokens else None,
+            "patch_grids": grids if self.keep_tokens else None,
             "skipped": skipped,
         }

@@ -44,6 +44,7 @@ class StoreWriter(BasePredictionWriter):
         self.images_written = 0
         self.regions_written = 0
         self.skipped_written = 0
+        self.drained = 0  # images and skips written at the end (steps lag their input)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.writer = RegionStoreWriter(
@@ -53,6 +54,9 @@ class StoreWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx) -> None:
+        self._write(prediction)
+
+    def _write(self, prediction: dict) -> None:
         grids = prediction["patch_grids"] or [None] * len(prediction["regions"])
         for item, cell, patch_grid in zip(prediction["regions"], prediction["cells"], grids):
             self.writer.add(item, cell=cell, patch_grid=patch_grid)
@@ -63,6 +67,13 @@ class StoreWriter(BasePredictionWriter):
         self.skipped_written += len(prediction["skipped"])
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a step's output lags its input (cuts overlap later forwards): the batches
+        # still being cut are described and written before the last commit
+        drain = getattr(pl_module, "drain_pending", None)
+        if drain is not None:
+            rest = drain()
+            self._write(rest)
+            self.drained = len(rest["regions"]) + len(rest["skipped"])
         self.writer.flush()
         # Every rank's last shard must be committed before rank 0 summarises the store.
         trainer.strategy.barrier("claid-store-flushed")
@@ -71,6 +82,9 @@ class StoreWriter(BasePredictionWriter):
                      exception: BaseException) -> None:
         if self.writer is not None:
             self.writer.discard()
+        close = getattr(pl_module, "close_cut_pool", None)
+        if close is not None:
+            close(cancel=True)
 
 
 class ExtractionProgress(pl.Callback):
@@ -112,6 +126,8 @@ class ExtractionProgress(pl.Callback):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.bar is not None:
+            # the batches the store writer drained after the last step (it runs first)
+            self.bar.update(sum(c.drained for c in trainer.callbacks if isinstance(c, StoreWriter)))
             self.bar.close()
             self.bar = None
 

@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--cut-workers", type=int, default=None)
+    parser.add_argument("--cut-pool", default="thread", choices=("thread", "process"))
+    parser.add_argument("--profile", action="store_true",
+                        help="synchronise the device around each forward (honest split on a GPU)")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--conf-dir", type=Path,
@@ -120,7 +123,7 @@ def main() -> None:
     options = dict(backbone=backbone, cutter=cutter, descriptor=descriptor,
                    accelerator=args.accelerator, batch_size=args.batch_size,
                    num_workers=args.num_workers, precision=args.precision,
-                   cut_workers=args.cut_workers)
+                   cut_workers=args.cut_workers, cut_pool=args.cut_pool, profile=args.profile)
     config = {"bench": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,6 +149,12 @@ def main() -> None:
         "num_workers": args.num_workers, "accelerator": args.accelerator,
         "images_per_second": round(summary["images"] / loop, 3),
         **split(summary, wall, args.project_regions),
+        # with --profile on a GPU: the share of the loop the device spent in the forwards
+        "device_busy_share": round(
+            sum(summary["timings_rank0_seconds"].get(k, 0.0) for k in FORWARDS) / loop, 3),
+        "gpu_peak_memory_gib": (round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                                if torch.cuda.is_available() else None),
+        "cut_workers": summary.get("cut_workers"), "cut_pool": args.cut_pool,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,

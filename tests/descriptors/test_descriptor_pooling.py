@@ -116,3 +116,43 @@ def test_l2_normalise_gives_unit_rows():
     rows = l2_normalise(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
     assert rows.dtype == np.float32
     np.testing.assert_allclose(rows, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def _pool_one_region_at_a_time(fmap, cells, method, p, cell_masks):
+    """The per-region reference the batched pooling replaced (kept here as the oracle)."""
+    from claid.descriptors.pooling import gem
+
+    c = fmap.shape[0]
+    rows = []
+    for r, (x1, y1, x2, y2) in enumerate(cells.tolist()):
+        region = fmap[:, y1:y2, x1:x2].reshape(c, -1)
+        if cell_masks is not None:
+            keep = torch.from_numpy(cell_masks[r, y1:y2, x1:x2].copy()).reshape(-1)
+            if keep.any():
+                region = region[:, keep]
+        rows.append({"mean": lambda v: v.mean(1), "max": lambda v: v.amax(1),
+                     "gem": lambda v: gem(v, p)}[method](region))
+    return torch.stack(rows) if rows else torch.zeros(0, c)
+
+
+@pytest.mark.parametrize("block_elements", [1, 1 << 24], ids=["one-region-blocks", "one-block"])
+@pytest.mark.parametrize("method", ["mean", "max", "gem"])
+def test_batched_pooling_equals_pooling_each_region_alone(method, block_elements, monkeypatch):
+    """Random maps (negative values too), boxes past the edges, masks inside, across
+    and outside their boxes: the batched reduction gives each region's own value."""
+    import claid.descriptors.pooling as pooling
+
+    monkeypatch.setattr(pooling, "_BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(4)
+    for trial in range(12):
+        c, h, w = (int(v) for v in rng.integers(1, 40, 1).tolist() + rng.integers(1, 11, 2).tolist())
+        fmap = torch.from_numpy(rng.standard_normal((c, h, w)).astype(np.float32))
+        count = int(rng.integers(0, 8))
+        corners = np.sort(rng.uniform(-10, 100, (count, 2, 2)), axis=1)
+        boxes = corners.transpose(0, 2, 1).reshape(count, 4)[:, [0, 2, 1, 3]]
+        cells = boxes_to_cells(boxes, (1.0, 1.0), 8, (h, w))
+        masks = rng.random((count, h, w)) > 0.6 if trial % 2 else None
+        got = pool_cells(fmap, cells, method, 3.0, masks)
+        expected = _pool_one_region_at_a_time(fmap, cells, method, 3.0, masks)
+        assert got.shape == (count, c)
+        torch.testing.assert_close(got, expected, rtol=2e-6, atol=1e-7)

@@ -62,7 +62,9 @@ def test_regions_pool_only_their_masked_tokens(siglip):
         tokens = torch.from_numpy(grid.tokens[masks[r].reshape(-1)])
         with torch.no_grad():
             expected = siglip.backbone.model.attn_pool(tokens[None])[0].numpy()
-        np.testing.assert_allclose(vectors[r], expected / np.linalg.norm(expected), rtol=1e-4)
+        # atol: regions are pooled together (other float summation order), ~3e-8 apart
+        np.testing.assert_allclose(vectors[r], expected / np.linalg.norm(expected), rtol=1e-4,
+                                   atol=1e-6)
 
 
 def test_queries_have_one_unit_vector(siglip):
@@ -119,3 +121,33 @@ def test_missing_published_text_weights_raise_one_clear_error(monkeypatch, tmp_p
 def test_a_backbone_without_attention_pool_is_refused():
     with pytest.raises(Exception, match="attention-pool"):
         instantiate(root_config("dino_vits16").descriptor)
+
+
+def test_all_regions_at_once_equal_one_region_at_a_time(siglip):
+    """The masked, batched head gives each region what the head gives its tokens
+    alone: masks inside, across and outside their boxes (outside: the box)."""
+    from claid.descriptors.pooling import boxes_to_cells
+
+    image = random_image(80, 112, seed=3)
+    grid = siglip.backbone.extract_patches(image)
+    h, w = grid.grid
+    rng = np.random.default_rng(5)
+    corners = np.sort(rng.integers(0, min(h, w), (7, 2, 2)), axis=1)
+    patch_boxes = np.concatenate([corners[:, 0], corners[:, 1] + 1], axis=1)[:, [1, 0, 3, 2]]
+    boxes = grid.patch_boxes_to_pixels(patch_boxes)
+    masks = rng.random((7, h, w)) > 0.5
+    masks[0] = False
+    masks[0, -1, -1] = True  # outside its box (unless the box reaches the corner)
+    vectors = siglip.pool(None, boxes, (1.0, 1.0), masks=masks, patch_grid=grid)
+    cells = boxes_to_cells(boxes, grid.scale, grid.patch_size, grid.grid)
+    tokens = torch.from_numpy(grid.tokens)
+    for r, (x1, y1, x2, y2) in enumerate(cells.tolist()):
+        keep = np.zeros((h, w), dtype=bool)
+        keep[y1:y2, x1:x2] = True
+        if (keep & masks[r]).any():
+            keep &= masks[r]
+        with torch.no_grad():
+            expected = siglip.attention_pool(tokens[torch.from_numpy(keep.reshape(-1))]).numpy()
+        np.testing.assert_allclose(vectors[r], expected / np.linalg.norm(expected),
+                                   rtol=1e-4, atol=1e-6)
+    assert siglip.pool(None, np.zeros((0, 4)), (1.0, 1.0), patch_grid=grid).shape == (0, 768)

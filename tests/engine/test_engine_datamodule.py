@@ -75,14 +75,19 @@ def _extract_as_rank(images, components, store_dir, rank, world, config):
     module = ExtractionModule(backbone=backbone, cutter=cutter, descriptor=descriptor)
     writer = RegionStoreWriter(store_dir, config=config, dim=descriptor.dim, dtype="float32",
                                rank=rank, shard_size=2)
+    module.on_predict_start()
+    outputs = []
     with torch.no_grad():
         for start in range(0, len(dataset), 3):
             batch = collate_images([dataset[i] for i in range(start, min(start + 3, len(dataset)))])
-            output = module.predict_step(batch, start // 3)
-            for item, cell in zip(output["regions"], output["cells"]):
-                writer.add(item, cell=cell)
-            for image_id, reason in output["skipped"]:
-                writer.skip(image_id, reason)
+            outputs.append(module.predict_step(batch, start // 3))
+        outputs.append(module.drain_pending())  # steps return batches once cut
+    module.on_predict_end()
+    for output in outputs:
+        for item, cell in zip(output["regions"], output["cells"]):
+            writer.add(item, cell=cell)
+        for image_id, reason in output["skipped"]:
+            writer.skip(image_id, reason)
     writer.flush()
     return [image_id for image_id, _ in mine]
 

@@ -166,6 +166,8 @@ def test_workers_threads_tokens_and_float16(image_folder, components, tmp_path, 
     np.testing.assert_allclose(grid.tokens, reference.tokens, atol=1e-2, rtol=1e-2)
     err = capfd.readouterr()
     assert "img/s" in err.err or "s/img" in err.err  # tqdm rate in images
+    total = len(image_folder[1])  # the bar also counts the batches drained at the end
+    assert f"{total}/{total}" in err.err
     assert "skipped" in err.out and "empty.jpg: empty file" in err.out
 
 
@@ -226,3 +228,13 @@ def test_an_empty_image_list_gives_an_empty_store(components, tmp_path):
     assert store.num_images == 0 and store.num_regions == 0
     assert store.vectors().shape == (0, TinyDescriptor.dim) and store.boxes().shape == (0, 4)
     assert store.summary["requested"] == 0
+
+
+def test_cuts_in_worker_processes_and_a_short_queue_give_the_same_store(
+        full_store, image_folder, components, tmp_path):
+    """Cuts in a spawned process pool, at most one batch waiting: same store; the
+    summary says how many workers cut."""
+    store = run(image_folder[1], components, tmp_path, cut_workers=1, cut_pool="process",
+                cut_queue=1, batch_size=2)
+    assert store.summary["cut_workers"] == 1 and store.summary["cut_pool"] == "process"
+    assert_stores_equal(store, full_store)
