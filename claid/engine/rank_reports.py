@@ -77,8 +77,8 @@ def gather_rank_reports(store_dir: str | Path) -> dict | None:
 
     Adds ``ranks`` (the reports), ``timings_seconds`` (each phase summed over ranks:
     process-seconds), ``token_sources`` (summed) and ``ranks_reporting``; fills
-    ``timings_rank0_seconds`` from rank 0's report (the caller's own module never ran
-    the loop under ``ddp_spawn``).
+    ``timings_rank0_seconds`` and ``token_sources_rank0`` from rank 0's report (the
+    caller's own module never ran the loop under ``ddp_spawn``).
 
     Raises:
         ValueError: the ranks disagree on the world size, or one is missing (names them).
@@ -105,5 +105,6 @@ def gather_rank_reports(store_dir: str | Path) -> dict | None:
                                 _summed([r.get("token_sources", {}) for r in reports]).items()}
     summary["timings_rank0_seconds"] = {k: round(float(v), 3) for k, v in
                                         reports[0].get("timings_seconds", {}).items()}
+    summary["token_sources_rank0"] = dict(reports[0].get("token_sources", {}))
     write_summary(str(store_dir), summary)
     return summary

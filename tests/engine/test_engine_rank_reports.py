@@ -36,6 +36,7 @@ def test_rank_zero_gathers_every_ranks_timings_into_the_summary(store_dir):
     assert summary["timings_seconds"] == {"cut": 0.75, "forward": 3.0}
     assert summary["timings_rank0_seconds"] == {"cut": 0.25, "forward": 2.0}
     assert summary["token_sources"] == {"backbone": 5, "cache": 0}
+    assert summary["token_sources_rank0"] == {"backbone": 3, "cache": 0}
     assert summary["images"] == 5  # the rest of the summary is kept
     assert RegionStore.open(store_dir).summary == summary  # written into the manifest
 
