@@ -10,6 +10,7 @@ gathered into its summary (:mod:`claid.engine.rank_reports`).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,31 @@ from claid.artifacts import atomic_save_npy, config_hash, database_key, plain
 log = logging.getLogger(__name__)
 
 
+#: How long rank 0 keeps re-listing a store that looks incomplete after the barrier
+#: before refusing it: a network filesystem's directory cache (NFS ``acdirmax``,
+#: 60 s by default) may not yet show the shards other nodes just committed.
+LISTING_SETTLE_SECONDS = 60.0
+
+
 class IncompleteStoreError(RuntimeError):
     """After every rank committed, the region store still lacks database images."""
+
+
+def _fresh_listing(store_dir: Path, database: list[str], settle_seconds: float):
+    """The store listed afresh and the database images it lacks; while some are
+    missing, list it again every 2 s for up to ``settle_seconds``."""
+    from claid.store import RegionStore
+
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        store = RegionStore.open(str(store_dir))
+        done = store.done_ids()
+        missing = [image_id for image_id in database if image_id not in done]
+        if not missing or time.monotonic() >= deadline:
+            return store, missing
+        log.info("region store lists %d of %d images; listing again (a network filesystem "
+                 "may lag)", len(database) - len(missing), len(database))
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def region_descriptor_key(cfg) -> dict:
@@ -56,8 +80,9 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
         extraction, where rank 0's listing decides for all of them). On a rank other
         than 0, the store as that rank sees it: the caller stops there.
     Raises:
-        IncompleteStoreError: on rank 0, a fresh listing after the extraction finds
-            database images neither stored nor skipped (names them).
+        IncompleteStoreError: on rank 0, fresh listings after the extraction (for up
+            to ``LISTING_SETTLE_SECONDS``) find database images neither stored nor
+            skipped (names them).
     """
     from claid.engine.rank_reports import clear_rank_reports, gather_rank_reports
     from claid.engine.ranks import is_global_zero, launcher_state_restored, world_size_from_env
@@ -82,9 +107,8 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
         for report in summary["ranks"]:
             log.info("rank %d (%s): %d images, %d skipped, %.1f s", report["rank"], report["host"],
                      report["images"], report["skipped"], report["seconds"])
-    store = RegionStore.open(str(store_dir))  # a fresh listing, after every rank committed
-    done = store.done_ids()
-    missing = [image_id for image_id in bench.database if image_id not in done]
+    # a fresh listing, after every rank committed
+    store, missing = _fresh_listing(store_dir, bench.database, LISTING_SETTLE_SECONDS)
     if missing:
         raise IncompleteStoreError(
             f"region store {store_dir} lacks {len(missing)} of {len(bench.database)} database "

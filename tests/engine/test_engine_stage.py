@@ -31,6 +31,7 @@ def _extract_all_but(n_lost: int, components, calls: list):
 
 def test_rank_zero_refuses_a_store_missing_images_and_names_them(compose_cfg, components,
                                                                  monkeypatch, tmp_path):
+    monkeypatch.setattr(stage, "LISTING_SETTLE_SECONDS", 0.0)
     cfg = compose_cfg(*TINY_SYNTHETIC)
     bench = instantiate(cfg.dataset)
     calls = []
@@ -57,3 +58,29 @@ def test_another_rank_returns_its_view_without_checking(compose_cfg, components,
     monkeypatch.setattr(stage, "_extract", _extract_all_but(3, components, []))
     store = extract_stage(cfg, bench, None, tmp_path / "cache")
     assert len(store.done_ids()) == len(bench.database) - 3
+
+
+def test_rank_zero_lists_again_while_a_lagging_listing_misses_shards(compose_cfg, components,
+                                                                     monkeypatch, tmp_path):
+    """A listing that lags (NFS directory cache) is not taken for a missing image."""
+    from claid.store import RegionStore
+
+    cfg = compose_cfg(*TINY_SYNTHETIC)
+    bench = instantiate(cfg.dataset)
+    monkeypatch.setattr(stage, "_extract", _extract_all_but(0, components, []))
+    opened = []
+
+    class LaggingStore:  # the first listing after the barrier misses the last image
+        @staticmethod
+        def open(path):
+            store = RegionStore.open(path)
+            opened.append(path)
+            if len(opened) == 1:
+                done = store.done_ids() - {bench.database[-1]}
+                return type("Listed", (), {"done_ids": lambda self: done})()
+            return store
+
+    monkeypatch.setattr("claid.store.RegionStore", LaggingStore)
+    monkeypatch.setattr(stage.time, "sleep", lambda seconds: None)
+    store = extract_stage(cfg, bench, None, tmp_path / "cache")
+    assert len(opened) == 2 and store.done_ids() == set(bench.database)
