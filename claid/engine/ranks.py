@@ -35,14 +35,17 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-__all__ = ["JOB_VARIABLE", "is_global_zero", "world_size_from_env", "launcher_state_restored",
+__all__ = ["JOB_VARIABLE", "is_global_zero", "world_size_from_env", "is_lone_process",
+           "launcher_state_restored",
            "hydra_job_args", "remember_job", "rank_argv"]
 
 #: Environment variable through which a process tells the ranks it relaunches its job.
 JOB_VARIABLE = "CLAID_RANK_JOB"
 
-# Variables that name a rank other than 0 when set to anything but 0.
-_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+# Variables that name a rank other than 0 when set to anything but 0. SLURM sets
+# SLURM_PROCID in every job, so only SLURM_NTASKS > 1 says that srun started ranks.
+_TORCH_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+_RANK_VARIABLES = (*_TORCH_RANK_VARIABLES, "SLURM_PROCID")
 # What Lightning's launchers write into the launching process's own environment.
 _LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE",
                        "OMP_NUM_THREADS")
@@ -89,6 +92,16 @@ def world_size_from_env(environ: Mapping[str, str] | None = None) -> int:
     return 1
 
 
+def is_lone_process(environ: Mapping[str, str] | None = None) -> bool:
+    """True when no launcher started other ranks beside this process: no rank
+    variable is set and the launcher's world size is 1. Such a process may still
+    start ranks of its own (Lightning's DDP relaunch, ``ddp_spawn``), and alone
+    decides whether they are needed."""
+    environ = _env(environ)
+    return (not any(name in environ for name in _TORCH_RANK_VARIABLES)
+            and world_size_from_env(environ) == 1)
+
+
 @contextmanager
 def launcher_state_restored() -> Iterator[None]:
     """Around an extraction: afterwards, a process that started its own ranks
@@ -104,7 +117,7 @@ def launcher_state_restored() -> Iterator[None]:
     import torch
 
     before = {name: os.environ.get(name) for name in _LAUNCHER_VARIABLES}
-    started_externally = any(name in os.environ for name in ("RANK", "LOCAL_RANK"))
+    started_externally = not is_lone_process()
     threads = torch.get_num_threads()
     try:
         yield

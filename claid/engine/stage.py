@@ -76,8 +76,9 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
     Returns:
         The opened ``RegionStore`` at ``<cache>/regions-<hash>``; a store that
         already covers every database image is reused without building a network
-        (by a lone process: ranks started by an external launcher all enter the
-        extraction, where rank 0's listing decides for all of them). On a rank other
+        (by a lone process, which starts any other ranks itself: ranks started by
+        a launcher all enter the extraction, where rank 0's listing decides for all
+        of them, since each one's own listing may lag). On a rank other
         than 0, the store as that rank sees it: the caller stops there.
     Raises:
         IncompleteStoreError: on rank 0, fresh listings after the extraction (for up
@@ -85,12 +86,12 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
             skipped (names them).
     """
     from claid.engine.rank_reports import clear_rank_reports, gather_rank_reports
-    from claid.engine.ranks import is_global_zero, launcher_state_restored, world_size_from_env
+    from claid.engine.ranks import is_global_zero, is_lone_process, launcher_state_restored
     from claid.store import RegionStore
 
     key = store_key(cfg, bench)
     store_dir = cache_dir / f"regions-{config_hash(key)}"
-    if store_dir.exists() and world_size_from_env() == 1:
+    if store_dir.exists() and is_lone_process():
         store = RegionStore.open(str(store_dir))
         if store.done_ids() >= set(bench.database):
             log.info("reusing region store %s", store_dir)

@@ -15,6 +15,7 @@ import torch
 from claid.engine.ranks import (
     JOB_VARIABLE,
     is_global_zero,
+    is_lone_process,
     launcher_state_restored,
     rank_argv,
     remember_job,
@@ -45,6 +46,18 @@ def test_world_size_from_an_external_launcher_only():
     assert world_size_from_env({}) == 1
     assert world_size_from_env({"WORLD_SIZE": "8", "SLURM_NTASKS": "2"}) == 8
     assert world_size_from_env({"SLURM_NTASKS": "2"}) == 2
+
+
+@pytest.mark.parametrize("environ, alone", [
+    ({}, True),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, True),   # one SLURM task: starts its own ranks
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}, False),
+    ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}, False),  # torchrun
+    ({"NODE_RANK": "0", "MASTER_ADDR": "head"}, False),   # first node of a free cluster
+    ({"LOCAL_RANK": "1"}, False),                          # relaunched by Lightning
+])
+def test_a_lone_process_decides_alone(environ, alone):
+    assert is_lone_process(environ) is alone
 
 
 def test_a_relaunched_rank_runs_its_parents_job_not_the_command_line(monkeypatch):
