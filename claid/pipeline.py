@@ -10,7 +10,8 @@
 Under several ranks (DDP on one node or many: Lightning's own launcher, ``ddp_spawn``,
 torchrun, SLURM) every rank runs the extraction and only global rank 0 the rest, after
 every rank has committed its shards (:mod:`claid.engine.ranks`); the other ranks open
-no MLflow run and write nothing but their shards.
+no MLflow run and write nothing but their shards and a report of their share
+(:mod:`claid.engine.rank_reports`), which rank 0 gathers into the store's summary.
 
 Every stage that costs real time owns its artifact under ``paths.cache_dir``, named
 by a readable prefix and a hash of its own and its upstream configuration

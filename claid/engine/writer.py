@@ -3,7 +3,8 @@
 ``StoreWriter`` hands each predicted batch to a :class:`claid.store.RegionStoreWriter`
 of this rank, which commits a shard atomically every ``shard_size`` images and at
 the end. If the run fails, the uncommitted buffer is dropped (never half-written);
-a rerun recomputes exactly those images.
+a rerun recomputes exactly those images. At the end each rank also writes its report
+(counts, timings) into the store, before the barrier after which rank 0 gathers them.
 """
 
 from __future__ import annotations
