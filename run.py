@@ -3,6 +3,10 @@
     python run.py                                    # the paper's standard configuration
     python run.py cutter=ncut backbone=dinov2        # swap components
     python run.py -m cutter.tau2=0.1,0.2,0.3         # a sweep; compare runs in the MLflow UI
+
+Under DDP every rank runs this script; only global rank 0 goes past the extraction
+(claid/engine/ranks.py). The ranks Lightning starts by re-running this command line
+run the one job their parent runs, not the parent's whole sweep.
 """
 
 import logging
@@ -12,6 +16,8 @@ import hydra
 from omegaconf import DictConfig
 
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
+from claid.engine.ranks import hydra_job_args, rank_argv, remember_job
+from claid.engine.stage import IncompleteStoreError
 from claid.models.weights import WeightsUnavailableError
 from claid.pipeline import check_settings, run
 from claid.preflight import prepare_run
@@ -21,11 +27,14 @@ from claid.sweeps import job_failed
 log = logging.getLogger("claid")
 
 # what a user must fix (data, weights, a queries file): the message says how, no traceback
-USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError, SettingsError)
+USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError, SettingsError,
+               IncompleteStoreError)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    # what the DDP ranks Lightning relaunches from this process must run: this job only
+    remember_job(hydra_job_args(sys.argv[1:]))
     try:
         check_settings(cfg)  # a misspelled or out-of-range key: one line, before anything else
         prepare_run(cfg)  # threads, every missing weight file at once: before any MLflow run
@@ -36,6 +45,8 @@ def main(cfg: DictConfig) -> float | None:
         if isinstance(err, USER_ERRORS):
             sys.exit(f"error: {err}")
         raise
+    if result is None:  # a rank other than 0: it extracted its share, rank 0 reports
+        return None
     for name, value in sorted(result.metrics.items()):
         if not name.startswith("time/"):
             log.info("%-40s %.4f", name, value)
@@ -47,4 +58,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = rank_argv(sys.argv)
     main()

@@ -7,6 +7,12 @@
     -> evaluate + baselines + detection (Scores)          claid/evaluation/
     -> metrics.json, rankings.json, pictures, MLflow      claid/figures.py, claid/tracking.py
 
+Under several ranks (DDP on one node or many: Lightning's own launcher, ``ddp_spawn``,
+torchrun, SLURM) every rank runs the extraction and only global rank 0 the rest, after
+every rank has committed its shards (:mod:`claid.engine.ranks`); the other ranks open
+no MLflow run and write nothing but their shards and a report of their share
+(:mod:`claid.engine.rank_reports`), which rank 0 gathers into the store's summary.
+
 Every stage that costs real time owns its artifact under ``paths.cache_dir``, named
 by a readable prefix and a hash of its own and its upstream configuration
 (:mod:`claid.artifacts`), and skips the work when the artifact is already there. So
@@ -56,15 +62,19 @@ def check_settings(cfg: DictConfig) -> None:
     check_search_settings(cfg.search)
 
 
-def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     """Run one experiment end to end and return its metrics.
 
     Args:
         cfg: the composed Hydra config (conf/config.yaml).
         run_dir: where metrics.json and pictures go (default: Hydra's run dir, else cwd).
+    Returns:
+        The run's result on global rank 0; None on any other rank, which only
+        extracts its share of the database images.
     """
     from claid.components import Components, build
     from claid.descriptors.queries import check_query_images, query_stage, searchable_queries
+    from claid.engine.ranks import is_global_zero
     from claid.engine.stage import extract_stage, whole_image_stage
     from claid.evaluation import evaluate, scores_to_metrics
     from claid.evaluation.baselines import baseline_scores, shuffle_repeats_of
@@ -77,12 +87,16 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
     from claid.tracking import figure_caption, tracker_for
 
     check_settings(cfg)
-    run_dir = Path(run_dir or _hydra_run_dir() or os.getcwd())
-    run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tracker = tracker_for(cfg)  # run name, tags, params, sweep parent: claid/tracking.py
     parts = Components(cfg)
+    if not is_global_zero():  # read before extraction: the launcher has set it already
+        extract_stage(cfg, build(cfg.dataset), parts, cache_dir)
+        log.info("extraction done on this rank; global rank 0 runs the rest of the job")
+        return None
+    run_dir = Path(run_dir or _hydra_run_dir() or os.getcwd())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker_for(cfg)  # run name, tags, params, sweep parent: claid/tracking.py
     timing: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:

@@ -1,9 +1,16 @@
 """The extraction stage of a run: database images -> region store (resumable), and
-the whole-image vectors stored beside the regions."""
+the whole-image vectors stored beside the regions.
+
+Under several ranks (:mod:`claid.engine.ranks`) every rank calls
+:func:`extract_stage`; on global rank 0 it returns only a store that holds every
+database image, listed afresh after all ranks committed, with every rank's timings
+gathered into its summary (:mod:`claid.engine.rank_reports`).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +21,33 @@ log = logging.getLogger(__name__)
 
 #: Keys of the ``engine`` group that the run applies itself (claid/threads.py).
 RUN_KEYS = ("threads",)
+
+
+#: How long rank 0 keeps re-listing a store that looks incomplete after the barrier
+#: before refusing it: a network filesystem's directory cache (NFS ``acdirmax``,
+#: 60 s by default) may not yet show the shards other nodes just committed.
+LISTING_SETTLE_SECONDS = 60.0
+
+
+class IncompleteStoreError(RuntimeError):
+    """After every rank committed, the region store still lacks database images."""
+
+
+def _fresh_listing(store_dir: Path, database: list[str], settle_seconds: float):
+    """The store listed afresh and the database images it lacks; while some are
+    missing, list it again every 2 s for up to ``settle_seconds``."""
+    from claid.store import RegionStore
+
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        store = RegionStore.open(str(store_dir))
+        done = store.done_ids()
+        missing = [image_id for image_id in database if image_id not in done]
+        if not missing or time.monotonic() >= deadline:
+            return store, missing
+        log.info("region store lists %d of %d images; listing again (a network filesystem "
+                 "may lag)", len(database) - len(missing), len(database))
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def region_descriptor_key(cfg) -> dict:
@@ -44,18 +78,54 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
         cache_dir: where ``regions-<hash>`` lives.
     Returns:
         The opened ``RegionStore`` at ``<cache>/regions-<hash>``; a store that
-        already covers every database image is reused without building a network.
+        already covers every database image is reused without building a network
+        (by a lone process, which starts any other ranks itself: ranks started by
+        a launcher all enter the extraction, where rank 0's listing decides for all
+        of them, since each one's own listing may lag). On a rank other
+        than 0, the store as that rank sees it: the caller stops there.
+    Raises:
+        IncompleteStoreError: on rank 0, fresh listings after the extraction (for up
+            to ``LISTING_SETTLE_SECONDS``) find database images neither stored nor
+            skipped (names them).
     """
-    from claid.components import build
-    from claid.store import RegionStore, find_token_store
+    from claid.engine.rank_reports import clear_rank_reports, gather_rank_reports
+    from claid.engine.ranks import is_global_zero, is_lone_process, launcher_state_restored
+    from claid.store import RegionStore
 
     key = store_key(cfg, bench)
     store_dir = cache_dir / f"regions-{config_hash(key)}"
-    if store_dir.exists():
+    if store_dir.exists() and is_lone_process():
         store = RegionStore.open(str(store_dir))
         if store.done_ids() >= set(bench.database):
             log.info("reusing region store %s", store_dir)
             return store
+    rank_zero = is_global_zero()  # read before the launcher writes its variables
+    if rank_zero:
+        clear_rank_reports(store_dir)
+    with launcher_state_restored():
+        store = _extract(cfg, bench, parts, cache_dir, key, store_dir)
+    if not rank_zero:
+        return store
+    summary = gather_rank_reports(store_dir)
+    if summary is not None and summary.get("ranks_reporting", 1) > 1:
+        for report in summary["ranks"]:
+            log.info("rank %d (%s): %d images, %d skipped, %.1f s", report["rank"], report["host"],
+                     report["images"], report["skipped"], report["seconds"])
+    # a fresh listing, after every rank committed
+    store, missing = _fresh_listing(store_dir, bench.database, LISTING_SETTLE_SECONDS)
+    if missing:
+        raise IncompleteStoreError(
+            f"region store {store_dir} lacks {len(missing)} of {len(bench.database)} database "
+            f"images after extraction (neither stored nor skipped), e.g. {missing[:5]}; nothing "
+            "is indexed from an incomplete store: rerun the same command, it extracts only "
+            "what is missing")
+    return store
+
+
+def _extract(cfg, bench, parts, cache_dir: Path, key: dict, store_dir: Path):
+    from claid.components import build
+    from claid.store import find_token_store
+
     images = [(image_id, bench.path(image_id)) for image_id in bench.database]
     tokens_from, backbone = None, None
     if cfg.cache.tokens:

@@ -3,17 +3,21 @@
 ``StoreWriter`` hands each predicted batch to a :class:`claid.store.RegionStoreWriter`
 of this rank, which commits a shard atomically every ``shard_size`` images and at
 the end. If the run fails, the uncommitted buffer is dropped (never half-written);
-a rerun recomputes exactly those images.
+a rerun recomputes exactly those images. At the end each rank also writes its report
+(counts, timings) into the store, before the barrier after which rank 0 gathers them.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
+from claid.engine.rank_reports import write_rank_report
 from claid.store import RegionStoreWriter
 
 __all__ = ["StoreWriter", "ExtractionProgress"]
@@ -45,12 +49,16 @@ class StoreWriter(BasePredictionWriter):
         self.regions_written = 0
         self.skipped_written = 0
         self.drained = 0  # images and skips written at the end (steps lag their input)
+        self.started = 0.0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.writer = RegionStoreWriter(
             self.store_dir, config=self.config, dim=self.dim, dtype=self.dtype,
             rank=trainer.global_rank, shard_size=self.shard_size, token_dtype=self.token_dtype,
         )
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx) -> None:
@@ -75,7 +83,20 @@ class StoreWriter(BasePredictionWriter):
             self._write(rest)
             self.drained = len(rest["regions"]) + len(rest["skipped"])
         self.writer.flush()
-        # Every rank's last shard must be committed before rank 0 summarises the store.
+        # This rank's timings and counts exist only in this process (under ddp_spawn,
+        # one the caller never sees): they go into the store for rank 0 to gather.
+        write_rank_report(self.store_dir, trainer.global_rank, {
+            "world_size": trainer.world_size, "node_rank": trainer.node_rank,
+            "local_rank": trainer.local_rank, "host": socket.gethostname(), "pid": os.getpid(),
+            "images": self.images_written, "regions": self.regions_written,
+            "skipped": self.skipped_written,
+            "seconds": round(time.perf_counter() - self.started, 3),
+            "timings_seconds": {k: round(float(v), 3)
+                                for k, v in getattr(pl_module, "timings", {}).items()},
+            "token_sources": dict(getattr(pl_module, "token_sources", {})),
+        })
+        # Every rank's last shard and report must be written before rank 0 summarises
+        # the store.
         trainer.strategy.barrier("claid-store-flushed")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

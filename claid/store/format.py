@@ -40,6 +40,9 @@ On-disk format, schema version 1
                                       "dtype" is absent in shards written before it was
                                       recorded, which are float16)
       staging/                        shards being written; never read
+      ranks/r<rank>.json              each rank's account of the last extraction (images,
+                                      timings, host), gathered into "summary" by rank 0
+                                      (claid.engine.rank_reports); never read for regions
 
 Regions of one image are contiguous and in the order the cutter output them.
 ``cell`` is the (height, width) of one patch in original-image pixels, used to map
