@@ -5,7 +5,7 @@ Layout (as revisitop's download script leaves it)::
     <root>/gnd_roxford5k.pkl     (gnd_rparis6k.pkl)
     <root>/jpg/<name>.jpg        every database and query image
 
-The pickle holds ``imlist`` and ``qimlist`` (image names without extension)
+The pickle (read as plain data only, never running code: :mod:`claid.datasets.safe_pickle`) holds ``imlist`` and ``qimlist`` (image names without extension)
 and ``gnd``: per query ``bbx`` (x1 y1 x2 y2 in pixels) and ``easy``, ``hard``,
 ``junk``: 0-based indices into ``imlist``. The query images are not in
 ``imlist``: they are cropped to their box and are not part of the database.
@@ -25,6 +25,7 @@ import numpy as np
 from claid.datasets.boxes import check_box
 from claid.datasets.files import DatasetFormatError, require
 from claid.datasets.protocol import make_protocol
+from claid.datasets.safe_pickle import UnsafePickleError, load_plain_pickle
 from claid.structures import Benchmark, Query
 
 SOURCE = "http://cmp.felk.cvut.cz/revisitop/ (images: the Oxford/Paris Buildings pages)"
@@ -59,8 +60,15 @@ def load_revisited(
     require(root, name=name, source=SOURCE, layout=layout, kind="dir")
     gnd_path = require(root / f"gnd_{name}.pkl", name=name, source=SOURCE, layout=layout)
     require(root / "jpg", name=name, source=SOURCE, layout=layout, kind="dir")
-    with open(gnd_path, "rb") as f:
-        cfg = pickle.load(f)
+    try:
+        # plain data only: a tampered ground truth must not run code (safe_pickle.py)
+        cfg = load_plain_pickle(gnd_path)
+    except UnsafePickleError as err:
+        raise DatasetFormatError(str(err)) from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise DatasetFormatError(f"{gnd_path}: not a readable pickle ({err})") from None
+    if not isinstance(cfg, dict):
+        raise DatasetFormatError(f"{gnd_path}: holds a {type(cfg).__name__}, not a dict")
     for key in ("imlist", "qimlist", "gnd"):
         if key not in cfg:
             raise DatasetFormatError(f"{gnd_path}: no {key!r} entry (keys: {sorted(cfg)})")
