@@ -33,10 +33,17 @@ import numpy as np
 SCHEMA_VERSIONS: dict[str, int] = {
     "region_store": 1,  # regions-<hash>/ (claid/store/)
     "index": 1,  # index-<hash>/index.json (claid/index/region_index.py)
-    "search_table": 1,  # index-<hash>/search.json + regions.npz (claid/index/search_table.py)
+    # 2: the descriptor recorded by registered name + settings (no _target_), file checksums
+    "search_table": 2,  # index-<hash>/search.json + regions.npz (claid/index/search_table.py)
     "report": 1,  # <run dir>/metrics.json and rankings.json (claid/evaluation/run_report.py)
     "scores": 1,  # scores JSON (claid/evaluation/report.py)
 }
+
+
+class DamagedArtifactError(ValueError):
+    """An artifact on disk that is damaged, tampered with, of another schema version or
+    built from something else than it says; the message names the file. The stage that
+    owns it rebuilds it (with a warning); a reader outside a run reports it."""
 
 
 def schema_version(kind: str) -> int:
