@@ -20,6 +20,16 @@ from claid.store import (
 from claid.structures import PatchGrid, RegionDescriptors
 
 DIM = 8
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (reaped)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
 CONFIG = {"backbone": {"name": "tiny"}, "cutter": {"tau1": 0.5}, "dtype": "float32"}
 
 
@@ -186,10 +196,15 @@ def test_crash_during_flush_leaves_nothing_readable(tmp_path, monkeypatch):
         writer.flush()
     monkeypatch.setattr(store_writer, "save_npy_synced", real_save)
 
-    assert os.listdir(tmp_path / "staging")  # the half-written shard exists...
+    (leftover,) = os.listdir(tmp_path / "staging")  # the half-written shard exists...
     store = RegionStore.open(tmp_path)  # ...but the reader never sees it
     assert store.image_ids == ["a.jpg"]
-    # a new writer of the same rank clears its staging leftovers
+    # its writer (this process) still runs: a new writer leaves it alone...
+    RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    assert os.listdir(tmp_path / "staging") == [leftover]
+    # ...and clears it once that process is gone
+    dead = leftover.replace(f".tmp-{os.getpid()}-", f".tmp-{dead_pid()}-")
+    os.rename(tmp_path / "staging" / leftover, tmp_path / "staging" / dead)
     RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
     assert os.listdir(tmp_path / "staging") == []
 

@@ -4,13 +4,19 @@ the whole-image vectors stored beside the regions."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import atomic_save_npy, config_hash, database_key, plain
+from claid.artifacts import atomic_save_npy, config_hash, database_key, file_lock, plain
 
 log = logging.getLogger(__name__)
+
+#: Lightning's short precision names and the full ones they stand for (one store key)
+_PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+#: environment variables that give a launched DDP process its rank
+_RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
 
 
 def region_descriptor_key(cfg) -> dict:
@@ -19,16 +25,46 @@ def region_descriptor_key(cfg) -> dict:
     return {k: v for k, v in plain(cfg.descriptor).items() if k != "query"}
 
 
+def engine_precision(cfg) -> str:
+    """``engine.precision`` in Lightning's full spelling (``32`` -> ``32-true``)."""
+    value = str(cfg.engine.get("precision", "32-true"))
+    return _PRECISION_ALIASES.get(value, value)
+
+
 def store_key(cfg, bench) -> dict:
     """What the region store of ``bench`` under ``cfg`` is keyed by: the database
-    images, backbone, cutter, region descriptor and stored dtype."""
+    images, backbone, cutter, region descriptor, stored dtype and everything else
+    that changes the regions (the forward passes' ``engine.precision``: fp16 or bf16
+    tokens can flip a borderline cut)."""
     return {
         "dataset": database_key(bench),
         "backbone": plain(cfg.backbone),
         "cutter": plain(cfg.cutter),
         "descriptor": region_descriptor_key(cfg),
         "dtype": cfg.store.dtype,
+        "precision": engine_precision(cfg),
     }
+
+
+def launched_rank() -> int:
+    """This process's rank when a DDP launcher started it (0 otherwise): rank 0 of a
+    job takes the store lock for the whole job, the ranks it launches must not wait
+    on it."""
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def _complete_store(store_dir: Path, bench):
+    """The store at ``store_dir`` when it covers every database image, else None."""
+    from claid.store import RegionStore
+
+    if not (store_dir / "manifest.json").exists():
+        return None
+    store = RegionStore.open(str(store_dir))
+    return store if store.done_ids() >= set(bench.database) else None
 
 
 def extract_stage(cfg, bench, parts, cache_dir: Path):
@@ -42,17 +78,29 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
     Returns:
         The opened ``RegionStore`` at ``<cache>/regions-<hash>``; a store that
         already covers every database image is reused without building a network.
-    """
-    from claid.components import build
-    from claid.store import RegionStore, find_token_store
 
+    Two runs on the same store coordinate through ``<store>/.lock``: one extracts,
+    the other waits, then finds every image done and reuses the store (no image
+    is extracted twice, nothing is lost).
+    """
     key = store_key(cfg, bench)
     store_dir = cache_dir / f"regions-{config_hash(key)}"
-    if store_dir.exists():
-        store = RegionStore.open(str(store_dir))
-        if store.done_ids() >= set(bench.database):
+    if launched_rank() > 0:  # rank 0 of this job holds the lock
+        return _extract(cfg, bench, parts, cache_dir, store_dir, key)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(store_dir / ".lock", what="extracting regions"):
+        store = _complete_store(store_dir, bench)
+        if store is not None:
             log.info("reusing region store %s", store_dir)
             return store
+        return _extract(cfg, bench, parts, cache_dir, store_dir, key)
+
+
+def _extract(cfg, bench, parts, cache_dir: Path, store_dir: Path, key: dict):
+    """The images of ``bench`` not yet in ``store_dir`` -> the store (run under its lock)."""
+    from claid.components import build
+    from claid.store import find_token_store
+
     images = [(image_id, bench.path(image_id)) for image_id in bench.database]
     tokens_from, backbone = None, None
     if cfg.cache.tokens:

@@ -39,7 +39,11 @@ On-disk format, schema version 1
                                       {"offset", "grid", "patch_size", "scale", "dtype"};
                                       "dtype" is absent in shards written before it was
                                       recorded, which are float16)
-      staging/                        shards being written; never read
+      staging/                        shards being written, ``.<name>.tmp-<pid>-<host>-<random>``;
+                                      never read; a writer removes only those whose process
+                                      is gone (never another live run's or rank's)
+      .lock                           the extraction lock (fcntl.flock): one run extracts
+                                      into a store at a time, another waits and reuses
 
 Regions of one image are contiguous and in the order the cutter output them.
 ``cell`` is the (height, width) of one patch in original-image pixels, used to map

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
 import uuid
 
 import numpy as np
@@ -15,6 +14,7 @@ from pycocotools import mask as mask_utils
 from claid._version import __version__ as CLAID_VERSION
 from claid.artifacts import (
     atomic_write_json,
+    clean_stale_temps,
     config_hash,
     fsync_dir,
     json_bytes,
@@ -124,7 +124,8 @@ class RegionStoreWriter:
         self._staging_root = os.path.join(self.store_dir, "staging")
         os.makedirs(self._shard_root, exist_ok=True)
         os.makedirs(self._staging_root, exist_ok=True)
-        self._drop_own_staging()
+        # a crashed writer's staging dirs, never a live one's (another rank or run)
+        clean_stale_temps(self._staging_root)
         # after every existing shard (store order = name order = commit order), also
         # when earlier shards were removed by compaction
         seqs = [int(n.split("-", 1)[0]) for n in os.listdir(self._shard_root)
@@ -132,12 +133,6 @@ class RegionStoreWriter:
         self._seq = max(seqs, default=-1) + 1
         self._reset_buffer()
         self.committed_shards: list[str] = []
-
-    def _drop_own_staging(self) -> None:
-        """Remove this rank's leftovers from a crashed run (never another rank's)."""
-        for name in os.listdir(self._staging_root):
-            if f"-r{self.rank:03d}-" in name:
-                shutil.rmtree(os.path.join(self._staging_root, name), ignore_errors=True)
 
     def _reset_buffer(self) -> None:
         self._images: list[dict] = []
@@ -242,7 +237,8 @@ class RegionStoreWriter:
         if not self.buffered_images:
             return None
         name = f"{self._seq:06d}-r{self.rank:03d}-{uuid.uuid4().hex[:8]}"
-        staging = os.path.join(self._staging_root, name)
+        # named after this process (claid.artifacts.temp_path): only a dead writer's is cleaned
+        staging = os.fspath(temp_path(os.path.join(self._staging_root, name)))
         os.makedirs(staging)
         regions = (np.concatenate(self._regions) if self._regions
                    else np.zeros(0, dtype=REGION_DTYPE))
