@@ -3,6 +3,7 @@
     python -m claid search --index-dir DIR query.jpg [--box X1 Y1 X2 Y2]
     python -m claid search --index-dir DIR --text "a red mug"
     python -m claid fit-whitening STORE_DIR out.npz [--dim D]   (PCA-whitening for another dataset)
+    python -m claid verify DIR      (a region store or index dir: sizes + sha256 checksums)
 
 Each command prints what a user must fix as ``error: ...`` (no traceback); a bug in
 claid still shows its traceback.
@@ -12,7 +13,8 @@ import importlib
 import sys
 
 # command -> module whose main(argv) runs it (imported only when used: torch is slow to load)
-COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening"}
+COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening",
+            "verify": "claid.verify"}
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import atomic_save_npy, config_hash, database_key, file_lock, plain
+from claid.artifacts import config_hash, database_key, file_lock, plain
+from claid.integrity import load_checked_npy, save_checked_npy
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,19 @@ def launched_rank() -> int:
     return 0
 
 
-def _complete_store(store_dir: Path, bench):
-    """The store at ``store_dir`` when it covers every database image, else None."""
+#: how a run checks a store before reusing it (``store.verify``)
+VERIFY_MODES = ("checksums", "sizes")
+
+
+def _complete_store(store_dir: Path, bench, verify: str):
+    """The store at ``store_dir`` when it covers every database image, else None.
+    Damaged shards are dropped first (their images then count as not done)."""
     from claid.store import RegionStore
+    from claid.store.integrity import drop_damaged_shards
 
     if not (store_dir / "manifest.json").exists():
         return None
+    drop_damaged_shards(str(store_dir), checksums=verify == "checksums")
     store = RegionStore.open(str(store_dir))
     return store if store.done_ids() >= set(bench.database) else None
 
@@ -81,15 +89,22 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
 
     Two runs on the same store coordinate through ``<store>/.lock``: one extracts,
     the other waits, then finds every image done and reuses the store (no image
-    is extracted twice, nothing is lost).
+    is extracted twice, nothing is lost). Before reuse the store is checked
+    (``store.verify``: every file's sha256, or only sizes); a damaged shard is moved
+    out of the store with a warning and its images are extracted again.
     """
+    from claid.settings import SettingsError
+
+    verify = cfg.store.get("verify", "checksums")
+    if verify not in VERIFY_MODES:
+        raise SettingsError(f"store.verify must be one of {', '.join(VERIFY_MODES)} (got {verify!r})")
     key = store_key(cfg, bench)
     store_dir = cache_dir / f"regions-{config_hash(key)}"
     if launched_rank() > 0:  # rank 0 of this job holds the lock
         return _extract(cfg, bench, parts, cache_dir, store_dir, key)
     store_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(store_dir / ".lock", what="extracting regions"):
-        store = _complete_store(store_dir, bench)
+        store = _complete_store(store_dir, bench, verify)
         if store is not None:
             log.info("reusing region store %s", store_dir)
             return store
@@ -149,8 +164,9 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
     key = {"dataset": database_key(bench), "descriptor": region_descriptor_key(cfg),
            "images": store.image_ids}
     path = cache_dir / f"wholeimage-{config_hash(key)}.npy"
-    if path.exists():
-        return np.load(path)
+    cached = load_checked_npy(path, built_from=key)  # None when absent, damaged or mismatched
+    if cached is not None:
+        return cached
     descriptor = parts.get("descriptor")
     rows = []
     for image_id, (height, width) in zip(store.image_ids, store.image_sizes()):
@@ -158,5 +174,5 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
         box = np.array([[0, 0, width, height]], dtype=np.float32)
         rows.append(descriptor.describe(image, box)[0])
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, descriptor.dim), np.float32)
-    atomic_save_npy(path, vectors)
+    save_checked_npy(path, vectors, built_from=key)
     return vectors

@@ -7,7 +7,7 @@
 On disk, in an index dir (schema ``SCHEMA_VERSIONS["search_table"]``)::
 
     regions.npz   region_image (N,) int64 row -> image number, boxes (N, 4) float32
-    search.json   {"schema_version", "image_ids", "key",
+    search.json   {"schema_version", "image_ids", "key", "files": {name: {"size", "sha256"}},
                    "descriptor": {"name": <registered claid name>, "settings": {...}}}
 
 The descriptor is recorded by name and plain settings, never as a ``_target_``, so
@@ -26,6 +26,7 @@ import numpy as np
 
 from claid.artifacts import DamagedArtifactError, atomic_save_npz, atomic_write_json, schema_version
 from claid.descriptors.recorded import record_descriptor
+from claid.integrity import folder_records
 
 SCHEMA_VERSION = schema_version("search_table")
 
@@ -77,7 +78,9 @@ def save_search_table(index_dir: Path, table: RegionTable, descriptor: dict, key
     atomic_write_json(
         index_dir / "search.json",
         {"schema_version": SCHEMA_VERSION, "image_ids": table.image_ids,
-         "descriptor": record_descriptor(descriptor), "key": key},
+         "descriptor": record_descriptor(descriptor), "key": key,
+         # size + sha256 of every other file of the dir (claid.integrity.index_dir_problems)
+         "files": folder_records(index_dir, exclude=("search.json",))},
     )
 
 

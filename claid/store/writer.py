@@ -22,6 +22,7 @@ from claid.artifacts import (
     temp_path,
     write_synced,
 )
+from claid.integrity import bytes_record
 from claid.store.format import (
     FORMAT_NAME,
     REGION_DTYPE,
@@ -33,9 +34,12 @@ from claid.store.format import (
 from claid.structures import PatchGrid, RegionDescriptors
 
 
-def save_npy_synced(path: str, array: np.ndarray) -> None:
-    """``np.save`` (never pickled) into a staging shard, fsynced."""
-    write_synced(path, npy_bytes(array))
+def save_npy_synced(path: str, array: np.ndarray) -> dict:
+    """``np.save`` (never pickled) into a staging shard, fsynced; returns the file's
+    ``{"size", "sha256"}`` record for shard.json."""
+    payload = npy_bytes(array)
+    write_synced(path, payload)
+    return bytes_record(payload)
 
 
 def ensure_store(store_dir: str, *, config: dict, dim: int, dtype: str = "float16") -> None:
@@ -244,17 +248,22 @@ class RegionStoreWriter:
                    else np.zeros(0, dtype=REGION_DTYPE))
         vectors = (np.concatenate(self._vectors) if self._vectors
                    else np.zeros((0, self.dim), dtype=VECTOR_DTYPES[self.dtype]))
-        save_npy_synced(os.path.join(staging, "regions.npy"), regions)
-        save_npy_synced(os.path.join(staging, "vectors.npy"), vectors)
-        write_synced(os.path.join(staging, "masks.rle"), b"".join(self._masks))
+        files = {  # size + sha256 of every file, checked when the store is opened / verified
+            "regions.npy": save_npy_synced(os.path.join(staging, "regions.npy"), regions),
+            "vectors.npy": save_npy_synced(os.path.join(staging, "vectors.npy"), vectors),
+        }
+        masks = b"".join(self._masks)
+        write_synced(os.path.join(staging, "masks.rle"), masks)
+        files["masks.rle"] = bytes_record(masks)
         if self._tokens:
-            save_npy_synced(os.path.join(staging, "tokens.npy"), np.concatenate(self._tokens))
+            files["tokens.npy"] = save_npy_synced(os.path.join(staging, "tokens.npy"),
+                                                  np.concatenate(self._tokens))
         # whole-image vectors only when every image of the shard has one
         has_whole = all(w is not None for w in self._whole)
         if has_whole:
             whole = (np.stack(self._whole) if self._whole else np.zeros((0, self.dim)))
-            save_npy_synced(os.path.join(staging, "whole.npy"),
-                             whole.astype(VECTOR_DTYPES[self.dtype]))
+            files["whole.npy"] = save_npy_synced(os.path.join(staging, "whole.npy"),
+                                                 whole.astype(VECTOR_DTYPES[self.dtype]))
         info = {
             "schema_version": SCHEMA_VERSION,
             "name": name,
@@ -266,6 +275,7 @@ class RegionStoreWriter:
             "images": self._images,
             "skipped": self._skipped,
             "whole": has_whole,
+            "files": files,
         }
         # shard.json last: a staging dir without it is unmistakably incomplete.
         write_synced(os.path.join(staging, "shard.json"), json_bytes(info))
