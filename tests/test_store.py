@@ -423,3 +423,21 @@ def test_whole_vector_of_the_wrong_length_is_refused_and_damage_detected(tmp_pat
     np.save(tmp_path / "shards" / name / "whole.npy", np.zeros((2, DIM), np.float32))
     with pytest.raises(ValueError, match="whole.npy"):
         RegionStore.open(tmp_path)
+
+
+@pytest.mark.parametrize("error", [PermissionError, OSError])
+def test_a_store_is_created_on_a_filesystem_without_hard_links(tmp_path, monkeypatch, error):
+    from claid.store import ensure_store
+
+    def no_links(src, dst):
+        raise error(1, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.add(make_item("a.jpg", 2, seed=0))
+    writer.flush()
+    ensure_store(tmp_path, config=CONFIG, dim=DIM)  # the existing manifest is checked, kept
+    assert RegionStore.open(tmp_path).image_ids == ["a.jpg"]
+    assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
+    with pytest.raises(ValueError, match="config_hash"):
+        ensure_store(tmp_path, config={"other": 1}, dim=DIM)

@@ -153,21 +153,21 @@ class Shard:
     def regions(self) -> np.ndarray:
         """(n,) structured REGION_DTYPE memmap."""
         if self._regions is None:
-            self._regions = np.load(os.path.join(self.path, "regions.npy"), mmap_mode="r")
+            self._regions = np.load(os.path.join(self.path, "regions.npy"), mmap_mode="r", allow_pickle=False)
         return self._regions
 
     @property
     def vectors(self) -> np.ndarray:
         """(n, dim) memmap in the stored dtype."""
         if self._vectors is None:
-            self._vectors = np.load(os.path.join(self.path, "vectors.npy"), mmap_mode="r")
+            self._vectors = np.load(os.path.join(self.path, "vectors.npy"), mmap_mode="r", allow_pickle=False)
         return self._vectors
 
     @property
     def whole(self) -> np.ndarray | None:
         """(n_images_in_shard, dim) memmap of whole-image vectors, or None (older shard)."""
         if self._whole is None and self.info.get("whole"):
-            self._whole = np.load(os.path.join(self.path, "whole.npy"), mmap_mode="r")
+            self._whole = np.load(os.path.join(self.path, "whole.npy"), mmap_mode="r", allow_pickle=False)
         return self._whole
 
     @property
@@ -178,7 +178,7 @@ class Shard:
             if not os.path.isfile(path):
                 raise ValueError(f"corrupt shard {self.path}: shard.json lists tokens but "
                                  "tokens.npy is missing")
-            self._tokens = np.load(path, mmap_mode="r")
+            self._tokens = np.load(path, mmap_mode="r", allow_pickle=False)
         return self._tokens
 
 

@@ -42,11 +42,61 @@ def save_npy_synced(path: str, array: np.ndarray) -> dict:
     return bytes_record(payload)
 
 
+def _create_exclusively(path: str, payload: bytes) -> None:
+    """Create ``path`` holding ``payload`` unless it exists; when several processes
+    try at once exactly one version wins.
+
+    A hard link of a fully written temporary is atomic (readers never see a partial
+    file); on filesystems without hard links (some FUSE, SMB, object-store mounts)
+    ``os.link`` fails with another error and the file is created with
+    ``O_CREAT | O_EXCL`` and written in one call instead.
+    """
+    tmp = temp_path(path)
+    write_synced(tmp, payload)
+    try:
+        os.link(tmp, path)  # fails if another rank created it first
+        return
+    except FileExistsError:
+        return
+    except OSError:
+        pass  # no hard links here: exclusive create below
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_manifest_when_written(store_dir: str, wait_s: float = 10.0) -> dict:
+    """read_manifest, allowing a racing creator without hard links a moment to
+    finish writing (its exclusive create is visible before its content)."""
+    import json
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return read_manifest(store_dir)
+        except json.JSONDecodeError:  # an empty / partial manifest: its creator is writing
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def ensure_store(store_dir: str, *, config: dict, dim: int, dtype: str = "float16") -> None:
     """Create the store's manifest, or check that the existing one matches.
 
     Safe to call from several ranks at once: the manifest is created with an
-    exclusive link, so exactly one version wins and the others are checked against it.
+    exclusive link (or, without hard links, an exclusive create), so exactly one
+    version wins and the others are checked against it.
 
     Raises:
         ValueError: the existing store was made with another config, dim or dtype.
@@ -67,17 +117,9 @@ def ensure_store(store_dir: str, *, config: dict, dim: int, dtype: str = "float1
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if not os.path.exists(path):
-        tmp = temp_path(path)
-        write_synced(tmp, json_bytes(manifest))
-        try:
-            # link() fails if another rank created it first: exactly one manifest wins.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        _create_exclusively(path, json_bytes(manifest))
         fsync_dir(store_dir)
-    existing = read_manifest(store_dir)
+    existing = _read_manifest_when_written(store_dir)
     for key in ("config_hash", "dim", "dtype"):
         if existing[key] != manifest[key]:
             raise ValueError(
