@@ -104,7 +104,7 @@ def search_text(
     meta = read_search_meta(index_dir)
     record = meta.get("descriptor") or {}
     if descriptor is None:
-        from claid.descriptors.recorded import descriptor_class
+        from claid.registered import descriptor_class
 
         # checked on the class, before building a network that could not read the text
         if hasattr(descriptor_class(record, _where(index_dir)), "encode_text"):
@@ -130,7 +130,7 @@ def _where(index_dir: str | Path) -> str:
 def _descriptor_of(meta: dict, index_dir: str | Path):
     """The descriptor the index was built with, from its recorded name and settings
     (checked against claid's registered classes: nothing the file names is run)."""
-    from claid.descriptors.recorded import build_recorded_descriptor
+    from claid.registered import build_recorded_descriptor
 
     return build_recorded_descriptor(meta.get("descriptor"), _where(index_dir))
 
@@ -172,9 +172,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
     from claid.artifacts import DamagedArtifactError
-    from claid.descriptors.recorded import RecordedDescriptorError
     from claid.images import ImageError
     from claid.models.weights import WeightsUnavailableError
+    from claid.registered import RecordedDescriptorError
 
     try:
         if args.text is not None:

@@ -11,7 +11,7 @@ On disk, in an index dir (schema ``SCHEMA_VERSIONS["search_table"]``)::
                    "descriptor": {"name": <registered claid name>, "settings": {...}}}
 
 The descriptor is recorded by name and plain settings, never as a ``_target_``, so
-reading an index dir runs no code it names (:mod:`claid.descriptors.recorded`).
+reading an index dir runs no code it names (:mod:`claid.registered`).
 
 ``search.json`` is written last: an index dir without it is an interrupted build.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from claid.artifacts import DamagedArtifactError, atomic_save_npz, atomic_write_json, schema_version
-from claid.descriptors.recorded import record_descriptor
 from claid.integrity import folder_records
+from claid.registered import record_descriptor
 
 SCHEMA_VERSION = schema_version("search_table")
 

@@ -1,4 +1,6 @@
-"""How an index dir names its descriptor, so that ``claid.search`` describes new
+"""claid's registered component classes: what a file on disk may name.
+
+How an index dir names its descriptor, so that ``claid.search`` describes new
 queries as the collection was described, without running anything a file names.
 
 An index's ``search.json`` records ``{"name": <registered claid name>, "settings":

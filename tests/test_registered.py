@@ -9,14 +9,14 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from claid.descriptors.recorded import (
+from claid.registered import (
     RecordedDescriptorError,
     build_recorded_descriptor,
     descriptor_class,
     record_descriptor,
 )
 
-CONF = pathlib.Path(__file__).resolve().parents[2] / "conf"
+CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
 
 
 def _group(path: str) -> dict:
