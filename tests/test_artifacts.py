@@ -25,6 +25,13 @@ def test_temp_names_carry_pid_and_host_and_only_dead_writers_are_stale(tmp_path)
     assert not is_stale_temp(f".index-abc.tmp-{dead}-ffffffff-0123abcd" if HOST_TAG != "ffffffff"
                              else f".index-abc.tmp-{dead}-00000000-0123abcd")  # another host
     assert not is_stale_temp("index-abc") and not is_stale_temp("000001-r000-0123abcd")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # another live process (e.g. a second run writing the same store)
+        assert not is_stale_temp(f".000003-r000-0123abcd.tmp-{other.pid}-{HOST_TAG}-0123abcd")
+    finally:
+        other.kill()
+        other.wait()
+    assert is_stale_temp(f".000003-r000-0123abcd.tmp-{other.pid}-{HOST_TAG}-0123abcd")
 
 
 def test_clean_stale_temps_removes_dead_writers_files_and_folders_only(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import config_hash, database_key, file_lock, plain
+from claid.artifacts import clean_stale_temps, config_hash, database_key, file_lock, plain
 from claid.integrity import load_checked_npy, save_checked_npy
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def _complete_store(store_dir: Path, bench, verify: str):
 
     if not (store_dir / "manifest.json").exists():
         return None
+    clean_stale_temps(store_dir)  # e.g. a summary rewrite killed part way
     drop_damaged_shards(str(store_dir), checksums=verify == "checksums")
     store = RegionStore.open(str(store_dir))
     return store if store.done_ids() >= set(bench.database) else None

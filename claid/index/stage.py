@@ -39,6 +39,7 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
     clean_stale_temps(cache_dir)  # .index-*.tmp-* of builds killed part way
     with file_lock(cache_dir / f".{index_dir.name}.lock", what="building the index"):
         if (index_dir / "search.json").exists():
+            clean_stale_temps(index_dir)  # a killed search-table write's temporaries
             index = _reusable_index(index_dir, key)
             if index is not None:
                 return index, index_dir
