@@ -103,3 +103,35 @@ def test_a_hostile_search_json_stops_claid_search_without_running_its_payload(tm
     assert str(info.value.code).startswith("error: ") and "search.json" in str(info.value.code)
     assert not target.exists()
     assert descriptor_class({"name": "cnn", "settings": {}}).__name__ == "CNNRegionDescriptor"
+
+
+@pytest.mark.parametrize("payload", [
+    {"_target_": "torch.load", "f": "x.pt", "weights_only": False},
+    {"_target_": "numpy.load", "file": "x.npy", "allow_pickle": True},
+])
+def test_loader_targets_from_the_issue_are_refused(payload):
+    with pytest.raises(RecordedDescriptorError):
+        build_recorded_descriptor(payload)
+    with pytest.raises(RecordedDescriptorError, match="only plain values"):
+        build_recorded_descriptor({"name": "cnn", "settings": {"checkpoint": payload}})
+
+
+def test_a_pickled_payload_named_as_checkpoint_is_loaded_as_weights_only(tmp_path):
+    import torch
+
+    target = tmp_path / "payload-ran"
+    checkpoint = tmp_path / "weights.pth"
+    torch.save({"conv1.weight": _WritesAFile(target)}, checkpoint)
+    record = {"name": "cnn", "settings": {"model_name": "resnet18", "pretrained": False,
+                                           "checkpoint": str(checkpoint), "layer": "layer4", "dim": 512}}
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl|could not be read"):
+        build_recorded_descriptor(record)
+    assert not target.exists()
+
+
+class _WritesAFile:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (pathlib.Path.write_text, (pathlib.Path(self.target), "pwned"))
