@@ -64,7 +64,7 @@ def search(
         boxes = [None] * len(queries)
     if len(boxes) != len(queries):
         raise QueryError(f"{len(queries)} queries but {len(boxes)} boxes")
-    meta = read_search_meta(index_dir)
+    meta = _checked_meta(index_dir)
     descriptor = descriptor if descriptor is not None else _descriptor_of(meta, index_dir)
     rows = []
     for i, (query, box) in enumerate(zip(queries, boxes)):
@@ -101,7 +101,7 @@ def search_text(
     _check_top(top)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise QueryError("texts must be a list of strings")
-    meta = read_search_meta(index_dir)
+    meta = _checked_meta(index_dir)
     record = meta.get("descriptor") or {}
     if descriptor is None:
         from claid.registered import descriptor_class
@@ -121,6 +121,20 @@ def search_text(
 def _check_top(top: int) -> None:
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise QueryError(f"top must be an integer >= 1, got {top!r}")
+
+
+def _checked_meta(index_dir: str | Path) -> dict:
+    """search.json of an index dir whose files have their recorded sizes (a quick
+    check; ``python -m claid verify`` also compares checksums)."""
+    from claid.artifacts import DamagedArtifactError
+    from claid.integrity import index_dir_problems
+
+    meta = read_search_meta(index_dir)
+    problems = index_dir_problems(index_dir, checksums=False)
+    if problems:
+        raise DamagedArtifactError(f"index dir {index_dir} is damaged: {'; '.join(problems)}; "
+                                   "rerun the run.py job that built it (it rebuilds the index)")
+    return meta
 
 
 def _where(index_dir: str | Path) -> str:

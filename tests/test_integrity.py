@@ -183,3 +183,21 @@ def test_verify_command_on_a_good_a_truncated_and_a_permuted_store(store_dir, mo
     assert code == 1 and "masks.rle: 10 bytes" in out and "2 of 2 shards damaged" in out
     code, _ = verify(store_dir / "shards")
     assert str(code).startswith("error: ") and "neither" in str(code)
+
+
+def test_claid_search_refuses_a_damaged_index_dir_with_one_line(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import claid
+    from claid.__main__ import main
+    from claid.artifacts import DamagedArtifactError
+
+    index_dir = _index_dir(tmp_path)
+    (index_dir / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(DamagedArtifactError, match="index.faiss: 7 bytes"):
+        claid.search([Image.new("RGB", (32, 32))], index_dir=index_dir)
+    Image.new("RGB", (32, 32)).save(tmp_path / "q.png")
+    monkeypatch.setattr(sys, "argv", ["claid", "search", "--index-dir", str(index_dir), str(tmp_path / "q.png")])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert str(info.value.code).startswith("error: index dir") and "damaged" in str(info.value.code)
