@@ -83,13 +83,19 @@ def test_a_hostile_search_json_stops_claid_search_without_running_its_payload(tm
     import claid
     from claid.__main__ import main
     from claid.artifacts import schema_version
+    from claid.index import build_index
+    from claid.index.search_table import RegionTable, save_search_table
 
     target = tmp_path / "payload-ran"
     index_dir = tmp_path / "index"
-    index_dir.mkdir()
-    (index_dir / "search.json").write_text(json.dumps({
-        "schema_version": schema_version("search_table"), "image_ids": [], "key": {},
-        "descriptor": _payload(target)}))
+    vectors = np.eye(4, 8, dtype=np.float32)
+    build_index(vectors, factory="Flat").save(index_dir, provenance={}, overwrite=True)
+    save_search_table(index_dir, RegionTable(vectors, np.arange(4), np.zeros((4, 4), np.float32),
+                                             list("abcd")), descriptor={}, key={})
+    meta = json.loads((index_dir / "search.json").read_text())
+    assert meta["schema_version"] == schema_version("search_table")
+    meta["descriptor"] = _payload(target)  # the edit the issue describes
+    (index_dir / "search.json").write_text(json.dumps(meta))
     query = Image.new("RGB", (32, 32))
     with pytest.raises(RecordedDescriptorError, match="search.json: descriptor"):
         claid.search([query], index_dir=index_dir)
