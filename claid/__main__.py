@@ -5,6 +5,7 @@
     python -m claid fit-whitening STORE_DIR out.npz [--dim D]   (PCA-whitening for another dataset)
     python -m claid runs [--experiment NAME | --parent RUN_ID | --runs ID ...] [--param K=V] [--tag K=V]
                                              (the table of logged runs, e.g. a sweep's jobs)
+    python -m claid verify DIR      (a region store or index dir: sizes + sha256 checksums)
 
 Each command prints what a user must fix as ``error: ...`` (no traceback); a bug in
 claid still shows its traceback.
@@ -14,7 +15,8 @@ import importlib
 import sys
 
 # command -> module whose main(argv) runs it (imported only when used: torch is slow to load)
-COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.reports"}
+COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.reports",
+            "verify": "claid.verify"}
 
 
 def main() -> None:

@@ -11,19 +11,30 @@
   ``os.replace``, and the folder is fsynced: a reader sees the old file or the new
   one, never half of one, also after a crash or kill -9. Folders are committed the
   same way (:func:`commit_dir`).
+- **Ownership of temporaries.** A temporary name carries its writer's process id
+  and a tag of its host (``.<name>.tmp-<pid>-<host>-<random>``); only the leftovers
+  of a writer that is gone (same host, pid no longer running) are cleaned
+  (:func:`clean_stale_temps`), never a live writer's, also another run's.
+- **Coordination.** Two processes that would write the same artifact take
+  :func:`file_lock` on it: one writes, the other waits and then reuses.
 - **Schema versions.** :data:`SCHEMA_VERSIONS` holds one version per artifact kind;
   a reader refuses a version it does not know.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +44,17 @@ import numpy as np
 SCHEMA_VERSIONS: dict[str, int] = {
     "region_store": 1,  # regions-<hash>/ (claid/store/)
     "index": 1,  # index-<hash>/index.json (claid/index/region_index.py)
-    "search_table": 1,  # index-<hash>/search.json + regions.npz (claid/index/search_table.py)
+    # 2: the descriptor recorded by registered name + settings (no _target_), file checksums
+    "search_table": 2,  # index-<hash>/search.json + regions.npz (claid/index/search_table.py)
     "report": 1,  # <run dir>/metrics.json and rankings.json (claid/evaluation/run_report.py)
     "scores": 1,  # scores JSON (claid/evaluation/report.py)
 }
+
+
+class DamagedArtifactError(ValueError):
+    """An artifact on disk that is damaged, tampered with, of another schema version or
+    built from something else than it says; the message names the file. The stage that
+    owns it rebuilds it (with a warning); a reader outside a run reports it."""
 
 
 def schema_version(kind: str) -> int:
@@ -95,12 +113,86 @@ def dataset_key(bench) -> dict:
 
 
 # ----------------------------------------------------------------------------- writing
+log = logging.getLogger(__name__)
+
+#: this machine's tag in temporary names: a pid means something only on its own host
+HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"\.tmp-(?P<pid>\d+)-(?:(?P<host>[0-9a-f]{8})-)?[0-9a-f]{8}$")
+
+
 def temp_path(path: str | os.PathLike) -> Path:
     """The temporary name a file or folder is written under before it is renamed
-    to ``path``: hidden, in the same folder (so the rename is atomic), and unique
-    to this process and call."""
+    to ``path``: hidden, in the same folder (so the rename is atomic), unique to
+    this process and call, and naming its writer (pid and host) so that only a dead
+    writer's leftovers are ever cleaned."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{HOST_TAG}-{uuid.uuid4().hex[:8]}")
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def is_stale_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary (from :func:`temp_path`) whose writer is gone:
+    written on this host by a process that no longer runs. A temporary of another
+    host, or of a live process, is never stale; names without the host tag (older
+    claid) count as this host's."""
+    match = _TEMP_NAME.search(name)
+    if match is None or match.group("host") not in (None, HOST_TAG):
+        return False
+    return not _pid_running(int(match.group("pid")))
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporaries of dead writers directly inside ``folder`` (files or
+    folders, see :func:`is_stale_temp`); a live writer's are left alone.
+
+    Returns:
+        The names removed (each logged).
+    """
+    folder = Path(folder)
+    removed = []
+    for entry in sorted(os.listdir(folder)) if folder.is_dir() else []:
+        if not is_stale_temp(entry):
+            continue
+        path = folder / entry
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        log.info("removed %s, left by a writer that no longer runs", path)
+        removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, what: str = "") -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on the file ``path`` (created if needed)
+    for the ``with`` block; another process taking the same lock waits (logged once,
+    naming ``what``). Released by the kernel when the process dies, so a killed run
+    never leaves a lock behind. Not re-entrant within one process."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another run that holds %s%s", path,
+                        f" ({what})" if what else "")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -84,6 +84,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     from claid.figures import run_figures
     from claid.index.search_table import region_table
     from claid.index.stage import index_stage, search_stage
+    from claid.store.integrity import store_content_hash
     from claid.tracking import figure_caption, tracker_for
 
     check_settings(cfg)
@@ -115,7 +116,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         if (cfg.search.whole_image_region or cfg.search.global_baseline) and store.image_ids:
             whole = timed("whole_image", lambda: whole_image_stage(cfg, bench, store, parts, cache_dir))
         table = region_table(store, whole if cfg.search.whole_image_region else None)
-        upstream = {"regions": Path(store.store_dir).name,
+        # keyed by the store's content (verified on reuse), not its folder name
+        upstream = {"regions": store_content_hash(store),
                     "whole_image_region": bool(cfg.search.whole_image_region)}
         report, metrics = new_report(cfg, bench, store)
         searchable = searchable_queries(cfg, bench, report)

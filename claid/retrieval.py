@@ -8,7 +8,7 @@
 
 An index dir (written by a ``run.py`` job; its path is in the run's metrics.json under
 settings.index) holds the FAISS index, the image and box of every indexed region and
-the descriptor config, so queries are described exactly as the collection was.
+the descriptor's registered name and settings (nothing in the dir is run as code), so queries are described exactly as the collection was.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def search(
         boxes = [None] * len(queries)
     if len(boxes) != len(queries):
         raise QueryError(f"{len(queries)} queries but {len(boxes)} boxes")
-    meta = read_search_meta(index_dir)
-    descriptor = descriptor if descriptor is not None else _descriptor_of(meta)
+    meta = _checked_meta(index_dir)
+    descriptor = descriptor if descriptor is not None else _descriptor_of(meta, index_dir)
     rows = []
     for i, (query, box) in enumerate(zip(queries, boxes)):
         image = query if isinstance(query, Image.Image) else load_image(str(query))
@@ -101,17 +101,18 @@ def search_text(
     _check_top(top)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise QueryError("texts must be a list of strings")
-    meta = read_search_meta(index_dir)
-    target = meta["descriptor"].get("_target_", "")
+    meta = _checked_meta(index_dir)
+    record = meta.get("descriptor") or {}
     if descriptor is None:
-        from hydra.utils import get_class
+        from claid.registered import descriptor_class
 
         # checked on the class, before building a network that could not read the text
-        if hasattr(get_class(target), "encode_text"):
-            descriptor = _descriptor_of(meta)
+        if hasattr(descriptor_class(record, _where(index_dir)), "encode_text"):
+            descriptor = _descriptor_of(meta, index_dir)
     if descriptor is None or not hasattr(descriptor, "encode_text"):
+        name = record.get("name") or record.get("target") if isinstance(record, dict) else None
         raise QueryError(
-            f"{index_dir} was indexed with {target}, which has no text encoder; index the "
+            f"{index_dir} was indexed with {name}, which has no text encoder; index the "
             "collection with descriptor=siglip_tokens backbone=siglip_vitb16"
         )
     return _rank(index_dir, list(descriptor.encode_text(list(texts))), top=top, k=k)
@@ -122,11 +123,30 @@ def _check_top(top: int) -> None:
         raise QueryError(f"top must be an integer >= 1, got {top!r}")
 
 
-def _descriptor_of(meta: dict):
-    """The descriptor the index was built with, from the config it recorded."""
-    from hydra.utils import instantiate
+def _checked_meta(index_dir: str | Path) -> dict:
+    """search.json of an index dir whose files have their recorded sizes (a quick
+    check; ``python -m claid verify`` also compares checksums)."""
+    from claid.artifacts import DamagedArtifactError
+    from claid.integrity import index_dir_problems
 
-    return instantiate(meta["descriptor"])
+    meta = read_search_meta(index_dir)
+    problems = index_dir_problems(index_dir, checksums=False)
+    if problems:
+        raise DamagedArtifactError(f"index dir {index_dir} is damaged: {'; '.join(problems)}; "
+                                   "rerun the run.py job that built it (it rebuilds the index)")
+    return meta
+
+
+def _where(index_dir: str | Path) -> str:
+    return f"{Path(index_dir) / 'search.json'}: descriptor"
+
+
+def _descriptor_of(meta: dict, index_dir: str | Path):
+    """The descriptor the index was built with, from its recorded name and settings
+    (checked against claid's registered classes: nothing the file names is run)."""
+    from claid.registered import build_recorded_descriptor
+
+    return build_recorded_descriptor(meta.get("descriptor"), _where(index_dir))
 
 
 def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | None) -> list[Ranking]:
@@ -165,15 +185,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--box goes with an image query")
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
+    from claid.artifacts import DamagedArtifactError
     from claid.images import ImageError
     from claid.models.weights import WeightsUnavailableError
+    from claid.registered import RecordedDescriptorError
 
     try:
         if args.text is not None:
             (ranking,) = search_text([args.text], index_dir=args.index_dir, top=args.top)
         else:
             (ranking,) = search([args.image], index_dir=args.index_dir, boxes=[args.box], top=args.top)
-    except (QueryError, ImageError, WeightsUnavailableError, FileNotFoundError) as err:
+    except (QueryError, ImageError, WeightsUnavailableError, FileNotFoundError,
+            RecordedDescriptorError, DamagedArtifactError) as err:
         sys.exit(f"error: {err}")
     rows = [
         {"rank": i + 1, "image": image, "score": float(score), "box": [round(float(v), 1) for v in box]}

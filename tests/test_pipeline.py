@@ -82,7 +82,7 @@ def test_another_query_split_reuses_the_regions_of_the_same_database(compose_cfg
     assert single.report["counts"]["queries"] < first.report["counts"]["queries"]
     assert single.report["settings"]["store"] == first.report["settings"]["store"]
     assert len(list((tmp_path / "outputs" / "cache").glob("regions-*"))) == 1
-    assert len(list((tmp_path / "outputs" / "cache").glob("queries-*"))) == 2  # queries differ
+    assert len(list((tmp_path / "outputs" / "cache").glob("queries-*.npy"))) == 2  # queries differ
 
 
 def _manifest(root: Path) -> None:
@@ -311,7 +311,7 @@ def test_whole_image_vectors_come_from_the_store_and_a_second_pass_agrees(compos
     # a store that predates stored whole-image vectors: the stage describes every image again
     monkeypatch.setattr(RegionStore, "whole_image_vectors", lambda self, dtype=None: None)
     second = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none"), run_dir=tmp_path / "recomputed")
-    assert len(list(cache.glob("wholeimage-*"))) == 1
+    assert len(list(cache.glob("wholeimage-*.npy"))) == 1
     assert second.metrics["time/whole_image_s"] > first.metrics["time/whole_image_s"]
     for key in ("lab/mAP-all", "lab/mAP-50"):
         assert second.metrics[f"baseline/global_descriptor/{key}"] == pytest.approx(

@@ -20,6 +20,16 @@ from claid.store import (
 from claid.structures import PatchGrid, RegionDescriptors
 
 DIM = 8
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (reaped)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
 CONFIG = {"backbone": {"name": "tiny"}, "cutter": {"tau1": 0.5}, "dtype": "float32"}
 
 
@@ -186,10 +196,15 @@ def test_crash_during_flush_leaves_nothing_readable(tmp_path, monkeypatch):
         writer.flush()
     monkeypatch.setattr(store_writer, "save_npy_synced", real_save)
 
-    assert os.listdir(tmp_path / "staging")  # the half-written shard exists...
+    (leftover,) = os.listdir(tmp_path / "staging")  # the half-written shard exists...
     store = RegionStore.open(tmp_path)  # ...but the reader never sees it
     assert store.image_ids == ["a.jpg"]
-    # a new writer of the same rank clears its staging leftovers
+    # its writer (this process) still runs: a new writer leaves it alone...
+    RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    assert os.listdir(tmp_path / "staging") == [leftover]
+    # ...and clears it once that process is gone
+    dead = leftover.replace(f".tmp-{os.getpid()}-", f".tmp-{dead_pid()}-")
+    os.rename(tmp_path / "staging" / leftover, tmp_path / "staging" / dead)
     RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
     assert os.listdir(tmp_path / "staging") == []
 
@@ -408,3 +423,21 @@ def test_whole_vector_of_the_wrong_length_is_refused_and_damage_detected(tmp_pat
     np.save(tmp_path / "shards" / name / "whole.npy", np.zeros((2, DIM), np.float32))
     with pytest.raises(ValueError, match="whole.npy"):
         RegionStore.open(tmp_path)
+
+
+@pytest.mark.parametrize("error", [PermissionError, OSError])
+def test_a_store_is_created_on_a_filesystem_without_hard_links(tmp_path, monkeypatch, error):
+    from claid.store import ensure_store
+
+    def no_links(src, dst):
+        raise error(1, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    writer = RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    writer.add(make_item("a.jpg", 2, seed=0))
+    writer.flush()
+    ensure_store(tmp_path, config=CONFIG, dim=DIM)  # the existing manifest is checked, kept
+    assert RegionStore.open(tmp_path).image_ids == ["a.jpg"]
+    assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
+    with pytest.raises(ValueError, match="config_hash"):
+        ensure_store(tmp_path, config={"other": 1}, dim=DIM)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import pickle
 import re
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from claid.datasets.files import (
 )
 from claid.datasets.oxford_paris_layouts import accepted_layouts, find_layout
 from claid.datasets.protocol import make_protocol
+from claid.datasets.safe_pickle import load_ground_truth_pickle
 from claid.structures import Benchmark, Query
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,7 @@ def _text_queries(gt_dir: Path, stems: dict[str, str], images: str, layout: str,
 
 def _pickle_queries(path: Path, stems: dict[str, str], images: str) -> list[Query]:
     """Queries of cirtorch's classic ``gnd_<name>.pkl`` (``ok`` = good + ok)."""
-    with open(path, "rb") as f:
-        cfg = pickle.load(f)
+    cfg = load_ground_truth_pickle(path)  # plain data only (safe_pickle.py)
     for key in ("imlist", "qimlist", "gnd"):
         if key not in cfg:
             raise DatasetFormatError(f"{path}: no {key!r} entry (keys: {sorted(cfg)})")

@@ -9,7 +9,7 @@ The images may also lie in the VGG archives' folders (``oxbuild_images/``,
 ``paris/<landmark>/``) or a lab copy's ``images/``, and the pickle under ``gt/``
 (``oxford_paris_layouts`` lists every accepted layout).
 
-The pickle holds ``imlist`` and ``qimlist`` (image names without extension)
+The pickle (read as plain data only, never running code: :mod:`claid.datasets.safe_pickle`) holds ``imlist`` and ``qimlist`` (image names without extension)
 and ``gnd``: per query ``bbx`` (x1 y1 x2 y2 in pixels) and ``easy``, ``hard``,
 ``junk``: 0-based indices into ``imlist``. The query images are not in
 ``imlist``: they are cropped to their box and are not part of the database.
@@ -21,7 +21,6 @@ holds the Medium positives (easy + hard) and ``junk`` the Medium junk.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from claid.datasets.boxes import check_box
 from claid.datasets.files import DatasetFormatError, index_by_stem, require
 from claid.datasets.oxford_paris_layouts import accepted_layouts, find_layout
 from claid.datasets.protocol import make_protocol
+from claid.datasets.safe_pickle import load_ground_truth_pickle
 from claid.structures import Benchmark, Query
 
 SOURCE = "http://cmp.felk.cvut.cz/revisitop/ (images: the Oxford/Paris Buildings pages)"
@@ -76,8 +76,7 @@ def load_revisited(
     require(root, name=name, source=SOURCE, layout=layout, kind="dir")
     found = find_layout(root, name, text=False, source=SOURCE)
     gnd_path = found.ground_truth
-    with open(gnd_path, "rb") as f:
-        cfg = pickle.load(f)
+    cfg = load_ground_truth_pickle(gnd_path)  # plain data only (safe_pickle.py)
     for key in ("imlist", "qimlist", "gnd"):
         if key not in cfg:
             raise DatasetFormatError(f"{gnd_path}: no {key!r} entry (keys: {sorted(cfg)})")

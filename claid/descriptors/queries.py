@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from claid.artifacts import atomic_save_npy, config_hash, dataset_key, plain
+from claid.artifacts import config_hash, dataset_key, plain
+from claid.integrity import load_checked_npy, save_checked_npy
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ def searchable_queries(cfg, bench, report: dict) -> list:
 
 
 def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
-    """One vector per query of ``bench``, cached as ``queries-<hash>.npy``.
+    """One vector per query of ``bench``, cached as ``queries-<hash>.npy`` with its
+    checksum and key in ``queries-<hash>.json`` (a damaged or mismatched cache is
+    rebuilt with a warning).
 
     Returns:
         (n_queries, D) float32 in ``bench.queries`` order.
@@ -74,8 +77,10 @@ def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
         )
     key = {"dataset": dataset_key(bench), "descriptor": plain(cfg.descriptor), "mode": mode}
     path = cache_dir / f"queries-{config_hash(key)}.npy"
-    if path.exists():
-        return np.load(path)
+    # reused only when its checksum and what it was built from match (else rebuilt)
+    cached = load_checked_npy(path, built_from=key)
+    if cached is not None:
+        return cached
     descriptor = parts.get("descriptor")
     rows = []
     with _like_the_database(cfg, descriptor):
@@ -89,7 +94,7 @@ def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
             box = None if mode == "full" else query.box
             rows.append(descriptor.describe_query(image, box))
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, descriptor.dim), np.float32)
-    atomic_save_npy(path, vectors)
+    save_checked_npy(path, vectors, built_from=key)
     return vectors
 
 

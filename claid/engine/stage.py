@@ -15,12 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import atomic_save_npy, config_hash, database_key, plain
+from claid.artifacts import clean_stale_temps, config_hash, database_key, file_lock, plain
+from claid.integrity import load_checked_npy, save_checked_npy
 
 log = logging.getLogger(__name__)
 
 #: Keys of the ``engine`` group that the run applies itself (claid/threads.py).
 RUN_KEYS = ("threads",)
+#: Lightning's short precision names and the full ones they stand for (one store key)
+_PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+#: how a run checks a store before reusing it (``store.verify``)
+VERIFY_MODES = ("checksums", "sizes")
 
 
 #: How long rank 0 keeps re-listing a store that looks incomplete after the barrier
@@ -56,16 +61,39 @@ def region_descriptor_key(cfg) -> dict:
     return {k: v for k, v in plain(cfg.descriptor).items() if k != "query"}
 
 
+def engine_precision(cfg) -> str:
+    """``engine.precision`` in Lightning's full spelling (``32`` -> ``32-true``)."""
+    value = str(cfg.engine.get("precision", "32-true"))
+    return _PRECISION_ALIASES.get(value, value)
+
+
 def store_key(cfg, bench) -> dict:
     """What the region store of ``bench`` under ``cfg`` is keyed by: the database
-    images, backbone, cutter, region descriptor and stored dtype."""
+    images, backbone, cutter, region descriptor, stored dtype and everything else
+    that changes the regions (the forward passes' ``engine.precision``: fp16 or bf16
+    tokens can flip a borderline cut)."""
     return {
         "dataset": database_key(bench),
         "backbone": plain(cfg.backbone),
         "cutter": plain(cfg.cutter),
         "descriptor": region_descriptor_key(cfg),
         "dtype": cfg.store.dtype,
+        "precision": engine_precision(cfg),
     }
+
+
+def _complete_store(store_dir: Path, bench, verify: str):
+    """The store at ``store_dir`` when it covers every database image, else None.
+    Damaged shards are dropped first (their images then count as not done)."""
+    from claid.store import RegionStore
+    from claid.store.integrity import drop_damaged_shards
+
+    if not (store_dir / "manifest.json").exists():
+        return None
+    clean_stale_temps(store_dir)  # e.g. a summary rewrite killed part way
+    drop_damaged_shards(str(store_dir), checksums=verify == "checksums")
+    store = RegionStore.open(str(store_dir))
+    return store if store.done_ids() >= set(bench.database) else None
 
 
 def extract_stage(cfg, bench, parts, cache_dir: Path):
@@ -87,32 +115,47 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
         IncompleteStoreError: on rank 0, fresh listings after the extraction (for up
             to ``LISTING_SETTLE_SECONDS``) find database images neither stored nor
             skipped (names them).
+
+    Two runs on the same store coordinate through ``<store>/.lock`` (taken by global
+    rank 0 of each): one extracts, the other waits, then finds every image done and
+    reuses the store (no image is extracted twice, nothing is lost). Before reuse the
+    store is checked (``store.verify``: every file's sha256, or only sizes); a damaged
+    shard is moved out of the store with a warning and its images are extracted again.
     """
     from claid.engine.rank_reports import clear_rank_reports, gather_rank_reports
     from claid.engine.ranks import is_global_zero, is_lone_process, launcher_state_restored
-    from claid.store import RegionStore
+    from claid.settings import SettingsError
 
+    verify = cfg.store.get("verify", "checksums")
+    if verify not in VERIFY_MODES:
+        raise SettingsError(f"store.verify must be one of {', '.join(VERIFY_MODES)} (got {verify!r})")
     key = store_key(cfg, bench)
     store_dir = cache_dir / f"regions-{config_hash(key)}"
-    if store_dir.exists() and is_lone_process():
-        store = RegionStore.open(str(store_dir))
-        if store.done_ids() >= set(bench.database):
-            log.info("reusing region store %s", store_dir)
-            return store
-    rank_zero = is_global_zero()  # read before the launcher writes its variables
-    if rank_zero:
+    if not is_global_zero():  # read before the launcher writes its variables
+        # rank 0 of this job holds the lock and judges the store; this rank extracts
+        # its share of rank 0's to-do list
+        with launcher_state_restored():
+            return _extract(cfg, bench, parts, cache_dir, key, store_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(store_dir / ".lock", what="extracting regions"):
+        # a lone process may skip the extraction (it starts any other ranks itself);
+        # ranks started by a launcher all enter it, where rank 0's listing decides for
+        # all of them, since each one's own listing may lag
+        if is_lone_process():
+            store = _complete_store(store_dir, bench, verify)
+            if store is not None:
+                log.info("reusing region store %s", store_dir)
+                return store
         clear_rank_reports(store_dir)
-    with launcher_state_restored():
-        store = _extract(cfg, bench, parts, cache_dir, key, store_dir)
-    if not rank_zero:
-        return store
-    summary = gather_rank_reports(store_dir)
-    if summary is not None and summary.get("ranks_reporting", 1) > 1:
-        for report in summary["ranks"]:
-            log.info("rank %d (%s): %d images, %d skipped, %.1f s", report["rank"], report["host"],
-                     report["images"], report["skipped"], report["seconds"])
-    # a fresh listing, after every rank committed
-    store, missing = _fresh_listing(store_dir, bench.database, LISTING_SETTLE_SECONDS)
+        with launcher_state_restored():
+            _extract(cfg, bench, parts, cache_dir, key, store_dir)
+        summary = gather_rank_reports(store_dir)
+        if summary is not None and summary.get("ranks_reporting", 1) > 1:
+            for report in summary["ranks"]:
+                log.info("rank %d (%s): %d images, %d skipped, %.1f s", report["rank"], report["host"],
+                         report["images"], report["skipped"], report["seconds"])
+        # a fresh listing, after every rank committed
+        store, missing = _fresh_listing(store_dir, bench.database, LISTING_SETTLE_SECONDS)
     if missing:
         raise IncompleteStoreError(
             f"region store {store_dir} lacks {len(missing)} of {len(bench.database)} database "
@@ -176,8 +219,9 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
     key = {"dataset": database_key(bench), "descriptor": region_descriptor_key(cfg),
            "images": store.image_ids}
     path = cache_dir / f"wholeimage-{config_hash(key)}.npy"
-    if path.exists():
-        return np.load(path)
+    cached = load_checked_npy(path, built_from=key)  # None when absent, damaged or mismatched
+    if cached is not None:
+        return cached
     descriptor = parts.get("descriptor")
     rows = []
     for image_id, (height, width) in zip(store.image_ids, store.image_sizes()):
@@ -185,5 +229,5 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
         box = np.array([[0, 0, width, height]], dtype=np.float32)
         rows.append(descriptor.describe(image, box)[0])
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, descriptor.dim), np.float32)
-    atomic_save_npy(path, vectors)
+    save_checked_npy(path, vectors, built_from=key)
     return vectors

@@ -7,7 +7,11 @@
 On disk, in an index dir (schema ``SCHEMA_VERSIONS["search_table"]``)::
 
     regions.npz   region_image (N,) int64 row -> image number, boxes (N, 4) float32
-    search.json   {"schema_version", "image_ids", "descriptor": <its config>, "key"}
+    search.json   {"schema_version", "image_ids", "key", "files": {name: {"size", "sha256"}},
+                   "descriptor": {"name": <registered claid name>, "settings": {...}}}
+
+The descriptor is recorded by name and plain settings, never as a ``_target_``, so
+reading an index dir runs no code it names (:mod:`claid.registered`).
 
 ``search.json`` is written last: an index dir without it is an interrupted build.
 """
@@ -20,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import atomic_save_npz, atomic_write_json, schema_version
+from claid.artifacts import DamagedArtifactError, atomic_save_npz, atomic_write_json, schema_version
+from claid.integrity import folder_records
+from claid.registered import record_descriptor
 
 SCHEMA_VERSION = schema_version("search_table")
 
@@ -72,7 +78,9 @@ def save_search_table(index_dir: Path, table: RegionTable, descriptor: dict, key
     atomic_write_json(
         index_dir / "search.json",
         {"schema_version": SCHEMA_VERSION, "image_ids": table.image_ids,
-         "descriptor": descriptor, "key": key},
+         "descriptor": record_descriptor(descriptor), "key": key,
+         # size + sha256 of every other file of the dir (claid.integrity.index_dir_problems)
+         "files": folder_records(index_dir, exclude=("search.json",))},
     )
 
 
@@ -84,12 +92,20 @@ def read_search_meta(index_dir: str | Path) -> dict:
             f"{index_dir} is not a claid index dir (no search.json); run `python run.py` on the "
             "collection first and pass the index dir printed in its metrics.json (settings.index)"
         )
-    return json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedArtifactError(f"{meta_path}: not valid JSON ({err}); rebuild the index") from None
+    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
+        found = meta.get("schema_version") if isinstance(meta, dict) else None
+        raise DamagedArtifactError(f"{meta_path}: search table schema {found}, this claid reads "
+                         f"{SCHEMA_VERSION}; rebuild the index (run.py rebuilds it)")
+    return meta
 
 
 def load_search_table(index_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
     """(search.json content, region_image (N,) int64, boxes (N, 4) float32) of an index dir."""
     index_dir = Path(index_dir)
     meta = read_search_meta(index_dir)
-    with np.load(index_dir / "regions.npz") as table:
+    with np.load(index_dir / "regions.npz", allow_pickle=False) as table:
         return meta, table["region_image"].astype(np.int64), table["boxes"].astype(np.float32)

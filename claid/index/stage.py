@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import config_hash, plain
+from claid.artifacts import clean_stale_temps, config_hash, file_lock, plain
 from claid.index.search_table import RegionTable, save_search_table
 from claid.structures import Ranking
 
@@ -29,22 +30,45 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
         (RegionIndex, index dir); the dir also holds the search table.
     """
     from claid.components import build
-    from claid.index import RegionIndex
 
     node = {k: v for k, v in plain(cfg.index).items() if k not in SEARCH_KEYS}
     params = {k: v for k, v in node.items() if not k.startswith("_")}
     params.setdefault("seed", int(cfg.seed))
     key = {"upstream": upstream, "index": params}
     index_dir = cache_dir / f"index-{config_hash(key)}"
-    if (index_dir / "search.json").exists():
-        log.info("reusing index %s", index_dir)
-        return RegionIndex.load(str(index_dir)), index_dir
-    build_index = build(node)  # claid.index.build_index with the index settings
-    index = build_index(table.vectors, seed=params["seed"])
-    # search.json is written last: a folder without it is an interrupted build, redone
-    index.save(index_dir, provenance={"key": key}, overwrite=True)
-    save_search_table(index_dir, table, descriptor=plain(cfg.descriptor), key=key)
+    clean_stale_temps(cache_dir)  # .index-*.tmp-* of builds killed part way
+    with file_lock(cache_dir / f".{index_dir.name}.lock", what="building the index"):
+        if (index_dir / "search.json").exists():
+            clean_stale_temps(index_dir)  # a killed search-table write's temporaries
+            index = _reusable_index(index_dir, key)
+            if index is not None:
+                return index, index_dir
+        build_index = build(node)  # claid.index.build_index with the index settings
+        index = build_index(table.vectors, seed=params["seed"])
+        # search.json is written last: a folder without it is an interrupted build, redone
+        index.save(index_dir, provenance={"key": key}, overwrite=True)
+        save_search_table(index_dir, table, descriptor=plain(cfg.descriptor), key=key)
     return index, index_dir
+
+
+def _reusable_index(index_dir: Path, key: dict):
+    """The index in ``index_dir`` when its files match their checksums and it was
+    built from ``key``; else None, with a warning (the caller rebuilds it)."""
+    from claid.index import RegionIndex
+    from claid.integrity import index_dir_problems
+
+    problems = index_dir_problems(index_dir, key=key)
+    if not problems:
+        try:
+            index = RegionIndex.load(str(index_dir))
+            log.info("reusing index %s", index_dir)
+            return index
+        except (OSError, RuntimeError, ValueError) as err:  # faiss raises RuntimeError
+            problems = [str(err)]
+    message = f"rebuilding index {index_dir}: {'; '.join(problems)}"
+    warnings.warn(message, stacklevel=3)
+    log.warning(message)
+    return None
 
 
 def search_stage(index, table: RegionTable, query_vectors: np.ndarray, queries: list,

@@ -280,7 +280,8 @@ def load_checkpoint_strictly(model: nn.Module, path: Path) -> None:
     """
     name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
     try:
-        state_dict = timm.models.load_state_dict(str(path))
+        # weights_only: a checkpoint file is data, never code (no pickled objects run)
+        state_dict = timm.models.load_state_dict(str(path), weights_only=True)
     except (OSError, RuntimeError, ValueError) as error:
         raise RuntimeError(f"checkpoint {path} could not be read: {error}") from error
     module = sys.modules[type(model).__module__]

@@ -20,7 +20,12 @@ On-disk format, schema version 1
                                                    "grid": [h, w] | null,
                                                    "cell": [cy, cx] | null,
                                                    "tokens": {...} | null}, ...],
-                                       "skipped": [[image_id, reason], ...]}
+                                       "skipped": [[image_id, reason], ...],
+                                       "files": {<file name>: {"size", "sha256"}, ...}}
+                                      ("files": every other file of the shard; absent in
+                                      shards written before it; sizes are checked on
+                                      every open, checksums on reuse and by
+                                      ``python -m claid verify``)
           regions.npy                 (n_regions,) structured, one row per region:
                                         image i4        index into shard.json "images"
                                         box (4,) f4     x1, y1, x2, y2 original pixels,
@@ -39,7 +44,11 @@ On-disk format, schema version 1
                                       {"offset", "grid", "patch_size", "scale", "dtype"};
                                       "dtype" is absent in shards written before it was
                                       recorded, which are float16)
-      staging/                        shards being written; never read
+      staging/                        shards being written, ``.<name>.tmp-<pid>-<host>-<random>``;
+                                      never read; a writer removes only those whose process
+                                      is gone (never another live run's or rank's)
+      .lock                           the extraction lock (fcntl.flock): one run extracts
+                                      into a store at a time, another waits and reuses
       ranks/r<rank>.json              each rank's account of the last extraction (images,
                                       timings, host), gathered into "summary" by rank 0
                                       (claid.engine.rank_reports); never read for regions
@@ -147,21 +156,21 @@ class Shard:
     def regions(self) -> np.ndarray:
         """(n,) structured REGION_DTYPE memmap."""
         if self._regions is None:
-            self._regions = np.load(os.path.join(self.path, "regions.npy"), mmap_mode="r")
+            self._regions = np.load(os.path.join(self.path, "regions.npy"), mmap_mode="r", allow_pickle=False)
         return self._regions
 
     @property
     def vectors(self) -> np.ndarray:
         """(n, dim) memmap in the stored dtype."""
         if self._vectors is None:
-            self._vectors = np.load(os.path.join(self.path, "vectors.npy"), mmap_mode="r")
+            self._vectors = np.load(os.path.join(self.path, "vectors.npy"), mmap_mode="r", allow_pickle=False)
         return self._vectors
 
     @property
     def whole(self) -> np.ndarray | None:
         """(n_images_in_shard, dim) memmap of whole-image vectors, or None (older shard)."""
         if self._whole is None and self.info.get("whole"):
-            self._whole = np.load(os.path.join(self.path, "whole.npy"), mmap_mode="r")
+            self._whole = np.load(os.path.join(self.path, "whole.npy"), mmap_mode="r", allow_pickle=False)
         return self._whole
 
     @property
@@ -172,7 +181,7 @@ class Shard:
             if not os.path.isfile(path):
                 raise ValueError(f"corrupt shard {self.path}: shard.json lists tokens but "
                                  "tokens.npy is missing")
-            self._tokens = np.load(path, mmap_mode="r")
+            self._tokens = np.load(path, mmap_mode="r", allow_pickle=False)
         return self._tokens
 
 
@@ -193,6 +202,25 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
+#: files every shard holds; a shard with file records must list them
+REQUIRED_FILES = ("regions.npy", "vectors.npy", "masks.rle")
+
+
+def shard_size_problems(path: str, info: dict, *, checksums: bool = False) -> list[str]:
+    """What is wrong with a shard's files against the records in its shard.json
+    (missing, truncated or grown; with ``checksums`` also altered content). A shard
+    written before files were recorded has nothing to check (empty list)."""
+    from claid.integrity import record_problems
+
+    records = info.get("files")
+    if records is None:
+        return []
+    if not isinstance(records, dict):
+        return ["shard.json: files is not a mapping"]
+    absent = [f"{name}: not recorded" for name in REQUIRED_FILES if name not in records]
+    return absent + record_problems(path, records, checksums=checksums)
+
+
 def open_shard(path: str, name: str, manifest: dict) -> Shard:
     try:
         with open(os.path.join(path, "shard.json"), encoding="utf-8") as f:
@@ -202,9 +230,11 @@ def open_shard(path: str, name: str, manifest: dict) -> Shard:
     except (OSError, ValueError) as err:
         # Committed shards are complete by construction; this is damage after the fact.
         raise ValueError(f"corrupt shard {path}: {err}") from err
+    if not isinstance(info, dict) or not {"n_regions", "images", "skipped"} <= set(info):
+        raise ValueError(f"corrupt shard {path}: shard.json lacks n_regions / images / skipped")
     n = int(info["n_regions"])
     dim = int(manifest["dim"])
-    problems = []
+    problems = shard_size_problems(path, info)
     if info.get("schema_version") != SCHEMA_VERSION:
         problems.append(f"schema_version {info.get('schema_version')}")
     if regions_dtype != REGION_DTYPE or regions_shape != (n,):

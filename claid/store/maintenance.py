@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 
-from claid.artifacts import fsync_dir
+from claid.artifacts import file_lock, fsync_dir
 from claid.store.format import read_manifest
 from claid.store.reader import RegionStore
 from claid.store.writer import RegionStoreWriter
@@ -18,13 +18,19 @@ def compact_store(store_dir: str, *, shard_size: int = 4096) -> list[str]:
 
     Duplicates are dropped physically, skip records kept. Crash-safe: the new shards
     are committed first (readers then see every image twice and keep the old copy,
-    which is identical), and the old shards are removed only afterwards. Do not run
-    while an extraction writes to the same store, and reopen readers afterwards
-    (they map shard files lazily, and the old files are gone).
+    which is identical), and the old shards are removed only afterwards. It holds
+    the store's lock (``<store>/.lock``), so it waits for a run extracting into the
+    store, and a run waits for it; reopen readers afterwards (they map shard files
+    lazily, and the old files are gone).
 
     Returns:
         The names of the new shards.
     """
+    with file_lock(os.path.join(os.fspath(store_dir), ".lock"), what="compacting the store"):
+        return _compact(store_dir, shard_size)
+
+
+def _compact(store_dir: str, shard_size: int) -> list[str]:
     store = RegionStore.open(store_dir)
     old = [shard.path for shard in store._shards]
     # float32 if any image has float32 tokens: compaction must never lose precision

@@ -243,6 +243,9 @@ class RegionStore:
         with open(os.path.join(shard.path, "masks.rle"), "rb") as f:
             f.seek(offset)
             counts = f.read(length)
+        if len(counts) != length:  # never decode part of a mask
+            raise ValueError(f"corrupt shard {shard.path}: masks.rle ends inside the mask of "
+                             f"region {row}")
         rle = {"size": [int(grid[0]), int(grid[1])], "counts": counts}
         return mask_utils.decode(rle).astype(bool)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
 import uuid
 
 import numpy as np
@@ -15,6 +14,7 @@ from pycocotools import mask as mask_utils
 from claid._version import __version__ as CLAID_VERSION
 from claid.artifacts import (
     atomic_write_json,
+    clean_stale_temps,
     config_hash,
     fsync_dir,
     json_bytes,
@@ -22,6 +22,7 @@ from claid.artifacts import (
     temp_path,
     write_synced,
 )
+from claid.integrity import bytes_record
 from claid.store.format import (
     FORMAT_NAME,
     REGION_DTYPE,
@@ -33,16 +34,69 @@ from claid.store.format import (
 from claid.structures import PatchGrid, RegionDescriptors
 
 
-def save_npy_synced(path: str, array: np.ndarray) -> None:
-    """``np.save`` (never pickled) into a staging shard, fsynced."""
-    write_synced(path, npy_bytes(array))
+def save_npy_synced(path: str, array: np.ndarray) -> dict:
+    """``np.save`` (never pickled) into a staging shard, fsynced; returns the file's
+    ``{"size", "sha256"}`` record for shard.json."""
+    payload = npy_bytes(array)
+    write_synced(path, payload)
+    return bytes_record(payload)
+
+
+def _create_exclusively(path: str, payload: bytes) -> None:
+    """Create ``path`` holding ``payload`` unless it exists; when several processes
+    try at once exactly one version wins.
+
+    A hard link of a fully written temporary is atomic (readers never see a partial
+    file); on filesystems without hard links (some FUSE, SMB, object-store mounts)
+    ``os.link`` fails with another error and the file is created with
+    ``O_CREAT | O_EXCL`` and written in one call instead.
+    """
+    tmp = temp_path(path)
+    write_synced(tmp, payload)
+    try:
+        os.link(tmp, path)  # fails if another rank created it first
+        return
+    except FileExistsError:
+        return
+    except OSError:
+        pass  # no hard links here: exclusive create below
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_manifest_when_written(store_dir: str, wait_s: float = 10.0) -> dict:
+    """read_manifest, allowing a racing creator without hard links a moment to
+    finish writing (its exclusive create is visible before its content)."""
+    import json
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return read_manifest(store_dir)
+        except json.JSONDecodeError:  # an empty / partial manifest: its creator is writing
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def ensure_store(store_dir: str, *, config: dict, dim: int, dtype: str = "float16") -> None:
     """Create the store's manifest, or check that the existing one matches.
 
     Safe to call from several ranks at once: the manifest is created with an
-    exclusive link, so exactly one version wins and the others are checked against it.
+    exclusive link (or, without hard links, an exclusive create), so exactly one
+    version wins and the others are checked against it.
 
     Raises:
         ValueError: the existing store was made with another config, dim or dtype.
@@ -63,17 +117,9 @@ def ensure_store(store_dir: str, *, config: dict, dim: int, dtype: str = "float1
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if not os.path.exists(path):
-        tmp = temp_path(path)
-        write_synced(tmp, json_bytes(manifest))
-        try:
-            # link() fails if another rank created it first: exactly one manifest wins.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        _create_exclusively(path, json_bytes(manifest))
         fsync_dir(store_dir)
-    existing = read_manifest(store_dir)
+    existing = _read_manifest_when_written(store_dir)
     for key in ("config_hash", "dim", "dtype"):
         if existing[key] != manifest[key]:
             raise ValueError(
@@ -124,7 +170,8 @@ class RegionStoreWriter:
         self._staging_root = os.path.join(self.store_dir, "staging")
         os.makedirs(self._shard_root, exist_ok=True)
         os.makedirs(self._staging_root, exist_ok=True)
-        self._drop_own_staging()
+        # a crashed writer's staging dirs, never a live one's (another rank or run)
+        clean_stale_temps(self._staging_root)
         # after every existing shard (store order = name order = commit order), also
         # when earlier shards were removed by compaction
         seqs = [int(n.split("-", 1)[0]) for n in os.listdir(self._shard_root)
@@ -132,12 +179,6 @@ class RegionStoreWriter:
         self._seq = max(seqs, default=-1) + 1
         self._reset_buffer()
         self.committed_shards: list[str] = []
-
-    def _drop_own_staging(self) -> None:
-        """Remove this rank's leftovers from a crashed run (never another rank's)."""
-        for name in os.listdir(self._staging_root):
-            if f"-r{self.rank:03d}-" in name:
-                shutil.rmtree(os.path.join(self._staging_root, name), ignore_errors=True)
 
     def _reset_buffer(self) -> None:
         self._images: list[dict] = []
@@ -242,23 +283,29 @@ class RegionStoreWriter:
         if not self.buffered_images:
             return None
         name = f"{self._seq:06d}-r{self.rank:03d}-{uuid.uuid4().hex[:8]}"
-        staging = os.path.join(self._staging_root, name)
+        # named after this process (claid.artifacts.temp_path): only a dead writer's is cleaned
+        staging = os.fspath(temp_path(os.path.join(self._staging_root, name)))
         os.makedirs(staging)
         regions = (np.concatenate(self._regions) if self._regions
                    else np.zeros(0, dtype=REGION_DTYPE))
         vectors = (np.concatenate(self._vectors) if self._vectors
                    else np.zeros((0, self.dim), dtype=VECTOR_DTYPES[self.dtype]))
-        save_npy_synced(os.path.join(staging, "regions.npy"), regions)
-        save_npy_synced(os.path.join(staging, "vectors.npy"), vectors)
-        write_synced(os.path.join(staging, "masks.rle"), b"".join(self._masks))
+        files = {  # size + sha256 of every file, checked when the store is opened / verified
+            "regions.npy": save_npy_synced(os.path.join(staging, "regions.npy"), regions),
+            "vectors.npy": save_npy_synced(os.path.join(staging, "vectors.npy"), vectors),
+        }
+        masks = b"".join(self._masks)
+        write_synced(os.path.join(staging, "masks.rle"), masks)
+        files["masks.rle"] = bytes_record(masks)
         if self._tokens:
-            save_npy_synced(os.path.join(staging, "tokens.npy"), np.concatenate(self._tokens))
+            files["tokens.npy"] = save_npy_synced(os.path.join(staging, "tokens.npy"),
+                                                  np.concatenate(self._tokens))
         # whole-image vectors only when every image of the shard has one
         has_whole = all(w is not None for w in self._whole)
         if has_whole:
             whole = (np.stack(self._whole) if self._whole else np.zeros((0, self.dim)))
-            save_npy_synced(os.path.join(staging, "whole.npy"),
-                             whole.astype(VECTOR_DTYPES[self.dtype]))
+            files["whole.npy"] = save_npy_synced(os.path.join(staging, "whole.npy"),
+                                                 whole.astype(VECTOR_DTYPES[self.dtype]))
         info = {
             "schema_version": SCHEMA_VERSION,
             "name": name,
@@ -270,6 +317,7 @@ class RegionStoreWriter:
             "images": self._images,
             "skipped": self._skipped,
             "whole": has_whole,
+            "files": files,
         }
         # shard.json last: a staging dir without it is unmistakably incomplete.
         write_synced(os.path.join(staging, "shard.json"), json_bytes(info))

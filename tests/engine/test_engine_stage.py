@@ -1,5 +1,5 @@
-"""claid.engine.stage: rank 0 lists the store afresh after extraction and refuses an
-incomplete one; what a rank other than 0 does."""
+"""claid.engine.stage: the store key; rank 0 lists the store afresh after extraction and
+refuses an incomplete one; what a rank other than 0 does; store.verify."""
 
 from __future__ import annotations
 
@@ -84,3 +84,28 @@ def test_rank_zero_lists_again_while_a_lagging_listing_misses_shards(compose_cfg
     monkeypatch.setattr(stage.time, "sleep", lambda seconds: None)
     store = extract_stage(cfg, bench, None, tmp_path / "cache")
     assert len(opened) == 2 and store.done_ids() == set(bench.database)
+
+
+def _bench(tmp_path):
+    from claid.structures import Benchmark
+
+    return Benchmark(name="b", root=str(tmp_path), database=["a.jpg"], queries=[], protocol={})
+
+
+def test_precision_is_part_of_the_store_key(compose_cfg, tmp_path):
+    from claid.artifacts import config_hash
+    from claid.engine.stage import store_key
+
+    def key(*overrides):
+        return config_hash(store_key(compose_cfg(*overrides), _bench(tmp_path)))
+
+    assert key("engine.precision=16-mixed") != key("engine.precision=32-true")
+    assert key("engine.precision=bf16-mixed") != key("engine.precision=16-mixed")
+    assert key("engine.precision=32") == key("engine.precision=32-true")  # one spelling
+
+
+def test_a_bad_store_verify_setting_is_one_clear_error(compose_cfg, tmp_path):
+    from claid.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"store.verify must be one of checksums, sizes \(got 'md5'\)"):
+        extract_stage(compose_cfg("store.verify=md5"), _bench(tmp_path), None, tmp_path)
