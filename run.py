@@ -11,6 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from claid.artifacts import CorruptArtifactError, DiskFullError
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.models.weights import WeightsUnavailableError
 from claid.pipeline import run
@@ -18,8 +19,10 @@ from claid.settings import SettingsError
 
 log = logging.getLogger("claid")
 
-# what a user must fix (data, weights, a queries file): the message says how, no traceback
-USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError, SettingsError)
+# what a user must fix (data, weights, a queries file, a setting, a damaged cache, a full
+# disk): the message names the key, file:line or path and says how; no traceback
+USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError, SettingsError,
+               CorruptArtifactError, DiskFullError)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -13,17 +13,22 @@
   same way (:func:`commit_dir`).
 - **Schema versions.** :data:`SCHEMA_VERSIONS` holds one version per artifact kind;
   a reader refuses a version it does not know.
+- **Errors a user fixes.** A full disk (ENOSPC, or a full quota) while writing is a
+  :class:`DiskFullError` naming the file and the free space left; a damaged artifact
+  is a :class:`CorruptArtifactError`. ``run.py`` prints both as one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,49 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "report": 1,  # <run dir>/metrics.json and rankings.json (claid/evaluation/run_report.py)
     "scores": 1,  # scores JSON (claid/evaluation/report.py)
 }
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exceeded) while writing an artifact; the message names
+    the path and the free space of its filesystem. ``errno`` stays ENOSPC / EDQUOT."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class CorruptArtifactError(ValueError):
+    """An artifact on disk is damaged or not what its name says; the message names it."""
+
+
+#: errno values that mean "the filesystem is full" rather than "this file is wrong".
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _free_bytes(path: Path) -> str:
+    for folder in (path, *path.parents):
+        try:
+            return f"{shutil.disk_usage(folder).free:,} bytes free"
+        except OSError:
+            continue
+    return "free space unknown"
+
+
+@contextlib.contextmanager
+def disk_full_guard(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ENOSPC / EDQUOT ``OSError`` raised inside the block into one
+    :class:`DiskFullError` naming ``path``; other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as err:
+        if err.errno not in _FULL_ERRNOS:
+            raise
+        path = Path(path)
+        raise DiskFullError(
+            err.errno, f"disk full: cannot write {path} ({os.strerror(err.errno)}; "
+            f"{_free_bytes(path.parent)} there); free space or point paths.cache_dir elsewhere"
+        ) from err
 
 
 def schema_version(kind: str) -> int:
@@ -120,7 +168,16 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 def write_synced(path: str | os.PathLike, payload: bytes) -> None:
     """Write ``payload`` to ``path`` and fsync it, in place (for files inside a
-    folder that is itself committed atomically, e.g. a store shard)."""
+    folder that is itself committed atomically, e.g. a store shard).
+
+    Raises:
+        DiskFullError: the filesystem is full (the message names ``path``).
+    """
+    with disk_full_guard(path):
+        _write_and_sync(path, payload)
+
+
+def _write_and_sync(path: str | os.PathLike, payload: bytes) -> None:
     with open(path, "wb") as f:
         f.write(payload)
         f.flush()
@@ -129,7 +186,7 @@ def write_synced(path: str | os.PathLike, payload: bytes) -> None:
 
 def fsync_file(path: str | os.PathLike) -> None:
     """Flush a file that a library wrote (e.g. ``faiss.write_index``) to the disk."""
-    with open(path, "rb") as f:
+    with disk_full_guard(path), open(path, "rb") as f:
         os.fsync(f.fileno())
 
 
@@ -138,12 +195,16 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
 
     Returns:
         ``path`` as a Path.
+    Raises:
+        DiskFullError: the filesystem is full (``path`` is left as it was).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with disk_full_guard(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        write_synced(tmp, payload)
+        with disk_full_guard(path):  # name the final file, not its temporary name
+            _write_and_sync(tmp, payload)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

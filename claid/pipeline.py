@@ -27,7 +27,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from claid.artifacts import atomic_write_json, plain
-from claid.settings import SettingsError, check_group_keys, check_search_settings
+from claid.settings import (
+    SettingsError,
+    check_group_keys,
+    check_model_names,
+    check_search_settings,
+    check_values,
+)
 
 __all__ = ["RunResult", "SettingsError", "check_settings", "run"]
 
@@ -50,9 +56,12 @@ class RunResult:
 
 def check_settings(cfg: DictConfig) -> None:
     """Every check that needs no data and no network, before hours of extraction:
-    unknown keys in any group that builds an object, and ``search.*``."""
+    unknown keys in any group that builds an object, value ranges and choices
+    (``claid.settings.VALUE_RULES``), timm model names, and ``search.*``."""
     for group, extra in BUILT_GROUPS.items():
         check_group_keys(group, cfg.get(group), extra)
+    check_values(cfg)
+    check_model_names(cfg)
     check_search_settings(cfg.search)
 
 

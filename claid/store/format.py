@@ -88,7 +88,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from claid.artifacts import schema_version
+from claid.artifacts import CorruptArtifactError, schema_version
 
 SCHEMA_VERSION = schema_version("region_store")
 FORMAT_NAME = "claid-region-store"
@@ -113,10 +113,15 @@ def read_manifest(store_dir: str) -> dict:
     path = os.path.join(store_dir, "manifest.json")
     if not os.path.isfile(path):
         raise ValueError(f"{store_dir} is not a claid region store (no manifest.json)")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptArtifactError(f"{path}: damaged, not JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise CorruptArtifactError(f"{path}: damaged, not a JSON object")
     if manifest.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: format is {manifest.get('format')!r}, not {FORMAT_NAME!r}")
+        raise CorruptArtifactError(f"{path}: format is {manifest.get('format')!r}, not {FORMAT_NAME!r}")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: schema_version {manifest.get('schema_version')} but this claid reads "
@@ -167,8 +172,8 @@ class Shard:
         if self._tokens is None:
             path = os.path.join(self.path, "tokens.npy")
             if not os.path.isfile(path):
-                raise ValueError(f"corrupt shard {self.path}: shard.json lists tokens but "
-                                 "tokens.npy is missing")
+                raise CorruptArtifactError(f"corrupt shard {self.path}: shard.json lists "
+                                           "tokens but tokens.npy is missing")
             self._tokens = np.load(path, mmap_mode="r")
         return self._tokens
 
@@ -186,7 +191,7 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
         data_start = f.tell()
     expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if os.path.getsize(path) < expected:
-        raise ValueError(f"{os.path.basename(path)} is shorter than its header says")
+        raise CorruptArtifactError(f"{os.path.basename(path)} is shorter than its header says")
     return tuple(shape), dtype
 
 
@@ -198,7 +203,7 @@ def open_shard(path: str, name: str, manifest: dict) -> Shard:
         vectors_shape, vectors_dtype = npy_header(os.path.join(path, "vectors.npy"))
     except (OSError, ValueError) as err:
         # Committed shards are complete by construction; this is damage after the fact.
-        raise ValueError(f"corrupt shard {path}: {err}") from err
+        raise CorruptArtifactError(f"corrupt shard {path}: {err}") from err
     n = int(info["n_regions"])
     dim = int(manifest["dim"])
     problems = []
@@ -214,11 +219,11 @@ def open_shard(path: str, name: str, manifest: dict) -> Shard:
         try:
             whole_shape, whole_dtype = npy_header(os.path.join(path, "whole.npy"))
         except (OSError, ValueError) as err:
-            raise ValueError(f"corrupt shard {path}: {err}") from err
+            raise CorruptArtifactError(f"corrupt shard {path}: {err}") from err
         n_images = len(info["images"])
         if whole_shape != (n_images, dim) or whole_dtype != np.dtype(manifest["dtype"]):
             problems.append(f"whole.npy {whole_dtype}{whole_shape} vs ({n_images}, {dim})")
     if problems:
-        raise ValueError(f"corrupt shard {path}: " + "; ".join(problems))
+        raise CorruptArtifactError(f"corrupt shard {path}: " + "; ".join(problems))
     return Shard(name, path, info, np.ones(0, bool))
 
