@@ -126,7 +126,9 @@ def database_key(bench) -> dict:
     computed from them alone (regions, whole-image vectors, cached tokens), so that
     another query split of the same collection (INSTRE-M, synthetic ``split``, ILIAS
     text vs image queries) reuses them."""
-    images = "\n".join(bench.database).encode()
+    # surrogateescape: a file name that is not valid UTF-8 (os.listdir keeps its raw
+    # bytes as lone surrogates) hashes as those bytes instead of aborting the run
+    images = "\n".join(bench.database).encode("utf-8", "surrogateescape")
     return {
         "name": bench.name,
         "root": str(Path(bench.root).resolve()),

@@ -22,6 +22,26 @@ from claid.structures import Query, Ranking  # noqa: E402
 _COLORS = plt.get_cmap("tab20").colors
 
 
+#: Longest figure title kept, in characters: a longer qid or file name is cut in the
+#: middle (a 30 MB qid once hung matplotlib's text layout).
+TITLE_CHARS = 60
+
+
+def short_title(text: str, limit: int = TITLE_CHARS) -> str:
+    """``text`` as a one-line figure title of at most ``limit`` characters: line
+    breaks become spaces, characters that cannot be drawn (lone surrogates: the raw
+    bytes of a file name that is not UTF-8) become "?", and a longer text keeps its
+    start and end around "...".
+    The middle is cut with slicing before anything else, so the cost does not
+    grow with the size of ``text``."""
+    text = str(text)
+    if len(text) > limit:
+        head = (limit - 3) // 2
+        text = text[:head] + "..." + text[len(text) - (limit - 3 - head):]
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return " ".join(text.split())
+
+
 def _upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w) bool patch mask -> (H, W) bool at image size (nearest)."""
     h, w = size
@@ -53,7 +73,7 @@ def hierarchy_figure(
     fig, axes = plt.subplots(1, len(levels) + 1, figsize=(3.2 * (len(levels) + 1), 3.4))
     axes = np.atleast_1d(axes)
     axes[0].imshow(rgb)
-    axes[0].set_title(title or "image", fontsize=9)
+    axes[0].set_title(short_title(title or "image"), fontsize=9)
     for ax, level in zip(axes[1:], levels):
         overlay = rgb * 0.35
         chosen = np.flatnonzero(depth == level) if level != levels[-1] else np.flatnonzero(depth >= level)
@@ -103,7 +123,7 @@ def results_grid_figure(
     axes = np.atleast_2d(axes)
     for row, query in zip(axes, rows):
         _show(row[0], open_image(query.image), query.box, edge="blue")
-        row[0].set_title(f"query {query.qid}", fontsize=8)
+        row[0].set_title(short_title(f"query {query.qid}"), fontsize=8)
         ranking = by_qid[query.qid]
         positives = set(query.positives)
         for ax, rank in zip(row[1:], ranks):
@@ -133,7 +153,7 @@ def recall_figure(
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or "recall vs IoU", fontsize=9)
+    ax.set_title(short_title(title or "recall vs IoU"), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=90)

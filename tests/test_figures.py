@@ -46,3 +46,22 @@ def test_results_grid_without_rankings_is_an_error(tmp_path):
 
 def test_recall_figure(tmp_path):
     assert _is_png(recall_figure({"a": ([0.1, 0.5], [0.9, 0.4])}, tmp_path / "r.png"))
+
+
+def test_titles_are_cut_to_one_readable_line():
+    from claid.figures import TITLE_CHARS, short_title
+
+    huge = "q" * 30_000_000 + "END"  # a 30 MB qid
+    title = short_title(f"query {huge}")
+    assert len(title) == TITLE_CHARS and title.startswith("query qqq") and title.endswith("qEND")
+    assert "..." in title
+    assert short_title("line\none\ttwo") == "line one two"
+    assert short_title("db/caf\udce9.jpg") == "db/caf?.jpg"  # a non-UTF-8 file name
+    assert short_title("short") == "short"
+
+
+def test_results_grid_with_a_huge_qid_draws(tmp_path):
+    query = Query(image="q.jpg", positives=["a.jpg"], qid="x" * 5_000_000)
+    ranking = Ranking(query.qid, ["a.jpg"], np.array([0.9], np.float32), np.zeros((1, 4), np.float32))
+    path = results_grid_figure([query], [ranking], lambda i: _image("white"), tmp_path / "g.png", ranks=(1,))
+    assert _is_png(path)
