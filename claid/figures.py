@@ -17,10 +17,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from claid.images import original_size  # noqa: E402
 from claid.structures import Query, Ranking  # noqa: E402
 
 _COLORS = plt.get_cmap("tab20").colors
 
+
+#: Pixels a figure's photos are decoded at (at least, on the long side): panels are
+#: ~300 px wide, and a full 12 MP decode would cost GBs in matplotlib.
+FIGURE_LONG_SIDE = 800
 
 #: Longest figure title kept, in characters: a longer qid or file name is cut in the
 #: middle (a 30 MB qid once hung matplotlib's text layout).
@@ -92,7 +97,9 @@ def hierarchy_figure(
 
 
 def _show(ax, image: Image.Image, box, edge: str, box_color: str = "yellow") -> None:
-    ax.imshow(np.asarray(image.convert("RGB")))
+    # axes in the file's pixels, so boxes land right on an image decoded smaller
+    height, width = original_size(image)
+    ax.imshow(np.asarray(image.convert("RGB")), extent=(0, width, height, 0))
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -173,6 +180,9 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
     """
     from claid.images import load_image
 
+    def open_image(image_id: str) -> Image.Image:  # a 12 MP photo is drawn from ~1000 px
+        return load_image(bench.path(image_id), long_side_needed=lambda h, w: FIGURE_LONG_SIDE)
+
     out: dict[str, str] = {}
     region_image = np.asarray(store.region_image())
     depth = np.asarray(store.depth())
@@ -185,12 +195,12 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
             continue
         masks = store.masks(rows)
         path = Path(run_dir) / f"hierarchy_{shown}.png"
-        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id)
+        hierarchy_figure(open_image(image_id), masks, depth[rows], path, title=image_id)
         out[f"hierarchy_{shown}"] = str(path)
         shown += 1
     image_queries = [q for q in bench.queries if q.image is not None][:n_queries]
     if rankings and image_queries:
-        path = results_grid_figure(image_queries, rankings, lambda i: load_image(bench.path(i)),
+        path = results_grid_figure(image_queries, rankings, open_image,
                                    Path(run_dir) / "results_grid.png")
         out["results_grid"] = str(path)
     if "recall_vs_iou" in report:

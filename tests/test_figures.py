@@ -65,3 +65,18 @@ def test_results_grid_with_a_huge_qid_draws(tmp_path):
     ranking = Ranking(query.qid, ["a.jpg"], np.array([0.9], np.float32), np.zeros((1, 4), np.float32))
     path = results_grid_figure([query], [ranking], lambda i: _image("white"), tmp_path / "g.png", ranks=(1,))
     assert _is_png(path)
+
+
+def test_an_image_decoded_smaller_is_drawn_in_file_pixels():
+    import matplotlib.pyplot as plt
+
+    from claid.figures import _show
+
+    small = _image("white", size=(160, 120))
+    small.info["original_size"] = (480, 640)  # what load_image records for a reduced decode
+    fig, ax = plt.subplots()
+    _show(ax, small, (320, 240, 640, 480), edge="green")
+    assert ax.get_xlim() == (0, 640) and ax.get_ylim() == (480, 0)
+    (box,) = ax.patches
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (320, 240, 320, 240)
+    plt.close(fig)

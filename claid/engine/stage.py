@@ -21,13 +21,16 @@ def region_descriptor_key(cfg) -> dict:
 
 def store_key(cfg, bench) -> dict:
     """What the region store of ``bench`` under ``cfg`` is keyed by: the database
-    images, backbone, cutter, region descriptor and stored dtype."""
+    images, backbone, cutter, region descriptor, stored dtype and image decoding."""
+    from claid.images import DECODE_VERSION
+
     return {
         "dataset": database_key(bench),
         "backbone": plain(cfg.backbone),
         "cutter": plain(cfg.cutter),
         "descriptor": region_descriptor_key(cfg),
         "dtype": cfg.store.dtype,
+        "decode": DECODE_VERSION,  # how large photos are decoded (claid/images.py)
     }
 
 
