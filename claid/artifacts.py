@@ -72,17 +72,23 @@ def _free_bytes(path: Path) -> str:
 @contextlib.contextmanager
 def disk_full_guard(path: str | os.PathLike) -> Iterator[None]:
     """Turn an ENOSPC / EDQUOT ``OSError`` raised inside the block into one
-    :class:`DiskFullError` naming ``path``; other errors pass unchanged."""
+    :class:`DiskFullError` naming ``path``; also a library's ``RuntimeError`` that
+    reports ENOSPC in its text (``faiss.write_index``: "write error in <file>: ...
+    (No space left on device)"). Other errors pass unchanged."""
     try:
         yield
     except DiskFullError:
         raise
-    except OSError as err:
-        if err.errno not in _FULL_ERRNOS:
-            raise
+    except (OSError, RuntimeError) as err:
+        code = getattr(err, "errno", None)
+        if code not in _FULL_ERRNOS:
+            text = str(err)
+            code = next((c for c in _FULL_ERRNOS if os.strerror(c) in text), None)
+            if isinstance(err, OSError) or code is None:
+                raise
         path = Path(path)
         raise DiskFullError(
-            err.errno, f"disk full: cannot write {path} ({os.strerror(err.errno)}; "
+            code, f"disk full: cannot write {path} ({os.strerror(code)}; "
             f"{_free_bytes(path.parent)} there); free space or point paths.cache_dir elsewhere"
         ) from err
 

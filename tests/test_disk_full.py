@@ -92,3 +92,26 @@ def test_other_os_errors_are_not_called_a_full_disk(tmp_path):
     with pytest.raises(OSError) as info:
         write_synced(tmp_path / "absent" / "file.bin", b"x")
     assert not isinstance(info.value, DiskFullError)
+
+
+def test_faiss_write_error_on_a_full_disk_is_named(tiny_disk):
+    from claid.index import build_index
+    from claid.index.index_dir import save_index
+
+    vectors = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32)  # 512 KB
+    index = build_index(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    with pytest.raises(DiskFullError, match=f"disk full: cannot write {tiny_disk}/index-x/index.faiss"):
+        save_index(index, tiny_disk / "index-x")
+    assert os.listdir(tiny_disk) == []  # the temporary folder is gone
+
+
+def test_library_runtime_error_reporting_enospc_is_a_full_disk(tmp_path):
+    from claid.artifacts import disk_full_guard
+
+    with pytest.raises(DiskFullError, match=f"disk full: cannot write {tmp_path}/x.faiss"):
+        with disk_full_guard(tmp_path / "x.faiss"):
+            raise RuntimeError("Error: 'ret == (size * 4)' failed: write error in /tmp/x: "
+                               "4051 != 256000 (No space left on device)")
+    with pytest.raises(RuntimeError, match="something else"):
+        with disk_full_guard(tmp_path / "x.faiss"):
+            raise RuntimeError("something else")

@@ -72,8 +72,8 @@ class CNNRegionDescriptor(RegionDescriptor):
             the native resolution (the reference descriptor) at any size, so memory
             grows with the photo (ResNet-50 to layer4.0 on CPU: ~+0.2 GB at 1024 px,
             +0.4 GB at 1600, +0.65 GB at 2048, several GB for a 12 MP photo). The
-            shipped configs cap it at 1600 px, above the Revisited Oxford / Paris
-            (1024 px) and COCO (640 px) images, which stay native.
+            shipped configs cap it at 1024 px: the size of the Revisited Oxford /
+            Paris images (and above COCO's 640 px), which stay native.
         mean, std: per-channel normalisation of [0, 1] RGB.
     """
 

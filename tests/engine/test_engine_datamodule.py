@@ -132,15 +132,15 @@ def test_workers_decode_a_large_photo_at_the_size_the_networks_use(tmp_path, mon
     backbone.__dict__.update(short_side=360, max_long_side=800, native_below=356, patch_size=16,
                              mean=(0.5,) * 3, std=(0.5,) * 3)
     descriptor = CNNRegionDescriptor.__new__(CNNRegionDescriptor)
-    descriptor.__dict__.update(max_long_side=1600, stride=32, mean=(0.5,) * 3, std=(0.5,) * 3)
-    assert datamodule.long_side_used([backbone, descriptor], 3000, 4000) == 1600
+    descriptor.__dict__.update(max_long_side=1024, stride=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert datamodule.long_side_used([backbone, descriptor], 3000, 4000) == 1024
     assert datamodule.long_side_used([backbone, object()], 3000, 4000) is None  # unknown: full
     item = datamodule.ImageListDataset([("big.jpg", str(photo))], backbone=backbone,
                                        descriptor=descriptor)[0]
     assert item["error"] is None
-    assert seen["decoded"] == (2000, 1500)  # JPEG 1/2 scale: the smallest >= 1600 px
+    assert seen["decoded"] == (2000, 1500)  # JPEG 1/2 scale: 1/4 would be below 1024 px
     assert item["image_size"] == (3000, 4000)  # sizes and scales stay in file pixels
     assert tuple(item["backbone_pixels"].shape) == (3, 352, 480)
     assert item["backbone_scale"] == (3000 / 360, 4000 / 480)
-    assert tuple(item["descriptor_pixels"].shape) == (3, 1200, 1600)
-    assert item["descriptor_scale"] == (2.5, 2.5)
+    assert tuple(item["descriptor_pixels"].shape) == (3, 768, 1024)
+    assert item["descriptor_scale"] == (3000 / 768, 4000 / 1024)
