@@ -52,3 +52,16 @@ def test_bad_setting_is_one_line_naming_the_full_key(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == "error: engine.batch_size must be >= 1 (got 0)"
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "outputs" / "cache").exists()  # refused before any stage ran
+
+
+def test_damaged_artifacts_and_a_full_disk_are_user_errors():
+    import importlib.util
+
+    from claid.artifacts import CorruptArtifactError, DiskFullError
+    from claid.settings import SettingsError
+
+    spec = importlib.util.spec_from_file_location("run_entry", REPO / "run.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    for error in (SettingsError, CorruptArtifactError, DiskFullError):
+        assert issubclass(error, entry.USER_ERRORS), error

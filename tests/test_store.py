@@ -408,3 +408,14 @@ def test_whole_vector_of_the_wrong_length_is_refused_and_damage_detected(tmp_pat
     np.save(tmp_path / "shards" / name / "whole.npy", np.zeros((2, DIM), np.float32))
     with pytest.raises(ValueError, match="whole.npy"):
         RegionStore.open(tmp_path)
+
+
+def test_damaged_manifest_is_one_corrupt_artifact_error_naming_it(tmp_path):
+    from claid.artifacts import CorruptArtifactError
+
+    RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    manifest = tmp_path / "manifest.json"
+    for damage in (b'{"format": "claid-regi', b"\xff\xfe garbage", b"[1, 2]"):
+        manifest.write_bytes(damage)
+        with pytest.raises(CorruptArtifactError, match=f"^{manifest}: damaged"):
+            RegionStore.open(tmp_path)
