@@ -15,6 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from claid.artifacts import DamagedArtifactError, DiskFullError
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.engine.ranks import hydra_job_args, rank_argv, remember_job
 from claid.engine.stage import IncompleteStoreError
@@ -26,9 +27,10 @@ from claid.sweeps import job_failed
 
 log = logging.getLogger("claid")
 
-# what a user must fix (data, weights, a queries file): the message says how, no traceback
+# what a user must fix (data, weights, a queries file, a setting, a damaged cache, a full
+# disk, an incomplete store): the message names the key, file:line or path and says how
 USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError, SettingsError,
-               IncompleteStoreError)
+               DamagedArtifactError, DiskFullError, IncompleteStoreError)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

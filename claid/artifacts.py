@@ -19,11 +19,15 @@
   :func:`file_lock` on it: one writes, the other waits and then reuses.
 - **Schema versions.** :data:`SCHEMA_VERSIONS` holds one version per artifact kind;
   a reader refuses a version it does not know.
+- **Errors a user fixes.** A full disk (ENOSPC, or a full quota) while writing is a
+  :class:`DiskFullError` naming the file and the free space left; a damaged artifact
+  is a :class:`DamagedArtifactError`. ``run.py`` prints both as one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -55,6 +59,51 @@ class DamagedArtifactError(ValueError):
     """An artifact on disk that is damaged, tampered with, of another schema version or
     built from something else than it says; the message names the file. The stage that
     owns it rebuilds it (with a warning); a reader outside a run reports it."""
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exceeded) while writing an artifact; the message names
+    the path and the free space of its filesystem. ``errno`` stays ENOSPC / EDQUOT."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+#: errno values that mean "the filesystem is full" rather than "this file is wrong".
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _free_bytes(path: Path) -> str:
+    for folder in (path, *path.parents):
+        try:
+            return f"{shutil.disk_usage(folder).free:,} bytes free"
+        except OSError:
+            continue
+    return "free space unknown"
+
+
+@contextlib.contextmanager
+def disk_full_guard(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ENOSPC / EDQUOT ``OSError`` raised inside the block into one
+    :class:`DiskFullError` naming ``path``; also a library's ``RuntimeError`` that
+    reports ENOSPC in its text (``faiss.write_index``: "write error in <file>: ...
+    (No space left on device)"). Other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except (OSError, RuntimeError) as err:
+        code = getattr(err, "errno", None)
+        if code not in _FULL_ERRNOS:
+            text = str(err)
+            code = next((c for c in _FULL_ERRNOS if os.strerror(c) in text), None)
+            if isinstance(err, OSError) or code is None:
+                raise
+        path = Path(path)
+        raise DiskFullError(
+            code, f"disk full: cannot write {path} ({os.strerror(code)}; "
+            f"{_free_bytes(path.parent)} there); free space or point paths.cache_dir elsewhere"
+        ) from err
 
 
 def schema_version(kind: str) -> int:
@@ -96,7 +145,9 @@ def database_key(bench) -> dict:
     computed from them alone (regions, whole-image vectors, cached tokens), so that
     another query split of the same collection (INSTRE-M, synthetic ``split``, ILIAS
     text vs image queries) reuses them."""
-    images = "\n".join(bench.database).encode()
+    # surrogateescape: a file name that is not valid UTF-8 (os.listdir keeps its raw
+    # bytes as lone surrogates) hashes as those bytes instead of aborting the run
+    images = "\n".join(bench.database).encode("utf-8", "surrogateescape")
     return {
         "name": bench.name,
         "root": str(Path(bench.root).resolve()),
@@ -212,7 +263,16 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 def write_synced(path: str | os.PathLike, payload: bytes) -> None:
     """Write ``payload`` to ``path`` and fsync it, in place (for files inside a
-    folder that is itself committed atomically, e.g. a store shard)."""
+    folder that is itself committed atomically, e.g. a store shard).
+
+    Raises:
+        DiskFullError: the filesystem is full (the message names ``path``).
+    """
+    with disk_full_guard(path):
+        _write_and_sync(path, payload)
+
+
+def _write_and_sync(path: str | os.PathLike, payload: bytes) -> None:
     with open(path, "wb") as f:
         f.write(payload)
         f.flush()
@@ -221,7 +281,7 @@ def write_synced(path: str | os.PathLike, payload: bytes) -> None:
 
 def fsync_file(path: str | os.PathLike) -> None:
     """Flush a file that a library wrote (e.g. ``faiss.write_index``) to the disk."""
-    with open(path, "rb") as f:
+    with disk_full_guard(path), open(path, "rb") as f:
         os.fsync(f.fileno())
 
 
@@ -230,12 +290,16 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
 
     Returns:
         ``path`` as a Path.
+    Raises:
+        DiskFullError: the filesystem is full (``path`` is left as it was).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with disk_full_guard(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        write_synced(tmp, payload)
+        with disk_full_guard(path):  # name the final file, not its temporary name
+            _write_and_sync(tmp, payload)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

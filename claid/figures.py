@@ -24,6 +24,7 @@ from matplotlib.patches import Patch, Rectangle
 from PIL import Image
 
 from claid.artifacts import atomic_write_bytes
+from claid.images import original_size
 from claid.masks import patch_mask_to_pixels
 from claid.structures import Query, Ranking
 
@@ -39,7 +40,34 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 90) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+#: Pixels a figure's photos are decoded at (at least, on the long side): panels are
+#: ~300 px wide, and a full 12 MP decode would cost GBs in matplotlib.
+FIGURE_LONG_SIDE = 800
+
+#: Longest figure title kept, in characters: a longer qid or file name is cut in the
+#: middle (a 30 MB qid once hung matplotlib's text layout).
+TITLE_CHARS = 60
+
+
+def short_title(text: str, limit: int = TITLE_CHARS) -> str:
+    """``text`` as a one-line figure title of at most ``limit`` characters: line
+    breaks become spaces, characters that cannot be drawn (lone surrogates: the raw
+    bytes of a file name that is not UTF-8) become "?", and a longer text keeps its
+    start and end around "...".
+    The middle is cut with slicing before anything else, so the cost does not
+    grow with the size of ``text``."""
+    text = str(text)
+    if len(text) > limit:
+        head = (limit - 3) // 2
+        text = text[:head] + "..." + text[len(text) - (limit - 3 - head):]
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return " ".join(text.split())
+
+
 def _wrap(text: str, width: int) -> str:
+    """``text`` wrapped at ``width`` characters, at most eight lines of it
+    (:func:`short_title` cuts the rest)."""
+    text = short_title(text, 8 * max(10, width)) if text else ""
     return "\n".join(textwrap.wrap(text, width=max(10, width))) if text else ""
 
 
@@ -127,6 +155,9 @@ def draw_hierarchy(
             ``claid.masks.patch_mask_to_pixels``, as in the store and the evaluation.
     """
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    # the patch cell in the pixels of this (possibly smaller-decoded) image
+    full_height, full_width = original_size(image)
+    cell = (cell[0] * rgb.shape[0] / full_height, cell[1] * rgb.shape[1] / full_width)
     depth = np.asarray(depth, dtype=np.int64)
     levels = sorted(set(depth.tolist()))[:max_levels]
     n_panels = len(levels) + 1 + (parent is not None)
@@ -176,7 +207,9 @@ def hierarchy_figure(
 
 
 def _show(ax, image: Image.Image, box, edge: str, box_color: str) -> None:
-    ax.imshow(np.asarray(image.convert("RGB")))
+    # axes in the file's pixels, so boxes land right on an image decoded smaller
+    height, width = original_size(image)
+    ax.imshow(np.asarray(image.convert("RGB")), extent=(0, width, height, 0))
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -349,6 +382,9 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
     """
     from claid.images import load_image
 
+    def open_image(image_id: str) -> Image.Image:  # a 12 MP photo is drawn from ~1000 px
+        return load_image(bench.path(image_id), long_side_needed=lambda h, w: FIGURE_LONG_SIDE)
+
     out: dict[str, str] = {}
     region_image = np.asarray(store.region_image())
     depth, parent = np.asarray(store.depth()), np.asarray(store.parent())
@@ -361,13 +397,13 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
             continue
         masks = store.masks(rows)
         path = Path(run_dir) / f"hierarchy_{shown}.png"
-        hierarchy_figure(load_image(bench.path(image_id)), masks, depth[rows], path, title=image_id,
+        hierarchy_figure(open_image(image_id), masks, depth[rows], path, title=image_id,
                          parent=parent[rows], caption=caption, cell=store.cell(i))
         out[f"hierarchy_{shown}"] = str(path)
         shown += 1
     image_queries = [q for q in bench.queries if q.image is not None][:n_queries]
     if rankings and image_queries:
-        path = results_grid_figure(image_queries, rankings, lambda i: load_image(bench.path(i)),
+        path = results_grid_figure(image_queries, rankings, open_image,
                                    Path(run_dir) / "results_grid.png", caption=caption)
         out["results_grid"] = str(path)
     if "recall_vs_iou" in report:

@@ -5,17 +5,33 @@ the same pixels for a file: EXIF orientation applied, any mode (gray, palette,
 CMYK, RGBA, 16-bit) converted to 8-bit RGB. A file that cannot be decoded raises
 :class:`ImageError` whose ``reason`` is short and stable enough to be recorded in
 an artifact ("empty file", "not an image", "truncated or corrupt: ...").
+
+**Decoding at the size used.** A 12-megapixel photo decoded in full costs ~36 MB as
+RGB and far more once a network sees it at that size, while the detector only
+uses ~480x360 of it. :func:`load_image` takes ``long_side_needed``, a function of the
+displayed (height, width) giving the longest side any consumer resizes the image
+to; the file is then decoded at the smallest size not below it: JPEG through
+libjpeg's DCT scaling (Pillow ``draft``: 1/2, 1/4, 1/8), other formats decoded
+once and shrunk by an integer box filter (``Image.reduce``). The consumer still
+does its one resize from there. The file's displayed size is kept in
+``image.info["original_size"]`` (read it with :func:`original_size`), so boxes,
+scales and cached sizes stay in the original pixels.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "load_image", "displayed_size", "image_size_from_header"]
+__all__ = ["ImageError", "load_image", "original_size", "displayed_size", "image_size_from_header"]
+
+#: Bump when the pixels load_image returns for a file change (artifact keys include it).
+DECODE_VERSION = 2  # 2: large photos decoded at the size they are used at
 
 # EXIF orientation tag; values 5-8 rotate by 90 degrees (width and height swap).
 _EXIF_ORIENTATION = 0x0112
@@ -71,11 +87,39 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode one image file fully into memory.
+def original_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) of the file ``image`` was decoded from, as displayed: its own
+    size unless :func:`load_image` decoded it smaller."""
+    size = image.info.get("original_size")
+    return (int(size[0]), int(size[1])) if size else (image.height, image.width)
+
+
+def _reduce_on_decode(opened: Image.Image, needed: int | None, displayed_long: int) -> int:
+    """Ask a JPEG to decode at >= ``needed`` px on its long side (DCT scaling); returns
+    the integer factor to shrink other formats by after decoding (1: none)."""
+    if needed is None or needed < 1 or needed * 2 > displayed_long:
+        return 1
+    factor = needed / displayed_long
+    if opened.format == "JPEG":
+        width, height = opened.size  # stored orientation: the same factor on both sides
+        opened.draft(None, (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))))
+        return 1
+    return displayed_long // needed
+
+
+def load_image(
+    path: str | os.PathLike,
+    *,
+    long_side_needed: Callable[[int, int], int | None] | None = None,
+) -> Image.Image:
+    """Decode one image file into memory, in full or at the size it is used at.
 
     Args:
         path: file path.
+        long_side_needed: (height, width) as displayed -> the longest side in pixels
+            any consumer resizes this image to, or None for full size. The image is
+            then decoded with its long side >= that (never upscaled), see the module
+            docstring; ``original_size(image)`` gives the file's size.
     Returns:
         An 8-bit "RGB" image, (width, height) as displayed: EXIF orientation applied.
     Raises:
@@ -94,10 +138,16 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             # failure; the decode below is the test.
             warnings.simplefilter("ignore")
             with Image.open(path) as opened:
+                full = _displayed(opened)
+                shrink = 1
+                if long_side_needed is not None:
+                    shrink = _reduce_on_decode(opened, long_side_needed(*full), max(full))
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
                 if image is opened:
                     image = opened.copy()
+                if shrink > 1:
+                    image = image.reduce(shrink)
     except UnidentifiedImageError as err:
         raise ImageError("not an image (unrecognised format)", path) from err
     except Image.DecompressionBombError as err:
@@ -108,7 +158,19 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"truncated or corrupt: {err}", path) from err
     if image.width == 0 or image.height == 0:
         raise ImageError("image has zero width or height", path)
-    return _to_rgb(image)
+    image = _to_rgb(image)
+    if (image.height, image.width) != full:
+        image.info["original_size"] = full
+    return image
+
+
+def _displayed(opened: Image.Image) -> tuple[int, int]:
+    """(height, width) of an opened file as displayed (EXIF orientation applied)."""
+    width, height = opened.size
+    orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation in _TRANSPOSED_ORIENTATIONS and opened.format != "TIFF":
+        width, height = height, width  # Pillow's TIFF reader already reports the rotated size
+    return int(height), int(width)
 
 
 def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -123,10 +185,7 @@ def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as opened:
-                width, height = opened.size
-                orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
-                # Pillow's TIFF reader already reports the rotated size
-                already_rotated = opened.format == "TIFF"
+                height, width = _displayed(opened)
     except FileNotFoundError as err:
         raise ImageError(f"cannot read file: {err.strerror or err}", path) from err
     except UnidentifiedImageError as err:
@@ -134,9 +193,7 @@ def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ImageError(reason, path) from err
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         raise ImageError(f"truncated or corrupt: {err}", path) from err
-    if orientation in _TRANSPOSED_ORIENTATIONS and not already_rotated:
-        width, height = height, width
-    return int(height), int(width)
+    return height, width
 
 
 def image_size_from_header(path: str | os.PathLike) -> tuple[int, int] | None:

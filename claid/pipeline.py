@@ -33,7 +33,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from claid.artifacts import atomic_write_json
-from claid.settings import SettingsError, check_group_keys, check_search_settings
+from claid.settings import (
+    SettingsError,
+    check_group_keys,
+    check_model_names,
+    check_search_settings,
+    check_values,
+)
 
 __all__ = ["RunResult", "SettingsError", "check_settings", "run"]
 
@@ -56,9 +62,12 @@ class RunResult:
 
 def check_settings(cfg: DictConfig) -> None:
     """Every check that needs no data and no network, before hours of extraction:
-    unknown keys in any group that builds an object, and ``search.*``."""
+    unknown keys in any group that builds an object, value ranges and choices
+    (``claid.settings.VALUE_RULES``), timm model names, and ``search.*``."""
     for group, extra in BUILT_GROUPS.items():
         check_group_keys(group, cfg.get(group), extra)
+    check_values(cfg)
+    check_model_names(cfg)
     check_search_settings(cfg.search)
 
 
@@ -80,6 +89,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     from claid.evaluation.baselines import baseline_scores, shuffle_repeats_of
     from claid.evaluation.conventions import with_conventions
     from claid.evaluation.detection_stage import detection_stage, scores_dict
+    from claid.evaluation.protocols import queries_with_positives
     from claid.evaluation.run_report import new_report, rankings_report
     from claid.figures import run_figures
     from claid.index.search_table import region_table
@@ -130,14 +140,21 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
             queries = replace(bench, queries=searchable)
             qvecs = timed("queries", lambda: query_stage(cfg, queries, parts, cache_dir))
             rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k")))
-            scores = timed("evaluate", lambda: evaluate(rankings, queries))
-            metrics.update(scores_to_metrics(scores))
-            report["scores"] = [scores_dict(s) for s in scores]
-            report["baselines"] = timed(
-                "baselines", lambda: baseline_scores(cfg, queries, rankings, qvecs, whole, store))
-            report["settings"]["shuffle_repeats"] = shuffle_repeats_of(rankings, cfg.search.shuffle_draws)
-            for name, values in report["baselines"].items():
-                metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})
+            # a query without positives is searched (rankings.json) but scores nothing
+            n_scorable = len(queries_with_positives(queries))
+            report["counts"]["queries_without_positives"] = len(searchable) - n_scorable
+            if n_scorable:
+                scores = timed("evaluate", lambda: evaluate(rankings, queries))
+                metrics.update(scores_to_metrics(scores))
+                report["scores"] = [scores_dict(s) for s in scores]
+                report["baselines"] = timed(
+                    "baselines", lambda: baseline_scores(cfg, queries, rankings, qvecs, whole, store))
+                report["settings"]["shuffle_repeats"] = shuffle_repeats_of(rankings, cfg.search.shuffle_draws)
+                for name, values in report["baselines"].items():
+                    metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})
+            else:
+                log.warning("no query has a positive: the %d rankings are saved, nothing is scored",
+                            len(rankings))
         elif index is not None:
             log.info("dataset %s has no queries to score: indexed only; search it with "
                      "`python -m claid search --index-dir %s <image>`", bench.name, report["settings"]["index"])

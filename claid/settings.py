@@ -68,3 +68,168 @@ def check_search_settings(search) -> None:
     for key in ("whole_image_region", "global_baseline"):
         if not isinstance(search.get(key), bool):
             raise SettingsError(f"search.{key} must be true or false, got {search.get(key)!r}")
+
+
+# ----------------------------------------------------------------------------- values
+#: dtypes the region store and the token cache can hold (numpy names).
+STORED_DTYPES = ("float16", "float32")
+
+
+def _is_number(value) -> bool:
+    import math
+
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _in_range(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    """A rule: a finite number between ``low`` and ``high`` (open ends as asked)."""
+    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def rule(value) -> str | None:
+        if not _is_number(value):
+            return f"must be a number in {text}"
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return None if above and below else f"must be in {text}"
+
+    return rule
+
+
+def _at_least(low: int, *, optional: bool = False):
+    """A rule: an integer >= ``low`` (or null when ``optional``)."""
+
+    def rule(value) -> str | None:
+        if value is None and optional:
+            return None
+        if not _is_int(value):
+            return f"must be an integer >= {low}" + (" or null" if optional else "")
+        return None if value >= low else f"must be >= {low}"
+
+    return rule
+
+
+def _positive(*, optional: bool = False):
+    def rule(value) -> str | None:
+        if value is None and optional:
+            return None
+        return None if _is_number(value) and value > 0 else (
+            "must be a number > 0" + (" or null" if optional else ""))
+
+    return rule
+
+
+def _one_of(*choices, optional: bool = False):
+    def rule(value) -> str | None:
+        if value is None and optional:
+            return None
+        return None if value in choices and not isinstance(value, bool) else (
+            f"must be one of {', '.join(map(str, choices))}")
+
+    return rule
+
+
+def _boolean(value) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+#: Range rules by full key. A key a config does not have is not checked (a group
+#: variant may lack it), and a key that is not listed is left to its component.
+#: The cutter's own ranges (claid/cutters/hierarchy.py CutSettings) are at least as
+#: strict: tau2 = 1 and alpha = 1 would keep no node and no edge, hence the open ends.
+VALUE_RULES: dict[str, object] = {
+    "cutter.tau1": _in_range(0, 1, low_open=True),
+    "cutter.tau2": _in_range(0, 1, low_open=True, high_open=True),
+    "cutter.alpha": _in_range(-1, 1, high_open=True),
+    "cutter.energy_quantile": _in_range(0, 1, low_open=True),
+    "cutter.min_patches": _at_least(1),
+    "cutter.max_passes": _at_least(1),
+    "cutter.seed": _at_least(0),
+    "cutter.max_depth": _at_least(1, optional=True),
+    "cutter.filter_dummies": _boolean,
+    "cutter.count_diagonal": _boolean,
+    "cutter.cutter": _one_of("ksums", "ncut"),
+    "cutter.init": _one_of("seed", "random"),
+    "cutter.cut_root": _one_of("always", "tau1"),
+    "engine.batch_size": _at_least(1),
+    "engine.shard_size": _at_least(1),
+    "engine.num_workers": _at_least(0, optional=True),  # null: from the CPU affinity
+    "engine.cut_workers": _at_least(0, optional=True),
+    "engine.cut_queue": _at_least(1),
+    "engine.cut_pool": _one_of("thread", "process"),
+    "engine.num_nodes": _at_least(1),
+    "engine.profile": _boolean,
+    "engine.accelerator": _one_of("cpu", "gpu", "cuda", "mps", "auto"),
+    "backbone.patch_size": _at_least(1),
+    "backbone.embed_dim": _at_least(1),
+    "backbone.seed": _at_least(0),
+    "backbone.short_side": _at_least(1, optional=True),
+    "backbone.max_long_side": _at_least(1, optional=True),
+    "backbone.native_below": _at_least(0),
+    "backbone.pretrained": _boolean,
+    "descriptor.max_long_side": _at_least(1, optional=True),
+    "descriptor.dim": _at_least(1),
+    "descriptor.seed": _at_least(0),
+    "descriptor.gem_p": _positive(),
+    "descriptor.pooling": _one_of("gem", "max", "mean"),
+    "descriptor.query": _one_of("crop", "pool"),
+    "descriptor.mask_pooling": _boolean,
+    "descriptor.max_text_length": _at_least(1),
+    "index.k": _at_least(1, optional=True),
+    "index.nprobe": _at_least(1, optional=True),
+    "index.ef_search": _at_least(1, optional=True),
+    "index.train_size": _at_least(1, optional=True),
+    "index.whitening_dim": _at_least(1, optional=True),
+    "index.refine_factor": _positive(optional=True),
+    "index.whitening": _one_of("none", "database", "file"),
+    "store.dtype": _one_of(*STORED_DTYPES),
+    "store.verify": _one_of("checksums", "sizes"),
+    "cache.tokens": _boolean,
+    "cache.token_dtype": _one_of(*STORED_DTYPES),
+}
+
+
+def check_values(cfg, rules: dict[str, object] | None = None) -> None:
+    """Refuse the first config value outside its range, by its full key.
+
+    Args:
+        cfg: the composed config (a mapping of groups).
+        rules: full key -> rule (``value -> None`` or what is wrong); default
+            :data:`VALUE_RULES`.
+    Raises:
+        SettingsError: e.g. ``engine.batch_size must be >= 1 (got 0)``.
+    """
+    for key, rule in (VALUE_RULES if rules is None else rules).items():
+        group, _, name = key.partition(".")
+        node = cfg.get(group) if hasattr(cfg, "get") else None
+        if node is None or not hasattr(node, "keys") or name not in node:
+            continue
+        value = node.get(name)
+        problem = rule(value)  # type: ignore[operator]
+        if problem:
+            raise SettingsError(f"{key} {problem} (got {value!r})")
+
+
+def check_model_names(cfg, groups: Iterable[str] = ("backbone", "descriptor")) -> None:
+    """Refuse a ``<group>.model_name`` that timm does not know (architecture and
+    pretrained tag), from timm's registry alone: nothing is downloaded or built.
+
+    Raises:
+        SettingsError: ``backbone.model_name: timm has no model 'vit_bogus' ...``.
+    """
+    for group in groups:
+        node = cfg.get(group)
+        if node is None or not hasattr(node, "keys") or "model_name" not in node:
+            continue
+        name = node.get("model_name")
+        if not isinstance(name, str) or not name:
+            raise SettingsError(f"{group}.model_name must be a timm model name (got {name!r})")
+        from claid.models.weights import check_timm_name
+
+        try:
+            check_timm_name(name)
+        except ValueError as err:
+            raise SettingsError(f"{group}.model_name: {err}") from None

@@ -112,3 +112,49 @@ def test_sweep_figures_plot_metrics_baselines_and_heat_maps():
                               ["cutter.init", "cutter.filter_dummies"], "lab/mAP-all", "table7")
     cells = sorted(t.get_text() for t in heat.axes[0].texts)
     assert cells == ["0.200", "0.300"]
+
+
+def test_titles_are_cut_to_one_readable_line():
+    from claid.figures import TITLE_CHARS, short_title
+
+    huge = "q" * 30_000_000 + "END"  # a 30 MB qid
+    title = short_title(f"query {huge}")
+    assert len(title) == TITLE_CHARS and title.startswith("query qqq") and title.endswith("qEND")
+    assert "..." in title
+    assert short_title("line\none\ttwo") == "line one two"
+    assert short_title("db/caf\udce9.jpg") == "db/caf?.jpg"  # a non-UTF-8 file name
+    assert short_title("short") == "short"
+
+
+def test_results_grid_with_a_huge_qid_draws(tmp_path):
+    query = Query(image="q.jpg", positives=["a.jpg"], qid="x" * 5_000_000)
+    ranking = Ranking(query.qid, ["a.jpg"], np.array([0.9], np.float32), np.zeros((1, 4), np.float32))
+    path = results_grid_figure([query], [ranking], lambda i: _image("white"), tmp_path / "g.png", ranks=(1,))
+    assert _is_png(path)
+
+
+def test_an_image_decoded_smaller_is_drawn_in_file_pixels():
+    from matplotlib.figure import Figure
+
+    from claid.figures import _show
+
+    small = _image("white", size=(160, 120))
+    small.info["original_size"] = (480, 640)  # what load_image records for a reduced decode
+    ax = Figure().subplots()
+    _show(ax, small, (320, 240, 640, 480), edge="green", box_color="yellow")
+    assert ax.get_xlim() == (0, 640) and ax.get_ylim() == (480, 0)
+    (box,) = ax.patches
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (320, 240, 320, 240)
+
+
+def test_hierarchy_masks_land_right_on_an_image_decoded_smaller():
+    from claid.figures import draw_hierarchy
+
+    small = _image("black", size=(80, 60))  # a 320 x 240 file decoded at a quarter
+    small.info["original_size"] = (240, 320)
+    masks = np.zeros((1, 6, 8), bool)
+    masks[0, 0, 0] = True  # patch (0, 0): original pixels [0, 40) x [0, 40)
+    fig = draw_hierarchy(small, masks, np.array([1]), cell=(40.0, 40.0))
+    overlay = np.asarray(fig.axes[1].get_images()[0].get_array())
+    painted = overlay.sum(axis=2) > 0
+    assert painted[:10, :10].all() and painted.sum() == 100  # the top-left 10 x 10 pixels only

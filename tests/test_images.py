@@ -155,3 +155,70 @@ def test_displayed_size_names_unreadable_files(tmp_path, kind, reason):
         displayed_size(path)
     assert reason in info.value.reason
     assert image_size_from_header(path) is None
+
+
+# ----------------------------------------------------------------------------- decoding at the size used
+def _big(width=1600, height=1200) -> np.ndarray:
+    return np.asarray(Image.fromarray(skdata.astronaut()).resize((width, height), Image.BICUBIC))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_large_photo_is_decoded_at_the_size_used(tmp_path, fmt):
+    from claid.images import original_size
+
+    path = tmp_path / f"big.{fmt.lower()}"
+    Image.fromarray(_big()).save(path, format=fmt)
+    asked = []
+
+    def needed(height, width):
+        asked.append((height, width))
+        return 360
+
+    image = load_image(path, long_side_needed=needed)
+    assert asked == [(1200, 1600)]  # asked with the displayed size, before decoding
+    assert 360 <= image.width < 1600 / 2  # 1/4 in both cases: JPEG DCT scaling, PNG reduce(4)
+    assert image.size == (400, 300)
+    assert original_size(image) == (1200, 1600)
+    full = load_image(path)
+    assert original_size(full) == (1200, 1600) and "original_size" not in full.info
+    # the same picture: the reduced decode against the full one shrunk to its size
+    shrunk = np.asarray(full.resize(image.size, Image.BOX)).astype(int)
+    assert np.abs(np.asarray(image).astype(int) - shrunk).mean() < 4
+
+
+def test_no_reduction_below_a_factor_two_or_without_a_need(tmp_path):
+    from claid.images import original_size
+
+    Image.fromarray(_big(800, 600)).save(tmp_path / "a.jpg")
+    for needed in (None, 500, 800, 5000):
+        image = load_image(tmp_path / "a.jpg", long_side_needed=lambda h, w, n=needed: n)
+        assert image.size == (800, 600) and original_size(image) == (600, 800)
+
+
+def test_reduced_decode_keeps_exif_orientation(tmp_path):
+    from claid.images import original_size
+
+    write_exif_rotated_jpeg(tmp_path / "r.jpg", _big(), orientation=6)
+    image = load_image(tmp_path / "r.jpg", long_side_needed=lambda h, w: 400)
+    assert image.size == (300, 400)  # displayed: portrait
+    assert original_size(image) == (1600, 1200)
+    assert displayed_size(tmp_path / "r.jpg") == (1600, 1200)
+
+
+def test_networks_get_the_same_input_from_a_reduced_decode(tmp_path):
+    from claid.models.preprocessing import prepare_for_grid, prepare_full_image
+
+    Image.fromarray(_big()).save(tmp_path / "big.jpg", quality=95)
+    full = load_image(tmp_path / "big.jpg")
+    grid = dict(patch_size=16, short_side=360, max_long_side=800, native_below=356,
+                mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    reduced = load_image(tmp_path / "big.jpg", long_side_needed=lambda h, w: 480)
+    (a, scale_a), (b, scale_b) = prepare_for_grid(full, **grid), prepare_for_grid(reduced, **grid)
+    assert a.shape == b.shape == (3, 352, 480) and scale_a == scale_b == (1200 / 360, 1600 / 480)
+    assert (a - b).abs().mean() < 0.05  # 1-2 grey levels of 255 (x4 by std 0.25)
+    described = load_image(tmp_path / "big.jpg", long_side_needed=lambda h, w: 1000)
+    (c, scale_c), (d, scale_d) = (prepare_full_image(im, max_long_side=1000, min_side=32,
+                                                     mean=(0, 0, 0), std=(1, 1, 1))
+                                  for im in (full, described))
+    assert c.shape == d.shape == (3, 750, 1000) and scale_c == scale_d == (1.6, 1.6)
+    assert (c - d).abs().mean() < 0.01

@@ -42,3 +42,28 @@ def test_search_cli_reports_user_errors_without_a_traceback(tmp_path, monkeypatc
             assert info.value.code == 2
         else:
             assert str(info.value.code).startswith("error: ") and message in str(info.value.code)
+
+
+def test_bad_setting_is_one_line_naming_the_full_key(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "run.py", "engine.batch_size=0", "tracking=none",
+         f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == "error: engine.batch_size must be >= 1 (got 0)"
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "outputs" / "cache").exists()  # refused before any stage ran
+
+
+def test_damaged_artifacts_and_a_full_disk_are_user_errors():
+    import importlib.util
+
+    from claid.artifacts import DamagedArtifactError, DiskFullError
+    from claid.settings import SettingsError
+
+    spec = importlib.util.spec_from_file_location("run_entry", REPO / "run.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    for error in (SettingsError, DamagedArtifactError, DiskFullError):
+        assert issubclass(error, entry.USER_ERRORS), error

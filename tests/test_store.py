@@ -441,3 +441,14 @@ def test_a_store_is_created_on_a_filesystem_without_hard_links(tmp_path, monkeyp
     assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
     with pytest.raises(ValueError, match="config_hash"):
         ensure_store(tmp_path, config={"other": 1}, dim=DIM)
+
+
+def test_damaged_manifest_is_one_corrupt_artifact_error_naming_it(tmp_path):
+    from claid.artifacts import DamagedArtifactError
+
+    RegionStoreWriter(tmp_path, config=CONFIG, dim=DIM)
+    manifest = tmp_path / "manifest.json"
+    for damage in (b'{"format": "claid-regi', b"\xff\xfe garbage", b"[1, 2]"):
+        manifest.write_bytes(damage)
+        with pytest.raises(DamagedArtifactError, match=f"^{manifest}: damaged"):
+            RegionStore.open(tmp_path)

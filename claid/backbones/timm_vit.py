@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from claid.backbones.base import Backbone
-from claid.models.preprocessing import prepare_for_grid
+from claid.models.preprocessing import prepare_for_grid, reference_size
 from claid.models.weights import build_timm_model
 
 FACETS = ("tokens", "keys", "queries", "values")
@@ -103,6 +103,12 @@ class TimmViTBackbone(Backbone):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.eval()
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) pixels an image of (height, width) is resized to before the crop to
+        the patch grid (what ``load_image(long_side_needed=...)`` decodes for)."""
+        return reference_size(height, width, short_side=self.short_side,
+                              max_long_side=self.max_long_side, native_below=self.native_below)
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, tuple[float, float]]:
         """RGB image -> ((3, h, w) normalised input, h and w multiples of the patch

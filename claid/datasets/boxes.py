@@ -43,9 +43,14 @@ def check_box(
             the returned box is clipped to the image.
 
     Raises:
-        ValueError: not four finite numbers, empty (x2 <= x1 or y2 <= y1), or
+        ValueError: not four finite numbers (booleans are refused), empty (x2 <= x1 or y2 <= y1), or
             outside the image by more than ``tolerance``.
     """
+    if isinstance(box, str | bytes) or not hasattr(box, "__iter__"):
+        raise ValueError(f"{where}: box {box!r} is not a list of four numbers")
+    if any(isinstance(v, bool | np.bool_) for v in box):
+        # float(True) is 1.0: a JSON true/false is a mistake, never a coordinate
+        raise ValueError(f"{where}: box {box!r} holds true/false, not four numbers")
     try:
         values = [float(v) for v in box]
     except (TypeError, ValueError) as err:

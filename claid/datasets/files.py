@@ -14,7 +14,9 @@ from pathlib import Path
 from PIL import Image
 
 #: Lower-case file extensions treated as images by :func:`list_images`.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: A .gif is indexed by its first frame (what ``claid.images.load_image`` decodes).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                    ".gif")
 
 
 class DatasetNotFoundError(FileNotFoundError):

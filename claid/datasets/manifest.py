@@ -9,14 +9,19 @@ Layout::
 
 Paths are relative to ``root`` with "/"; ``box`` is in pixels of the image
 (exclusive end), null for the whole image; ``positives``, ``junk`` and ``qid``
-are optional. The database is every image that is not a query image. Without
-``queries.jsonl`` the benchmark has no queries (protocol family "none"): the run
-indexes the collection and stops, and searches come later from the CLI.
+are optional. A query without positives is searched and its ranking saved, but
+not scored: a warning names its line and the report counts it
+(``counts.queries_without_positives``). The database is every image that is not a
+query image. Without ``queries.jsonl`` the benchmark has no queries (protocol
+family "none"): the run indexes the collection and stops, and searches come later
+from the CLI. ``queries.jsonl`` is UTF-8; a line that is not is refused with its
+number. File names that are not valid UTF-8 are kept as the bytes they are.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from claid.datasets.files import DatasetFormatError, list_images, missing
 from claid.datasets.protocol import make_protocol
 from claid.images import ImageError, displayed_size
 from claid.structures import Benchmark, Query
+
+log = logging.getLogger(__name__)
 
 LAYOUT = """\
 <root>/**/<image>.jpg|.png|...   your images, any sub-folders
@@ -66,10 +73,17 @@ def read_queries(
     known = set(images)
     queries: list[Query] = []
     name = Path(path).name
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         lines = list(enumerate(f, start=1))
-    for lineno, text in lines:
+    for lineno, raw in lines:
         where = f"{name}:{lineno}"
+        try:
+            text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise DatasetFormatError(
+                f"{where}: not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); "
+                "save queries.jsonl as UTF-8"
+            ) from None
         if not text.strip():
             continue
         try:
@@ -113,6 +127,12 @@ def read_queries(
             )
         )
     query_images = {q.image for q in queries}
+    without = [q for q in queries if not q.positives]
+    if without:
+        lines = ", ".join(f"{name}:{q.extra['line']}" for q in without[:5])
+        log.warning("%d of %d queries have no positives (%s%s): they are searched and their "
+                    "rankings saved, but not scored", len(without), len(queries), lines,
+                    ", ..." if len(without) > 5 else "")
     seen: set[str] = set()
     for q in queries:
         where = f"{name}:{q.extra['line']}"

@@ -24,7 +24,7 @@ from claid.descriptors.pooling import (
     masks_to_cells,
     pool_cells,
 )
-from claid.models.preprocessing import prepare_full_image
+from claid.models.preprocessing import capped_size, prepare_full_image
 from claid.models.weights import build_timm_model
 from claid.structures import PatchGrid
 
@@ -69,7 +69,11 @@ class CNNRegionDescriptor(RegionDescriptor):
             masks are passed), else the whole box.
         query: ``crop`` | ``pool``, see ``RegionDescriptor.describe_query``.
         max_long_side: scale images down to this long side in pixels; None keeps
-            the native resolution (the reference descriptor).
+            the native resolution (the reference descriptor) at any size, so memory
+            grows with the photo (ResNet-50 to layer4.0 on CPU: ~+0.2 GB at 1024 px,
+            +0.4 GB at 1600, +0.65 GB at 2048, several GB for a 12 MP photo). The
+            shipped configs cap it at 1024 px: the size of the Revisited Oxford /
+            Paris images (and above COCO's 640 px), which stay native.
         mean, std: per-channel normalisation of [0, 1] RGB.
     """
 
@@ -130,6 +134,10 @@ class CNNRegionDescriptor(RegionDescriptor):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.eval()
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) pixels an image of (height, width) goes through the network at."""
+        return capped_size(height, width, max_long_side=self.max_long_side)
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, tuple[float, float]]:
         """RGB image -> ((3, h, w) normalised input at native resolution, or capped

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from claid.engine.cut_pool import decode_workers
 from claid.engine.token_cache import CachedTokens
-from claid.images import ImageError, image_size_from_header, load_image
+from claid.images import ImageError, image_size_from_header, load_image, original_size
 from claid.structures import PatchGrid
 
 __all__ = ["ImageListDataset", "ImageListDataModule", "collate_images", "rank_slice",
@@ -75,6 +75,19 @@ def bucket_order(sizes: Sequence[tuple[int, int] | None]) -> list[int]:
         return (0, round(width / max(height, 1), 3), height, width, i)
 
     return sorted(range(len(sizes)), key=key)
+
+
+def long_side_used(modules: Sequence, height: int, width: int) -> int | None:
+    """The longest side any of ``modules`` resizes a (height, width) image to, from
+    their ``input_size(height, width)``; None (decode in full) when one of them does
+    not say, or when no module needs the pixels."""
+    sides = []
+    for module in modules:
+        input_size = getattr(module, "input_size", None)
+        if input_size is None:
+            return None
+        sides.append(max(input_size(height, width)))
+    return max(sides) if sides else None
 
 
 class ImageListDataset(Dataset):
@@ -118,11 +131,13 @@ class ImageListDataset(Dataset):
                     "patch_grid": patch_grid, "backbone_pixels": None,
                     "backbone_scale": tuple(patch_grid.scale), "descriptor_pixels": None,
                     "descriptor_scale": (1.0, 1.0)}
-        try:
-            image = load_image(path)
+        users = [m for m in (None if patch_grid is not None else self.backbone,
+                             self.descriptor if self.descriptor.needs_image else None) if m]
+        try:  # decoded no larger than the networks use it (a 12 MP photo stays small)
+            image = load_image(path, long_side_needed=lambda h, w: long_side_used(users, h, w))
         except ImageError as err:
             return {"id": image_id, "error": err.reason}
-        size = (image.height, image.width)
+        size = original_size(image)
         if patch_grid is not None and tuple(patch_grid.image_size) != size:
             # the file changed since the tokens were cached: they describe another image
             if self.backbone is None:

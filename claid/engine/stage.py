@@ -70,8 +70,10 @@ def engine_precision(cfg) -> str:
 def store_key(cfg, bench) -> dict:
     """What the region store of ``bench`` under ``cfg`` is keyed by: the database
     images, backbone, cutter, region descriptor, stored dtype and everything else
-    that changes the regions (the forward passes' ``engine.precision``: fp16 or bf16
-    tokens can flip a borderline cut)."""
+    that changes the regions: the forward passes' ``engine.precision`` (fp16 or bf16
+    tokens can flip a borderline cut) and how large photos are decoded."""
+    from claid.images import DECODE_VERSION
+
     return {
         "dataset": database_key(bench),
         "backbone": plain(cfg.backbone),
@@ -79,6 +81,7 @@ def store_key(cfg, bench) -> dict:
         "descriptor": region_descriptor_key(cfg),
         "dtype": cfg.store.dtype,
         "precision": engine_precision(cfg),
+        "decode": DECODE_VERSION,  # how large photos are decoded (claid/images.py)
     }
 
 

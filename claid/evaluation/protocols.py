@@ -72,7 +72,7 @@ from claid.evaluation.localization import pairwise_box_iou
 from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
 from claid.structures import Benchmark, Query, Ranking, Scores
 
-__all__ = ["FAMILIES", "RetrievalProtocol", "resolve_protocol", "evaluate"]
+__all__ = ["FAMILIES", "RetrievalProtocol", "resolve_protocol", "evaluate", "queries_with_positives"]
 
 FAMILIES: tuple[str, ...] = ("lab", "trapezoid", "revisited", "gldv2")
 _NOT_RANKED = {
@@ -233,6 +233,14 @@ def _positions(position: dict[str, int], images: Iterable[str]) -> np.ndarray:
 
 def _all_positives(query: Query, spec: RetrievalProtocol) -> set[str]:
     return set().union(*(pos for pos, _ in _ground_truths(query, spec).values()))
+
+
+def queries_with_positives(benchmark: Benchmark, protocol: str | None = None) -> list[Query]:
+    """The queries of ``benchmark`` that have at least one positive in some setting of
+    its protocol: the ones :func:`evaluate` can score (a query without any is searched
+    but left out of every mean, and counted)."""
+    spec = resolve_protocol(benchmark.protocol, family=protocol)
+    return [q for q in benchmark.queries if _all_positives(q, spec)]
 
 
 def evaluate(

@@ -3,8 +3,12 @@ string, the training points it needs, a seeded training sample."""
 
 from __future__ import annotations
 
+import logging
+
 import faiss
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: FAISS warns below 39 training points per centroid; k-means with fewer gives poor
 #: cells, so an index that cannot get them falls back (or fails, see ``fallback``).
@@ -63,3 +67,25 @@ def make_faiss_index(dim: int, factory: str) -> faiss.Index:
     if hasattr(inner, "do_polysemous_training"):
         inner.do_polysemous_training = False
     return faiss_index
+
+
+def choose_factory(factory: str, fallback: str | None, n_train: int,
+                   dim: int) -> tuple[str, dict | None]:
+    """The FAISS factory to build for ``n_train`` training vectors of dimension ``dim``:
+    ``factory``, or ``fallback`` when ``factory`` needs more training vectors.
+
+    Returns:
+        (factory used, None or ``{"requested", "reason"}`` when falling back).
+    Raises:
+        ValueError: too few vectors and no usable fallback.
+    """
+    needed = training_points_needed(make_faiss_index(dim, factory))
+    if n_train >= needed:
+        return factory, None
+    reason = f"factory {factory!r} needs {needed} training vectors, {n_train} available"
+    if fallback is None:
+        raise ValueError(f"{reason}; use a smaller index or set fallback")
+    if training_points_needed(make_faiss_index(dim, fallback)) > n_train:
+        raise ValueError(f"{reason}, and fallback {fallback!r} needs training too")
+    log.warning("%s: falling back to %r", reason, fallback)
+    return fallback, {"requested": factory, "reason": reason}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import faiss
 
-from claid.artifacts import commit_dir, fsync_file, temp_path, write_synced
+from claid.artifacts import commit_dir, disk_full_guard, fsync_file, temp_path, write_synced
 from claid.index.region_index import SCHEMA_VERSION, RegionIndex
 from claid.index.whitening import load_whitening, save_whitening
 
@@ -49,7 +49,8 @@ def save_index(
     tmp = temp_path(directory)
     tmp.mkdir()
     try:
-        faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
+        with disk_full_guard(directory / INDEX_FILE):  # faiss reports ENOSPC as RuntimeError
+            faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
         fsync_file(tmp / INDEX_FILE)
         if index.whitening is not None:
             save_whitening(tmp / WHITENING_FILE, index.whitening)

@@ -27,11 +27,12 @@ import numpy as np
 from claid.artifacts import schema_version
 from claid.index.faiss_factory import (
     check_vectors,
+    choose_factory,
     make_faiss_index,
     subsample,
-    training_points_needed,
 )
 from claid.index.whitening import (
+    cap_whitening_dim,
     file_sha256,
     fit_pca_whitening,
     l2_normalize,
@@ -115,6 +116,10 @@ class RegionIndex:
         started = time.perf_counter()
         sample = subsample(training_vectors, train_size, seed)
         unit_sample = l2_normalize(sample, what="training vectors")
+        # the fallback is decided from the number of vectors before any fitting: a
+        # collection too small for `factory` is also too small for its whitening_dim
+        used_factory, fallback_info = choose_factory(
+            factory, fallback, sample.shape[0], whitening_dim or dim_in)
 
         white: dict | None = None
         whitening_info: dict = {"kind": whitening}
@@ -142,28 +147,17 @@ class RegionIndex:
                 whitening_info.update(skipped="empty database")
             else:
                 white = fit_pca_whitening(
-                    unit_sample, dim=whitening_dim, fitted_on=store_hash or "database"
+                    unit_sample, dim=None if fallback_info else whitening_dim,
+                    fitted_on=store_hash or "database",
                 )
+                if fallback_info:
+                    white = cap_whitening_dim(white, whitening_dim, whitening_info)
         if white is not None:
             whitening_info.update(dim=int(white["proj"].shape[1]), n_fit=white["n_fit"])
         train_points = whiten_and_normalize(unit_sample, white) if white else unit_sample
         dim = int(white["proj"].shape[1]) if white else dim_in
 
-        faiss_index = make_faiss_index(dim, factory)
-        used_factory, fallback_info = factory, None
-        needed = training_points_needed(faiss_index)
-        if train_points.shape[0] < needed:
-            reason = (
-                f"factory {factory!r} needs {needed} training vectors, "
-                f"{train_points.shape[0]} available"
-            )
-            if fallback is None:
-                raise ValueError(f"{reason}; use a smaller index or set fallback")
-            log.warning("%s: falling back to %r", reason, fallback)
-            faiss_index = make_faiss_index(dim, fallback)
-            if training_points_needed(faiss_index) > train_points.shape[0]:
-                raise ValueError(f"{reason}, and fallback {fallback!r} needs training too")
-            used_factory, fallback_info = fallback, {"requested": factory, "reason": reason}
+        faiss_index = make_faiss_index(dim, used_factory)
         if not faiss_index.is_trained:
             ivf = faiss.try_extract_index_ivf(faiss_index)
             if ivf is not None:
@@ -413,3 +407,4 @@ def _build_index_signature() -> inspect.Signature:
 
 
 build_index.__signature__ = _build_index_signature()
+

@@ -16,12 +16,15 @@ scikit-learn's ``PCA(whiten=True).transform`` computes, without the L2 steps.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from claid.artifacts import atomic_save_npz
+
+log = logging.getLogger(__name__)
 
 #: Eigenvalues below ``RANK_RTOL * largest`` are treated as zero variance: whitening
 #: them would multiply floating-point noise by ~1e4 or more.
@@ -235,3 +238,19 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cap_whitening_dim(white: dict, whitening_dim: int | None, info: dict) -> dict:
+    """A whitening fitted with every direction, cut to ``whitening_dim`` directions, or
+    kept whole (warned, recorded in ``info["dim_capped"]``) when the small collection
+    of a fallback index has variance in fewer directions than asked."""
+    rank = int(white["proj"].shape[1])
+    if whitening_dim is None:
+        return white
+    if whitening_dim <= rank:
+        return {**white, "proj": white["proj"][:, :whitening_dim].copy(),
+                "eigvals": white["eigvals"][:whitening_dim].copy()}
+    log.warning("whitening_dim=%d capped to %d: the fallback index's %d vectors have "
+                "variance in only %d directions", whitening_dim, rank, white["n_fit"], rank)
+    info["dim_capped"] = {"requested": int(whitening_dim), "used": rank}
+    return white

@@ -6,6 +6,10 @@ resizes with ``torchvision.transforms.Resize(360, max_size=800)`` only when
 ``min(w, h) > 355``, keeps smaller images at native size, and crops the tensor
 from the top-left corner to a multiple of the patch size. ``reference_size``
 reproduces those sizes exactly (same integer truncation).
+
+Sizes and scales are computed from the file's size (``claid.images.original_size``):
+an image that ``load_image`` decoded smaller than the file (``long_side_needed``)
+gets the same input size and scale as the full decode, from one resize.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
+
+from claid.images import original_size
 
 
 def reference_size(
@@ -143,9 +149,10 @@ def prepare_for_grid(
         scale: (sy, sx) original pixels per input pixel.
     """
     require_image(image)
+    height, width = original_size(image)  # sizes follow the file, not a reduced decode
     new_h, new_w = reference_size(
-        image.height,
-        image.width,
+        height,
+        width,
         short_side=short_side,
         max_long_side=max_long_side,
         native_below=native_below,
@@ -153,7 +160,7 @@ def prepare_for_grid(
     pixels = image_to_tensor(resize_image(image, new_h, new_w), mean, std)
     crop_h, crop_w = grid_crop_size(new_h, new_w, patch_size)
     pixels = crop_or_pad_to(pixels, crop_h, crop_w)
-    return pixels, (image.height / new_h, image.width / new_w)
+    return pixels, (height / new_h, width / new_w)
 
 
 def prepare_full_image(
@@ -172,10 +179,11 @@ def prepare_full_image(
         pixels: (3, h, w) float32; scale: (sy, sx) original pixels per input pixel.
     """
     require_image(image)
-    new_h, new_w = capped_size(image.height, image.width, max_long_side=max_long_side)
+    height, width = original_size(image)
+    new_h, new_w = capped_size(height, width, max_long_side=max_long_side)
     pixels = image_to_tensor(resize_image(image, new_h, new_w), mean, std)
     pixels = crop_or_pad_to(pixels, max(new_h, min_side), max(new_w, min_side))
-    return pixels, (image.height / new_h, image.width / new_w)
+    return pixels, (height / new_h, width / new_w)
 
 
 def crop_box_pixels(

@@ -100,7 +100,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from claid.artifacts import schema_version
+from claid.artifacts import DamagedArtifactError, schema_version
 
 SCHEMA_VERSION = schema_version("region_store")
 FORMAT_NAME = "claid-region-store"
@@ -125,10 +125,15 @@ def read_manifest(store_dir: str) -> dict:
     path = os.path.join(store_dir, "manifest.json")
     if not os.path.isfile(path):
         raise ValueError(f"{store_dir} is not a claid region store (no manifest.json)")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedArtifactError(f"{path}: damaged, not JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise DamagedArtifactError(f"{path}: damaged, not a JSON object")
     if manifest.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: format is {manifest.get('format')!r}, not {FORMAT_NAME!r}")
+        raise DamagedArtifactError(f"{path}: format is {manifest.get('format')!r}, not {FORMAT_NAME!r}")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"{path}: schema_version {manifest.get('schema_version')} but this claid reads "
@@ -179,8 +184,8 @@ class Shard:
         if self._tokens is None:
             path = os.path.join(self.path, "tokens.npy")
             if not os.path.isfile(path):
-                raise ValueError(f"corrupt shard {self.path}: shard.json lists tokens but "
-                                 "tokens.npy is missing")
+                raise DamagedArtifactError(f"corrupt shard {self.path}: shard.json lists "
+                                           "tokens but tokens.npy is missing")
             self._tokens = np.load(path, mmap_mode="r", allow_pickle=False)
         return self._tokens
 
@@ -198,7 +203,7 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
         data_start = f.tell()
     expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if os.path.getsize(path) < expected:
-        raise ValueError(f"{os.path.basename(path)} is shorter than its header says")
+        raise DamagedArtifactError(f"{os.path.basename(path)} is shorter than its header says")
     return tuple(shape), dtype
 
 
@@ -229,9 +234,9 @@ def open_shard(path: str, name: str, manifest: dict) -> Shard:
         vectors_shape, vectors_dtype = npy_header(os.path.join(path, "vectors.npy"))
     except (OSError, ValueError) as err:
         # Committed shards are complete by construction; this is damage after the fact.
-        raise ValueError(f"corrupt shard {path}: {err}") from err
+        raise DamagedArtifactError(f"corrupt shard {path}: {err}") from err
     if not isinstance(info, dict) or not {"n_regions", "images", "skipped"} <= set(info):
-        raise ValueError(f"corrupt shard {path}: shard.json lacks n_regions / images / skipped")
+        raise DamagedArtifactError(f"corrupt shard {path}: shard.json lacks n_regions / images / skipped")
     n = int(info["n_regions"])
     dim = int(manifest["dim"])
     problems = shard_size_problems(path, info)
@@ -247,11 +252,11 @@ def open_shard(path: str, name: str, manifest: dict) -> Shard:
         try:
             whole_shape, whole_dtype = npy_header(os.path.join(path, "whole.npy"))
         except (OSError, ValueError) as err:
-            raise ValueError(f"corrupt shard {path}: {err}") from err
+            raise DamagedArtifactError(f"corrupt shard {path}: {err}") from err
         n_images = len(info["images"])
         if whole_shape != (n_images, dim) or whole_dtype != np.dtype(manifest["dtype"]):
             problems.append(f"whole.npy {whole_dtype}{whole_shape} vs ({n_images}, {dim})")
     if problems:
-        raise ValueError(f"corrupt shard {path}: " + "; ".join(problems))
+        raise DamagedArtifactError(f"corrupt shard {path}: " + "; ".join(problems))
     return Shard(name, path, info, np.ones(0, bool))
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from claid.artifacts import DamagedArtifactError
 from claid.masks import patch_mask_to_pixels
 from claid.store.format import (
     LEGACY_TOKEN_DTYPE,
@@ -343,8 +344,8 @@ class RegionStore:
         h, w = info["grid"]
         rows = shard.tokens[info["offset"]: info["offset"] + h * w]
         if rows.shape[0] != h * w:
-            raise ValueError(f"corrupt shard {shard.path}: tokens.npy ends inside the tokens "
-                             f"of {image_id!r}")
+            raise DamagedArtifactError(f"corrupt shard {shard.path}: tokens.npy ends "
+                                       f"inside the tokens of {image_id!r}")
         return PatchGrid(
             tokens=np.asarray(rows, dtype=np.float32),
             grid=(h, w),

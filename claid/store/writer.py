@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
 import uuid
 
 import numpy as np
@@ -16,6 +17,7 @@ from claid.artifacts import (
     atomic_write_json,
     clean_stale_temps,
     config_hash,
+    disk_full_guard,
     fsync_dir,
     json_bytes,
     npy_bytes,
@@ -279,13 +281,35 @@ class RegionStoreWriter:
             self.flush()
 
     def flush(self) -> str | None:
-        """Commit the buffered images as one shard; returns its name (None if empty)."""
+        """Commit the buffered images as one shard; returns its name (None if empty).
+
+        A full disk raises :class:`claid.artifacts.DiskFullError` naming the file; the
+        half-written shard is removed and the images stay buffered, so a retry after
+        freeing space loses nothing."""
         if not self.buffered_images:
             return None
         name = f"{self._seq:06d}-r{self.rank:03d}-{uuid.uuid4().hex[:8]}"
         # named after this process (claid.artifacts.temp_path): only a dead writer's is cleaned
         staging = os.fspath(temp_path(os.path.join(self._staging_root, name)))
-        os.makedirs(staging)
+        try:
+            with disk_full_guard(staging):
+                os.makedirs(staging)
+                self._write_shard(staging, name)
+        except Exception:
+            # a half-written shard is never committed; do not leave it filling the disk
+            # (a kill leaves it to the next writer's cleanup of dead writers' temporaries)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        os.replace(staging, os.path.join(self._shard_root, name))  # the commit
+        fsync_dir(self._shard_root)
+        self._seq += 1
+        self.committed_shards.append(name)
+        self._reset_buffer()
+        return name
+
+    def _write_shard(self, staging: str, name: str) -> None:
+        """Write and sync the buffered images' files into folder ``staging``, each
+        recorded (size + sha256) in shard.json, which is written last."""
         regions = (np.concatenate(self._regions) if self._regions
                    else np.zeros(0, dtype=REGION_DTYPE))
         vectors = (np.concatenate(self._vectors) if self._vectors
@@ -322,12 +346,6 @@ class RegionStoreWriter:
         # shard.json last: a staging dir without it is unmistakably incomplete.
         write_synced(os.path.join(staging, "shard.json"), json_bytes(info))
         fsync_dir(staging)
-        os.replace(staging, os.path.join(self._shard_root, name))  # the commit
-        fsync_dir(self._shard_root)
-        self._seq += 1
-        self.committed_shards.append(name)
-        self._reset_buffer()
-        return name
 
     def discard(self) -> None:
         """Drop the buffer without committing (after a failure)."""

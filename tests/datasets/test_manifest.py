@@ -83,6 +83,8 @@ def test_queries_leave_the_database(collection):
         ({"image": "q/query.jpg", "positives": ["q/other.png"]}, "queries.jsonl:2: positive"),
         ({"box": None}, "queries.jsonl:2: 'image'"),
         ({"image": "q/query.jpg", "qid": "0000"}, "queries.jsonl:2: qid '0000' is used twice"),
+        ({"image": "q/query.jpg", "box": [True, True, 10, 10]}, "queries.jsonl:2: .* true/false"),
+        ({"image": "q/query.jpg", "box": "0 0 10 10"}, "queries.jsonl:2: .* four numbers"),
     ],
 )
 def test_bad_lines_name_file_and_line(collection, bad, message):
@@ -123,3 +125,53 @@ def test_unreadable_query_image_names_the_line(collection, box):
     _write(collection, {"image": "q/other.png"}, {"image": "q/broken.jpg", "box": box})
     with pytest.raises(DatasetFormatError, match="queries.jsonl:2: query image 'q/broken.jpg': truncated"):
         load_manifest(collection)
+
+
+def test_invalid_utf8_line_is_named(collection):
+    good = json.dumps({"image": "q/other.png"}).encode()
+    bad = b'{"image": "q/query.jpg", "qid": "caf\xe9"}'  # Latin-1, not UTF-8
+    (collection / "queries.jsonl").write_bytes(good + b"\n" + bad + b"\n")
+    with pytest.raises(DatasetFormatError, match=r"^queries.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 37\)"):
+        load_manifest(collection)
+    # a UTF-8 byte-order mark (Windows editors) is not an error
+    (collection / "queries.jsonl").write_bytes(b"\xef\xbb\xbf" + good + b"\n")
+    assert [q.image for q in load_manifest(collection).queries] == ["q/other.png"]
+
+
+def test_file_name_that_is_not_utf8_is_indexed(collection):
+    import os
+
+    from claid.artifacts import database_key
+    from claid.images import load_image
+
+    raw = os.path.join(os.fsencode(collection / "db"), b"caf\xe9.jpg")  # a Latin-1 name
+    Image.fromarray(data.astronaut()[:60, :80]).save(raw, format="JPEG")
+    bench = load_manifest(collection)
+    (odd,) = [i for i in bench.database if "caf" in i]
+    assert os.fsencode(odd) == b"db/caf\xe9.jpg"  # the bytes survive (surrogateescape)
+    assert load_image(bench.path(odd)).size == (80, 60)
+    key = database_key(bench)
+    assert len(key["images"]) == 16
+    os.remove(raw)
+    assert database_key(load_manifest(collection))["images"] != key["images"]
+
+
+def test_gif_is_indexed_by_its_first_frame(collection):
+    from claid.images import load_image
+
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(collection / "db" / "anim.gif", save_all=True, append_images=frames[1:])
+    bench = load_manifest(collection)
+    assert "db/anim.gif" in bench.database
+    first = np.asarray(load_image(bench.path("db/anim.gif")))
+    assert first.shape == (30, 40, 3) and tuple(first[0, 0]) == (255, 0, 0)
+
+
+def test_query_without_positives_is_kept_with_a_warning_naming_its_line(collection, caplog):
+    import logging
+
+    _write(collection, {"image": "q/query.jpg", "positives": ["db/b.jpg"]}, {"image": "q/other.png"})
+    with caplog.at_level(logging.WARNING):
+        bench = load_manifest(collection)
+    assert [q.positives for q in bench.queries] == [["db/b.jpg"], []]
+    assert "1 of 2 queries have no positives (queries.jsonl:2)" in caplog.text

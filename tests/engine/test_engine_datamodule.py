@@ -111,3 +111,41 @@ def test_two_ranks_write_every_image_exactly_once(image_folder, components, tmp_
         a, b = two_ranks.regions_of(image_id), one_rank.regions_of(image_id)
         np.testing.assert_array_equal(a.boxes, b.boxes)
         np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+
+def test_workers_decode_a_large_photo_at_the_size_the_networks_use(tmp_path, monkeypatch):
+    from PIL import Image
+    from skimage import data as skdata
+
+    import claid.engine.datamodule as datamodule
+    from claid.backbones.timm_vit import TimmViTBackbone
+    from claid.descriptors.cnn import CNNRegionDescriptor
+
+    photo = tmp_path / "big.jpg"
+    Image.fromarray(skdata.astronaut()).resize((4000, 3000)).save(photo, quality=90)
+    seen = {}
+    real_load = datamodule.load_image
+
+    def spying_load(path, **kwargs):
+        image = real_load(path, **kwargs)
+        seen["decoded"] = image.size
+        return image
+
+    monkeypatch.setattr(datamodule, "load_image", spying_load)
+    # the real resize policies, without building the networks
+    backbone = TimmViTBackbone.__new__(TimmViTBackbone)
+    backbone.__dict__.update(short_side=360, max_long_side=800, native_below=356, patch_size=16,
+                             mean=(0.5,) * 3, std=(0.5,) * 3)
+    descriptor = CNNRegionDescriptor.__new__(CNNRegionDescriptor)
+    descriptor.__dict__.update(max_long_side=1024, stride=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert datamodule.long_side_used([backbone, descriptor], 3000, 4000) == 1024
+    assert datamodule.long_side_used([backbone, object()], 3000, 4000) is None  # unknown: full
+    item = datamodule.ImageListDataset([("big.jpg", str(photo))], backbone=backbone,
+                                       descriptor=descriptor)[0]
+    assert item["error"] is None
+    assert seen["decoded"] == (2000, 1500)  # JPEG 1/2 scale: 1/4 would be below 1024 px
+    assert item["image_size"] == (3000, 4000)  # sizes and scales stay in file pixels
+    assert tuple(item["backbone_pixels"].shape) == (3, 352, 480)
+    assert item["backbone_scale"] == (3000 / 360, 4000 / 480)
+    assert tuple(item["descriptor_pixels"].shape) == (3, 768, 1024)
+    assert item["descriptor_scale"] == (3000 / 768, 4000 / 1024)

@@ -124,8 +124,8 @@ def test_a_token_descriptor_on_cached_tokens_decodes_no_file(token_store, image_
 
     decoded = []
     real_load = datamodule.load_image
-    monkeypatch.setattr(datamodule, "load_image", lambda path: decoded.append(path)
-                        or real_load(path))
+    monkeypatch.setattr(datamodule, "load_image", lambda path, **kwargs: decoded.append(path)
+                        or real_load(path, **kwargs))
     store = run(images, tmp_path / "cached", backbone=None, descriptor=TinyTokenDescriptor(),
                 tokens_from=token_store)
     # only the files the token store skipped are opened (to be skipped again)

@@ -92,6 +92,24 @@ def test_too_few_training_vectors_fall_back_loudly(database, caplog):
         build_index(database[:500], factory="IVF64,Flat", fallback=None)
 
 
+def test_ivfpq_settings_on_a_small_collection_fall_back_before_whitening(caplog):
+    # conf/index/ivfpq.yaml on 120 regions: IVF1024 needs 39936 training vectors and a
+    # 256-d whitening needs variance in 256 directions; 120 vectors have neither
+    small = clustered_vectors(120, 384, seed=3)
+    with caplog.at_level(logging.WARNING):
+        index = build_index(small, factory="IVF1024,PQ64", whitening="database",
+                            whitening_dim=256, nprobe=16, train_size=100000)
+    assert "falling back" in caplog.text and "whitening_dim=256 capped to 119" in caplog.text
+    assert index.is_exact and index.meta["factory"] == "Flat" and index.ntotal == 120
+    assert index.meta["whitening"]["dim_capped"] == {"requested": 256, "used": 119}
+    assert index.meta["dim"] == 119
+    _, ids = index.search(small[:3], k=1)
+    assert ids[:, 0].tolist() == [0, 1, 2]  # exact search finds each vector
+    # a fallback whose whitening can have the asked dimension keeps it exactly
+    capped = build_index(small, factory="IVF1024,PQ8", whitening="database", whitening_dim=32)
+    assert capped.meta["dim"] == 32 and "dim_capped" not in capped.meta["whitening"]
+
+
 @pytest.mark.parametrize(
     "factory, narrow, wide, min_recall",
     [
