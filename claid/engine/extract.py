@@ -12,8 +12,8 @@ import pytorch_lightning as pl
 
 from claid.backbones.base import Backbone
 from claid.engine.datamodule import ImageListDataModule
-from claid.engine.module import ExtractionModule
 from claid.engine.feature_cache import FeatureCache
+from claid.engine.module import ExtractionModule
 from claid.engine.writer import ExtractionProgress, StoreWriter
 from claid.store import RegionStore, ensure_store, write_summary
 from claid.structures import PatchGrid, RegionTree
