@@ -53,6 +53,9 @@ def open_feature_caches(cfg, bench, cache_dir: Path):
 
     if not cfg.cache.tokens:
         return None, None
+    for name in ("token_dtype", "map_dtype"):
+        if cfg.cache[name] not in ("float16", "float32"):
+            raise ValueError(f"cache.{name} must be float16 or float32, got {cfg.cache[name]!r}")
     token_key, map_key = feature_cache_keys(cfg, bench)
     tokens = FeatureCache(cache_dir / f"tokens-{config_hash(token_key)}", kind="tokens",
                           key=token_key, dtype=cfg.cache.token_dtype)
