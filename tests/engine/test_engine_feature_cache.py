@@ -252,8 +252,9 @@ def test_the_cache_folder_is_keyed_versioned_and_pickles(tmp_path):
 def test_two_ddp_ranks_read_the_caches_without_networks(filled, reference, image_folder,
                                                        tmp_path):
     """ddp_spawn pickles the datamodule into each rank: the caches travel as paths."""
-    store = run(image_folder[1], tmp_path, backbone=None,
-                descriptor=CountingDescriptor(network=False).eval(),
+    descriptor = TinyDescriptor().eval()  # importable in the spawned ranks
+    descriptor.has_network = False
+    store = run(image_folder[1], tmp_path, backbone=None, descriptor=descriptor,
                 token_cache=filled[0], map_cache=filled[1],
                 accelerator="cpu", devices=2, strategy="ddp_spawn", shard_size=2)
     assert store.summary["world_size"] == 2 and store.summary["missing"] == []
