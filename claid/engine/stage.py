@@ -36,11 +36,14 @@ def store_key(cfg, bench) -> dict:
 
 def feature_cache_keys(cfg, bench) -> tuple[dict, dict]:
     """What the two feature caches are keyed by: the backbone tokens by (database
-    images, backbone); the descriptor maps by (database images, region-descriptor
-    settings). Neither depends on the cutter, so every cutter variant shares them."""
+    images, backbone, ``cache.token_dtype``); the descriptor maps by (database images,
+    region-descriptor settings, ``cache.map_dtype``). Neither depends on the cutter,
+    so every cutter variant shares them."""
     dataset = database_key(bench)
-    return ({"dataset": dataset, "backbone": plain(cfg.backbone)},
-            {"dataset": dataset, "descriptor": region_descriptor_key(cfg)})
+    return ({"dataset": dataset, "backbone": plain(cfg.backbone),
+             "dtype": cfg.cache.token_dtype},
+            {"dataset": dataset, "descriptor": region_descriptor_key(cfg),
+             "dtype": cfg.cache.map_dtype})
 
 
 def open_feature_caches(cfg, bench, cache_dir: Path):
