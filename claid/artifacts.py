@@ -52,6 +52,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "search_table": 2,  # index-<hash>/search.json + regions.npz (claid/index/search_table.py)
     "report": 1,  # <run dir>/metrics.json and rankings.json (claid/evaluation/run_report.py)
     "scores": 1,  # scores JSON (claid/evaluation/report.py)
+    "feature_cache": 1,  # tokens-<hash>/, featuremaps-<hash>/ (claid/engine/feature_cache.py)
 }
 
 

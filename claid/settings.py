@@ -189,6 +189,7 @@ VALUE_RULES: dict[str, object] = {
     "store.verify": _one_of("checksums", "sizes"),
     "cache.tokens": _boolean,
     "cache.token_dtype": _one_of(*STORED_DTYPES),
+    "cache.map_dtype": _one_of(*STORED_DTYPES),
 }
 
 

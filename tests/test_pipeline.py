@@ -124,14 +124,27 @@ def test_manifest_with_zero_region_and_corrupt_images(compose_cfg, tmp_path, who
     assert counts["flat.png"] == 0
 
 
-def test_cutter_sweep_recuts_cached_tokens(compose_cfg, tmp_path):
+def test_cutter_sweep_recuts_cached_tokens(compose_cfg, tmp_path, monkeypatch):
+    from claid.components import Components
+    from claid.engine.stage import extract_stage
     from claid.store import RegionStore
 
     tokens = [*SMALL, *TINY_SYNTHETIC, "cache.tokens=true", "tracking=none", "search.global_baseline=false"]
     run(compose_cfg(*tokens, "cutter.tau2=0.2"), run_dir=tmp_path / "a")
     swept = run(compose_cfg(*tokens, "cutter.tau2=0.3"), run_dir=tmp_path / "b")
     store = RegionStore.open(swept.report["settings"]["store"])
-    assert store.summary["tokens_from"]["cached"] == 12  # no image went through the backbone
+    assert store.summary["token_sources_rank0"] == {"backbone": 0, "cache": 12}
+    assert store.summary["map_sources_rank0"] == {"descriptor": 0, "cache": 12}
+
+    # the extraction of a third cutter setting builds neither network
+    built = []
+    real_get = Components.get
+    monkeypatch.setattr(Components, "get", lambda self, name: built.append(name)
+                        or real_get(self, name))
+    cfg = compose_cfg(*tokens, "cutter.tau2=0.4")
+    bench = instantiate(cfg.dataset)
+    recut = extract_stage(cfg, bench, Components(cfg), Path(cfg.paths.cache_dir))
+    assert built == ["cutter"] and recut.summary["new_images"] == 12
 
     # the same cutter with the backbone run afresh (another cache) gives the same regions
     fresh = run(

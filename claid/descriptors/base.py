@@ -26,6 +26,12 @@ class RegionDescriptor(nn.Module):
 
     dim: int
     needs_image: bool = True
+    #: False for an instance built with ``network=False``: it pools cached feature maps
+    #: (:mod:`claid.engine.feature_cache`) and cannot run on pixels.
+    has_network: bool = True
+    #: whether the class accepts ``network=False`` (plus its ``pooling_geometry()``
+    #: as keywords), so a re-cut on cached maps builds no network
+    poolable_without_network: bool = False
     query: str = (
         "crop"  # "crop": feed the cropped query box; "pool": pool the box from the full map
     )
@@ -38,6 +44,12 @@ class RegionDescriptor(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) -> (B, C, h', w') feature map."""
         raise NotImplementedError
+
+    def pooling_geometry(self) -> dict:
+        """What ``pool`` needs besides a feature map that only the network knows
+        (keyword arguments of the constructor with ``network=False``), e.g. a CNN's
+        ``{"stride": 32}``; recorded with cached maps."""
+        return {}
 
     def pool(
         self,

@@ -75,7 +75,13 @@ class CNNRegionDescriptor(RegionDescriptor):
             shipped configs cap it at 1024 px: the size of the Revisited Oxford /
             Paris images (and above COCO's 640 px), which stay native.
         mean, std: per-channel normalisation of [0, 1] RGB.
+        network: False builds no network: the instance only pools cached maps
+            (``pool``; ``forward`` and ``describe`` refuse), given their ``stride``.
+        stride: input pixels per map cell of ``layer``; measured when the network is
+            built (a given value is checked), required without it.
     """
+
+    poolable_without_network = True
 
     def __init__(
         self,
@@ -94,6 +100,8 @@ class CNNRegionDescriptor(RegionDescriptor):
         max_long_side: int | None = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        network: bool = True,
+        stride: int | None = None,
     ) -> None:
         super().__init__()
         check_pooling(pooling, gem_p)
@@ -104,6 +112,25 @@ class CNNRegionDescriptor(RegionDescriptor):
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean/std need 3 values, std > 0; got {list(mean)}, {list(std)}")
         self.model_name = model_name
+        self.layer = layer
+        self.dim = dim
+        self.pooling = pooling
+        self.gem_p = float(gem_p)
+        self.mask_pooling = mask_pooling
+        self.query = query
+        self.max_long_side = max_long_side
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        if stride is not None and (not isinstance(stride, int) or stride < 1):
+            raise ValueError(f"stride must be an integer >= 1 or null, got {stride!r}")
+        if not network:
+            if stride is None:
+                raise ValueError("network=False needs the layer's stride (cached maps record it)")
+            self.has_network = False
+            self.extractor = None
+            self.stride = stride
+            self.eval()
+            return
         model = build_timm_model(
             model_name,
             pretrained=pretrained,
@@ -123,21 +150,19 @@ class CNNRegionDescriptor(RegionDescriptor):
             raise ValueError(
                 f"layer {layer!r} of {model_name} has {channels} channels, config says dim={dim}"
             )
-        self.layer = layer
-        self.dim = dim
         self.stride = _PROBE_SIDE // map_side
-        self.pooling = pooling
-        self.gem_p = float(gem_p)
-        self.mask_pooling = mask_pooling
-        self.query = query
-        self.max_long_side = max_long_side
-        self.mean = tuple(float(v) for v in mean)
-        self.std = tuple(float(v) for v in std)
+        if stride is not None and stride != self.stride:
+            raise ValueError(f"stride={stride}, but layer {layer!r} of {model_name} has "
+                             f"stride {self.stride}")
         self.eval()
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) pixels an image of (height, width) goes through the network at."""
         return capped_size(height, width, max_long_side=self.max_long_side)
+
+    def pooling_geometry(self) -> dict:
+        """``{"stride": input pixels per map cell}``: with it, ``network=False`` pools."""
+        return {"stride": int(self.stride)}
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, tuple[float, float]]:
         """RGB image -> ((3, h, w) normalised input at native resolution, or capped
@@ -153,6 +178,9 @@ class CNNRegionDescriptor(RegionDescriptor):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) -> (B, dim, h', w') feature map of ``layer``."""
+        if self.extractor is None:
+            raise ValueError(f"{self.model_name} descriptor was built with network=False: it "
+                             "pools cached feature maps only")
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"expected (B, 3, h, w) pixels, got {tuple(pixels.shape)}")
         return self.extractor(pixels)["features"]

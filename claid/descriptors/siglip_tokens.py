@@ -96,6 +96,9 @@ class SigLIPTokenDescriptor(ViTTokenDescriptor):
         max_text_length: token length texts are padded / cut to (SigLIP: 64).
     """
 
+    # the attention-pool head lives in the backbone: pooling needs the network
+    poolable_without_network = False
+
     def __init__(
         self,
         *,

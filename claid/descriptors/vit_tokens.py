@@ -69,9 +69,12 @@ class ViTTokenDescriptor(RegionDescriptor):
         mask_pooling: pool the tokens under the region's mask when masks are
             given (else, or when false, every token in the region's box).
         query: ``crop`` | ``pool``.
+        network: False builds no backbone (as ``backbone=None``): pooling the
+            detector's PatchGrids, e.g. cached ones, needs none.
     """
 
     needs_image = False
+    poolable_without_network = True
 
     def __init__(
         self,
@@ -85,12 +88,14 @@ class ViTTokenDescriptor(RegionDescriptor):
         normalize_tokens: bool = True,
         mask_pooling: bool = True,
         query: str = "crop",
+        network: bool = True,
     ) -> None:
         super().__init__()
         check_pooling(pooling, gem_p)
         if query not in QUERY_MODES:
             raise ValueError(f"query must be one of {QUERY_MODES}, got {query!r}")
-        self.backbone = build_backbone(backbone, pretrained, checkpoint)
+        self.backbone = build_backbone(backbone if network else None, pretrained, checkpoint)
+        self.has_network = self.backbone is not None
         if self.backbone is not None and self.backbone.embed_dim != dim:
             raise ValueError(f"dim={dim} but the backbone's tokens have {self.backbone.embed_dim}")
         self.dim = dim

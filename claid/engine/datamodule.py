@@ -24,9 +24,10 @@ Why the pieces look the way they do:
   modules themselves (shared copy-on-write with the forked workers). Those
   methods must therefore stay CPU-only and not touch parameters or buffers: on a
   GPU run the modules already live on the device when the workers start.
-- With a token cache (:class:`claid.engine.token_cache.CachedTokens`) the workers
-  read a cached image's PatchGrid instead of preparing backbone input; when the
-  descriptor needs no image either, the file is not even decoded.
+- With feature caches (:class:`claid.engine.feature_cache.FeatureCache`) the workers
+  read a cached image's PatchGrid and descriptor map instead of preparing network
+  input; when both are cached (or the descriptor needs no image), the file is not
+  even decoded.
 """
 
 from __future__ import annotations
@@ -39,9 +40,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from claid.engine.cut_pool import decode_workers
-from claid.engine.token_cache import CachedTokens
+from claid.engine.feature_cache import FeatureCache
 from claid.images import ImageError, image_size_from_header, load_image, original_size
-from claid.structures import PatchGrid
 
 __all__ = ["ImageListDataset", "ImageListDataModule", "collate_images", "rank_slice",
            "bucket_order"]
@@ -94,62 +94,91 @@ class ImageListDataset(Dataset):
     """``[(image_id, path)]`` -> one dict per image with both networks' inputs.
 
     Each item is ``{"id", "error"}`` plus, when ``error`` is None,
-    ``"image_size"`` (H, W original pixels), ``"backbone_pixels"`` (3, h, w) or
-    None when ``"patch_grid"`` holds the cached PatchGrid (else None),
-    ``"backbone_scale"`` (sy, sx), ``"descriptor_pixels"`` (3, h', w') or None and
-    ``"descriptor_scale"``.
+    ``"image_size"`` (H, W original pixels), ``"patch_grid"`` (the cached PatchGrid,
+    else None), ``"backbone_pixels"`` (3, h, w) (None when the PatchGrid is cached),
+    ``"backbone_scale"`` (sy, sx), ``"feature_map"`` (the cached (C, h', w')
+    descriptor map, else None), ``"descriptor_pixels"`` (3, h', w') (None when the
+    map is cached or the descriptor needs no image) and ``"descriptor_scale"``.
+    An image whose outputs are all cached is not decoded.
 
     Args:
         images: (image_id, path) pairs.
-        backbone: prepares backbone input; may be None when ``cached_tokens`` covers
-            every image that decodes (an image without tokens is then skipped).
-        descriptor: prepares descriptor input when ``descriptor.needs_image``.
-        cached_tokens: PatchGrids to use instead of the backbone, or None.
+        backbone: prepares backbone input; None when ``token_cache`` holds every
+            image that decodes (an image without tokens is then skipped).
+        descriptor: prepares descriptor input when ``descriptor.needs_image``;
+            ``descriptor.has_network`` False: it can only pool cached maps.
+        token_cache: cached PatchGrids (``FeatureCache`` of kind tokens), or None.
+        map_cache: cached descriptor maps (kind feature_maps), or None.
     """
 
     def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
-                 cached_tokens: CachedTokens | None = None) -> None:
+                 token_cache: FeatureCache | None = None,
+                 map_cache: FeatureCache | None = None) -> None:
         self.images = list(images)
         self.backbone = backbone
         self.descriptor = descriptor
-        self.cached_tokens = cached_tokens
+        self.token_cache = token_cache
+        self.map_cache = map_cache
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def _cached(self, image_id: str) -> PatchGrid | None:
-        if self.cached_tokens is None or image_id not in self.cached_tokens:
-            return None
-        return self.cached_tokens.patch_grid(image_id)
+    def _skip_reason(self, image_id: str, missing: str) -> str:
+        """The reason a cache recorded for an image it could not use (the same
+        network on the same file fails the same way), else ``missing``."""
+        for cache in (self.token_cache, self.map_cache):
+            reason = cache.skip_reason(image_id) if cache is not None else None
+            if reason:
+                return reason
+        return missing
 
     def __getitem__(self, index: int) -> dict:
         image_id, path = self.images[index]
-        patch_grid = self._cached(image_id)
-        if patch_grid is not None and not self.descriptor.needs_image:
+        needs_map = self.descriptor.needs_image
+        patch_grid = None
+        if self.token_cache is not None and self.token_cache.has(image_id):
+            patch_grid = self.token_cache.patch_grid(image_id)
+        cached_map = None
+        if needs_map and self.map_cache is not None and self.map_cache.has(image_id):
+            cached_map = self.map_cache.feature_map(image_id)
+        if patch_grid is not None and (cached_map is not None or not needs_map):
             # nothing needs the pixels: skip decoding altogether
+            if cached_map is not None and tuple(cached_map[2]) != tuple(patch_grid.image_size):
+                return {"id": image_id, "error": "cached tokens and feature map disagree on the "
+                        "image size; delete the caches' entries to recompute them"}
             return {"id": image_id, "error": None, "image_size": tuple(patch_grid.image_size),
                     "patch_grid": patch_grid, "backbone_pixels": None,
-                    "backbone_scale": tuple(patch_grid.scale), "descriptor_pixels": None,
-                    "descriptor_scale": (1.0, 1.0)}
+                    "backbone_scale": tuple(patch_grid.scale),
+                    "feature_map": None if cached_map is None else cached_map[0],
+                    "descriptor_pixels": None,
+                    "descriptor_scale": (1.0, 1.0) if cached_map is None else cached_map[1]}
         users = [m for m in (None if patch_grid is not None else self.backbone,
-                             self.descriptor if self.descriptor.needs_image else None) if m]
+                             self.descriptor if needs_map and cached_map is None else None) if m]
         try:  # decoded no larger than the networks use it (a 12 MP photo stays small)
             image = load_image(path, long_side_needed=lambda h, w: long_side_used(users, h, w))
         except ImageError as err:
             return {"id": image_id, "error": err.reason}
         size = original_size(image)
+        # the file changed since it was cached: the cache describes another image
         if patch_grid is not None and tuple(patch_grid.image_size) != size:
-            # the file changed since the tokens were cached: they describe another image
-            if self.backbone is None:
-                return {"id": image_id, "error": f"cached tokens are of a "
-                        f"{patch_grid.image_size[0]}x{patch_grid.image_size[1]} image, the file "
-                        f"is now {size[0]}x{size[1]}; re-extract with a backbone"}
             patch_grid = None
+        if cached_map is not None and tuple(cached_map[2]) != size:
+            cached_map = None
+        needed = [m for m in (self.backbone if patch_grid is None else None,
+                              self.descriptor if needs_map and cached_map is None else None) if m]
+        if any(m not in users for m in needed):  # a stale cache entry: decode for its network too
+            try:
+                image = load_image(path, long_side_needed=lambda h, w: long_side_used(needed, h, w))
+            except ImageError as err:
+                return {"id": image_id, "error": err.reason}
         if patch_grid is None and self.backbone is None:
-            # extract_regions only lets this happen for images the token store skipped;
-            # the same backbone on the same file fails the same way, so keep its reason
-            reason = self.cached_tokens.skipped.get(image_id) if self.cached_tokens else None
-            return {"id": image_id, "error": reason or "no cached tokens and no backbone"}
+            return {"id": image_id, "error": self._skip_reason(
+                image_id, "no cached tokens (or cached for a file of another size) and no "
+                "backbone; re-extract with the backbone")}
+        if needs_map and cached_map is None and not getattr(self.descriptor, "has_network", True):
+            return {"id": image_id, "error": self._skip_reason(
+                image_id, "no cached feature map (or cached for a file of another size) and "
+                "no descriptor network; re-extract with the descriptor's network")}
         try:
             backbone_pixels, backbone_scale = None, None
             if patch_grid is None:
@@ -157,7 +186,9 @@ class ImageListDataset(Dataset):
             else:
                 backbone_scale = patch_grid.scale
             descriptor_pixels, descriptor_scale = None, (1.0, 1.0)
-            if self.descriptor.needs_image:
+            if cached_map is not None:
+                descriptor_scale = cached_map[1]
+            elif needs_map:
                 descriptor_pixels, descriptor_scale = self.descriptor.preprocess(image)
         except ValueError as err:
             # e.g. an image too small for one patch; recorded, not fatal
@@ -174,6 +205,7 @@ class ImageListDataset(Dataset):
             "patch_grid": patch_grid,
             "backbone_pixels": backbone_pixels,
             "backbone_scale": tuple(float(v) for v in backbone_scale),
+            "feature_map": None if cached_map is None else cached_map[0],
             "descriptor_pixels": descriptor_pixels,
             "descriptor_scale": tuple(float(v) for v in descriptor_scale),
         }
@@ -210,8 +242,10 @@ def collate_images(items: list[dict]) -> dict:
         ``{"ids": [...], "image_sizes": [(H, W)], "backbone_scales": [(sy, sx)],
         "descriptor_scales": [(sy, sx)], "backbone_groups": [(positions, (B, 3, h, w))],
         "patch_grids": [PatchGrid | None] (cached tokens; those images are in no
-        backbone group), "descriptor_groups": [...] (empty when the descriptor needs
-        no image), "skipped": [(image_id, reason)]}``; positions index ``ids``.
+        backbone group), "feature_maps": [(C, h', w') | None] (cached descriptor
+        maps; those images are in no descriptor group), "descriptor_groups": [...]
+        (empty when the descriptor needs no image or every map is cached),
+        "skipped": [(image_id, reason)]}``; positions index ``ids``.
     """
     items = [item for item in items if not item.get("placeholder")]
     good = [item for item in items if item["error"] is None]
@@ -222,11 +256,10 @@ def collate_images(items: list[dict]) -> dict:
         "descriptor_scales": [item["descriptor_scale"] for item in good],
         "backbone_groups": _stack_by_shape([item["backbone_pixels"] for item in good]),
         "patch_grids": [item["patch_grid"] for item in good],
-        "descriptor_groups": [],
+        "feature_maps": [item["feature_map"] for item in good],
+        "descriptor_groups": _stack_by_shape([item["descriptor_pixels"] for item in good]),
         "skipped": [(item["id"], item["error"]) for item in items if item["error"] is not None],
     }
-    if good and good[0]["descriptor_pixels"] is not None:
-        batch["descriptor_groups"] = _stack_by_shape([item["descriptor_pixels"] for item in good])
     return batch
 
 
@@ -247,7 +280,8 @@ class ImageListDataModule(pl.LightningDataModule):
             process; None: :func:`claid.engine.cut_pool.decode_workers` of this rank's
             share of the node's CPU affinity).
         bucket: order each rank's images by header shape so batches are homogeneous.
-        cached_tokens: PatchGrids used instead of the backbone where cached, or None.
+        token_cache, map_cache: cached PatchGrids and descriptor maps used instead of
+            the networks where cached (``FeatureCache``), or None.
         todo: called on global rank 0 only, in ``setup`` (after the ranks started):
             ``images`` -> the ones still to do (e.g. not in a fresh listing of the
             store); its answer is broadcast to every rank. None: all of ``images``.
@@ -258,7 +292,8 @@ class ImageListDataModule(pl.LightningDataModule):
 
     def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
                  batch_size: int = 4, num_workers: int | None = 0, bucket: bool = True,
-                 cached_tokens: CachedTokens | None = None,
+                 token_cache: FeatureCache | None = None,
+                 map_cache: FeatureCache | None = None,
                  todo: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None = None,
                  ) -> None:
         super().__init__()
@@ -272,7 +307,8 @@ class ImageListDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.bucket = bucket
-        self.cached_tokens = cached_tokens
+        self.token_cache = token_cache
+        self.map_cache = map_cache
         self.todo = todo
         self.todo_images: list[tuple[str, str]] = list(self.images)
         self.rank_images: list[tuple[str, str]] = []
@@ -317,7 +353,8 @@ class ImageListDataModule(pl.LightningDataModule):
         if not self.rank_images:
             return DataLoader(_NothingToDo(), batch_size=1, collate_fn=collate_images)
         dataset = ImageListDataset(self.rank_images, backbone=self.backbone,
-                                   descriptor=self.descriptor, cached_tokens=self.cached_tokens)
+                                   descriptor=self.descriptor, token_cache=self.token_cache,
+                                   map_cache=self.map_cache)
         ranks_per_node = max(1, int(getattr(self.trainer, "num_devices", 1) or 1))
         workers = decode_workers(self.num_workers, ranks_per_node=ranks_per_node)
         return DataLoader(

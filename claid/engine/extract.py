@@ -12,8 +12,8 @@ import pytorch_lightning as pl
 
 from claid.backbones.base import Backbone
 from claid.engine.datamodule import ImageListDataModule
+from claid.engine.feature_cache import FeatureCache
 from claid.engine.module import ExtractionModule
-from claid.engine.token_cache import CachedTokens
 from claid.engine.writer import ExtractionProgress, StoreWriter
 from claid.store import RegionStore, ensure_store, write_summary
 from claid.structures import PatchGrid, RegionTree
@@ -105,11 +105,12 @@ def format_summary(summary: dict, max_skips: int = 20) -> str:
         f"{summary['already_done']} already done, {summary['seconds']:.1f} s "
         f"({summary['images_per_second']:.2f} images/s)",
     ]
-    if "tokens_from" in summary:
-        sources = summary.get("token_sources_rank0", {})
-        lines.append(f"tokens: {sources.get('cache', 0)} images from the cache in "
-                     f"{summary['tokens_from']['store']}, {sources.get('backbone', 0)} through "
-                     "the backbone (rank 0)")
+    if "feature_caches" in summary:
+        tokens = summary.get("token_sources_rank0", {})
+        maps = summary.get("map_sources_rank0", {})
+        lines.append(f"feature caches (rank 0): tokens of {tokens.get('cache', 0)} images "
+                     f"cached, {tokens.get('backbone', 0)} through the backbone; descriptor maps "
+                     f"of {maps.get('cache', 0)} cached, {maps.get('descriptor', 0)} computed")
     if summary["missing"]:
         lines.append(f"MISSING (neither stored nor skipped): {len(summary['missing'])}, "
                      f"e.g. {summary['missing'][:5]}")
@@ -122,27 +123,19 @@ def format_summary(summary: dict, max_skips: int = 20) -> str:
     return "\n".join(lines)
 
 
-def _check_cached_tokens(cached: CachedTokens, source: RegionStore, backbone,
-                         todo_ids: list[str]) -> None:
-    """Refuse a token cache that cannot stand in for ``backbone`` (or for a missing one)."""
-    if backbone is None:
-        missing = [i for i in todo_ids if i not in cached and i not in cached.skipped]
-        if missing:
-            raise ValueError(
-                f"backbone=None, but {len(missing)} of the {len(todo_ids)} images to do have "
-                f"no cached tokens in {source.store_dir} (e.g. {missing[:3]}); pass the "
-                "backbone so they can be computed")
+def _require_cached(missing_network: bool, what: str, cache: FeatureCache | None,
+                    todo_ids: list[str]) -> None:
+    """Refuse a run whose missing network's cache lacks some images to do (images the
+    cache recorded as skipped are skipped again, with that reason)."""
+    if not missing_network:
         return
-    if not len(cached):
-        return
-    # one image tells: a store holds the tokens of one backbone
-    sample = cached.patch_grid(next(iter(sorted(cached.image_ids))))
-    width = getattr(backbone, "embed_dim", sample.tokens.shape[1])
-    if sample.patch_size != backbone.patch_size or sample.tokens.shape[1] != width:
-        raise ValueError(
-            f"tokens_from {source.store_dir} holds {sample.patch_size}-px patches of width "
-            f"{sample.tokens.shape[1]}, the backbone makes {backbone.patch_size}-px patches of "
-            f"width {width}: the token store was made by another backbone")
+    if cache is None:
+        raise ValueError(f"{what} needs a feature cache holding every image to do")
+    missing = cache.missing(todo_ids)
+    if missing:
+        raise ValueError(f"{what}, but {len(missing)} of the {len(todo_ids)} images to do are "
+                         f"not in the cache {cache.directory} (e.g. {missing[:3]}); pass the "
+                         "network so they can be computed")
 
 
 def extract_regions(
@@ -159,9 +152,8 @@ def extract_regions(
     num_workers: int | None = 0,
     precision: str = "32-true",
     dtype: str = "float16",
-    keep_tokens: bool = False,
-    token_dtype: str = "float16",
-    tokens_from: RegionStore | None = None,
+    token_cache: FeatureCache | None = None,
+    map_cache: FeatureCache | None = None,
     progress: bool = True,
     shard_size: int = 256,
     cut_workers: int | None = None,
@@ -179,23 +171,24 @@ def extract_regions(
     ended. Files that cannot be decoded are recorded as skipped with the reason,
     and the run goes on.
 
-    With ``tokens_from`` (a store written with ``keep_tokens=True`` on the same
-    images by the same backbone, e.g. found by :func:`claid.store.find_token_store`),
-    the backbone does not run for the images whose PatchGrid that store caches: the
-    cached PatchGrid (tokens, grid, patch size, scale, image size) goes to the
-    cutter and the descriptor instead, and when the descriptor needs no image the
-    file is not even decoded. Images without cached tokens fall back to the
-    backbone. A cached image whose file now decodes to another size is treated as
-    uncached (or skipped with that reason when there is no backbone).
+    With ``token_cache`` (:class:`claid.engine.feature_cache.FeatureCache` of this
+    backbone's tokens on these images) the backbone does not run for the images it
+    caches: the cached PatchGrid goes to the cutter and the descriptor instead; the
+    images it lacks go through the backbone and are added to it. ``map_cache`` does
+    the same for the descriptor's feature maps, so with both full a re-cut (another
+    cutter) only cuts and pools, and does not even decode the files. A cached
+    image whose file now decodes to another size is treated as uncached (or skipped
+    when the network is missing). The cached path stays inside the Lightning loop:
+    it keeps the cut pool, the lagging writes, the resumable shards and the ranks of
+    a network run, and Lightning's own cost is a fixed start-up, not per image.
 
     Args:
         images: (image_id, absolute path) pairs, ids unique.
-        backbone: a claid Backbone; may be None with ``tokens_from`` when that store
-            caches the tokens of every image to do (images it recorded as skipped
-            may lack them: they are decoded again and skipped again, keeping the
-            token store's reason if they now decode, since the same backbone
-            rejected them). cutter: callable PatchGrid -> RegionTree;
-            descriptor: a claid RegionDescriptor.
+        backbone: a claid Backbone; may be None with a ``token_cache`` that holds
+            the tokens of every image to do (images it recorded as skipped are
+            skipped again with that reason). cutter: callable PatchGrid -> RegionTree;
+            descriptor: a claid RegionDescriptor; one built without its network
+            (``has_network`` False) pools the maps of a full ``map_cache`` only.
         store_dir: the store directory (name it ``regions-<config_hash(config)>``).
         config: the resolved config that produced the store (recorded; an existing
             store made with another config is refused).
@@ -206,13 +199,9 @@ def extract_regions(
         batch_size: images per batch; num_workers: decoding worker processes per
             rank (None: a quarter of the rank's share of the CPU affinity, at most 8).
         dtype: stored vector dtype, "float16" or "float32".
-        keep_tokens: also cache each image's PatchGrid in the store (also the ones
-            read from ``tokens_from``: the new store stands on its own).
-        token_dtype: "float16" or "float32", how ``keep_tokens`` stores them;
-            float32 makes a later ``tokens_from`` run bit-identical to a backbone run,
-            float16 halves the size but rounds the tokens the cutter sees.
-        tokens_from: a region store whose cached PatchGrids replace the backbone
-            forward, or None.
+        token_cache: the backbone's cached PatchGrids, read and filled, or None.
+        map_cache: the descriptor's cached feature maps, read and filled, or None
+            (unused when the descriptor needs no image).
         progress: show a tqdm bar in images/s and print the summary.
         shard_size: images per committed shard (what a crash can cost).
         cut_workers: cut workers per rank; None = 0 on CPU (the forwards use every
@@ -227,11 +216,10 @@ def extract_regions(
             supersedes the skip record).
     Returns:
         The store, opened for reading; its ``summary`` describes this run (with
-        ``tokens_from``: the source store and the images whose tokens came from it).
+        caches: their folders and how many images each network / cache served).
     Raises:
-        ValueError: bad arguments; ``backbone`` is None and some images to do have
-            no cached tokens; the cached tokens do not fit the given backbone
-            (patch size or token width).
+        ValueError: bad arguments; a network is missing and its cache lacks some
+            images to do.
     """
     images = _check_images(images)
     checked = [("batch_size", batch_size, 1), ("shard_size", shard_size, 1)]
@@ -242,33 +230,35 @@ def extract_regions(
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if not isinstance(num_nodes, int) or num_nodes < 1:
         raise ValueError(f"num_nodes must be an integer >= 1, got {num_nodes!r}")
-    if token_dtype not in ("float16", "float32"):
-        raise ValueError(f"token_dtype must be 'float16' or 'float32', got {token_dtype!r}")
-    if backbone is None and tokens_from is None:
-        raise ValueError("backbone=None needs tokens_from=<a store with cached tokens>")
+    for name, cache, kind in (("token_cache", token_cache, "tokens"),
+                              ("map_cache", map_cache, "feature_maps")):
+        if cache is not None and (not isinstance(cache, FeatureCache) or cache.kind != kind):
+            raise ValueError(f"{name} must be a FeatureCache of kind {kind!r}, got {cache!r}")
+    if not descriptor.needs_image:
+        map_cache = None
     dim = int(descriptor.dim)
     # Fails early when store_dir holds a store of another config.
     ensure_store(store_dir, config=config, dim=dim, dtype=dtype)
     existing = RegionStore.open(store_dir)
     already_done = set(existing.image_ids) if retry_skipped else existing.done_ids()
     todo = [(image_id, path) for image_id, path in images if image_id not in already_done]
-    cached_tokens = None
-    if tokens_from is not None:
-        # all requested images: rank 0's to-do list (broadcast later) may differ
-        # from this rank's listing
-        cached_tokens = CachedTokens(tokens_from, [image_id for image_id, _ in images])
-        _check_cached_tokens(cached_tokens, tokens_from, backbone,
-                             [image_id for image_id, _ in todo])
+    todo_ids = [image_id for image_id, _ in todo]
+    _require_cached(backbone is None, "backbone=None", token_cache, todo_ids)
+    _require_cached(not getattr(descriptor, "has_network", True) and descriptor.needs_image,
+                    "a descriptor without its network", map_cache, todo_ids)
+    caching = token_cache is not None or map_cache is not None
 
     started = time.perf_counter()
     module = ExtractionModule(backbone=backbone, cutter=cutter, descriptor=descriptor,
                               cut_workers=cut_workers, cut_pool=cut_pool, cut_queue=cut_queue,
-                              num_workers=num_workers, profile=profile, keep_tokens=keep_tokens)
+                              num_workers=num_workers, profile=profile,
+                              return_features=caching)
     is_rank_zero = True
     extra = {"accelerator": accelerator, "devices": str(devices), "num_nodes": num_nodes,
              "world_size": 1, "cut_pool": cut_pool}
-    if cached_tokens is not None:
-        extra["tokens_from"] = {"store": tokens_from.store_dir, "cached": len(cached_tokens)}
+    if caching:
+        extra["feature_caches"] = {"tokens": token_cache and token_cache.directory,
+                                   "feature_maps": map_cache and map_cache.directory}
     still_to_do = StillToDo(store_dir, retry_skipped=retry_skipped)
     # A lone process with nothing to do skips the Trainer; ranks of a distributed
     # run always enter it (one rank staying out would hang the others), and rank 0's
@@ -276,9 +266,10 @@ def extract_regions(
     if todo or not _single_process(devices, num_nodes):
         datamodule = ImageListDataModule(images, backbone=backbone, descriptor=descriptor,
                                          batch_size=batch_size, num_workers=num_workers,
-                                         cached_tokens=cached_tokens, todo=still_to_do)
+                                         token_cache=token_cache, map_cache=map_cache,
+                                         todo=still_to_do)
         writer = StoreWriter(store_dir, config=config, dim=dim, dtype=dtype,
-                             shard_size=shard_size, token_dtype=token_dtype)
+                             shard_size=shard_size, token_cache=token_cache, map_cache=map_cache)
         trainer = pl.Trainer(
             accelerator=accelerator, devices=devices, num_nodes=num_nodes, precision=precision,
             strategy=strategy, logger=False, enable_checkpointing=False,
@@ -297,6 +288,7 @@ def extract_regions(
         extra["world_size"] = trainer.world_size
         extra["cut_workers"] = module.cut_workers_used
         extra["token_sources_rank0"] = dict(module.token_sources)
+        extra["map_sources_rank0"] = dict(module.map_sources)
         if still_to_do.already_done is not None:  # rank 0 listed the store in this process
             already_done = still_to_do.already_done
     store = RegionStore.open(store_dir)

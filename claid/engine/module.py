@@ -7,7 +7,8 @@
    memory without blocking; images whose PatchGrid came from a token cache (the
    batch's ``patch_grids``) are in no backbone group and skip this;
 2. the descriptor forward, launched before waiting for that copy, so it runs on the
-   device while the host builds the PatchGrids;
+   device while the host builds the PatchGrids; images whose map came from a
+   feature-map cache (the batch's ``feature_maps``) skip it;
 3. the cuts of every PatchGrid, queued in a :class:`claid.engine.cut_pool.CutQueue`
    (a pool of threads or processes fed by a bounded queue spanning batches): the
    step does not wait for them, so the device runs the next batch's forwards while
@@ -23,8 +24,8 @@ synchronises the device around each forward), tokens_to_cpu, cut_submit (handing
 cuts over; inline cuts themselves when ``cut_workers`` is 0), cut_wait (the step
 blocked on cuts: the device was idle), cut_workers (seconds the workers spent
 cutting, summed), pool, and predict_loop (the whole loop, data loading and
-writing included). ``token_sources`` counts the images whose tokens came from the
-backbone and from the cache.
+writing included). ``token_sources`` and ``map_sources`` count the images whose
+tokens / descriptor maps came from the network and from the cache.
 """
 
 from __future__ import annotations
@@ -113,17 +114,22 @@ class ExtractionModule(pl.LightningModule):
         num_workers: this rank's decoding processes (for the default pool size).
         profile: synchronise the device around each forward so the timings split
             honestly (costs the overlap of host and device work; off by default).
-        keep_tokens: return the PatchGrids too (for the store's token cache).
+        return_features: return each image's PatchGrid and descriptor map too (for
+            the feature caches, :mod:`claid.engine.feature_cache`).
 
     ``predict_step`` returns ``{"regions": [RegionDescriptors], "cells": [(cy, cx)],
-    "patch_grids": [PatchGrid] | None, "skipped": [(image_id, reason)]}`` for the
-    batches finished in that step (possibly none, possibly several).
+    "patch_grids": [PatchGrid] | None, "feature_maps": [(C, h', w') | None] | None,
+    "descriptor_scales": [(sy, sx)] | None, "computed": [(tokens, map)] | None,
+    "skipped": [(image_id, reason)]}`` for the batches finished in that step (possibly
+    none, possibly several); ``computed`` says whether a network (not a cache) made
+    each image's tokens and map; the lists that may be None are None unless
+    ``return_features``.
     """
 
     def __init__(self, *, backbone: Backbone | None, cutter: Callable[[PatchGrid], RegionTree],
                  descriptor: RegionDescriptor, cut_workers: int | None = 0,
                  cut_pool: str = "thread", cut_queue: int = 2, num_workers: int = 0,
-                 profile: bool = False, keep_tokens: bool = False) -> None:
+                 profile: bool = False, return_features: bool = False) -> None:
         super().__init__()
         if not callable(cutter):
             raise ValueError(f"cutter must be callable PatchGrid -> RegionTree, got {cutter!r}")
@@ -141,10 +147,11 @@ class ExtractionModule(pl.LightningModule):
         self.cut_queue = cut_queue
         self.num_workers = num_workers
         self.profile = profile
-        self.keep_tokens = keep_tokens
+        self.return_features = return_features
         self.cut_workers_used = 0
         self.timings: dict[str, float] = {}
         self.token_sources = {"backbone": 0, "cache": 0}
+        self.map_sources = {"descriptor": 0, "cache": 0}
         self._queue: CutQueue | None = None
         self._loop_started = 0.0
 
@@ -170,6 +177,7 @@ class ExtractionModule(pl.LightningModule):
     def on_predict_start(self) -> None:
         self.timings = {}
         self.token_sources = {"backbone": 0, "cache": 0}
+        self.map_sources = {"descriptor": 0, "cache": 0}
         self._loop_started = time.perf_counter()
         self.cut_workers_used = cut_pool_size(
             self.cut_workers, on_accelerator=self.device.type != "cpu",
@@ -215,6 +223,7 @@ class ExtractionModule(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         ids = batch["ids"]
         patch_grids: list[PatchGrid | None] = list(batch.get("patch_grids") or [None] * len(ids))
+        token_computed = [grid is None for grid in patch_grids]
         self.token_sources["cache"] += sum(grid is not None for grid in patch_grids)
         copies = []
         for positions, pixels in batch["backbone_groups"]:
@@ -226,8 +235,12 @@ class ExtractionModule(pl.LightningModule):
                 tokens = self.backbone(pixels)
             with self._timed("tokens_to_cpu"):
                 copies.append((positions, pixels.shape[-2:], *self._host_tokens(tokens)))
-        feature_maps: list[torch.Tensor | None] = [None] * len(ids)
+        feature_maps: list[torch.Tensor | None] = list(batch.get("feature_maps")
+                                                       or [None] * len(ids))
+        self.map_sources["cache"] += sum(fmap is not None for fmap in feature_maps)
+        map_computed = [fmap is None for fmap in feature_maps]
         for positions, pixels in batch["descriptor_groups"]:
+            self.map_sources["descriptor"] += len(positions)
             with self._timed("descriptor_forward", sync=True):
                 fmap = self.descriptor(pixels)
             for k, position in enumerate(positions):
@@ -248,11 +261,12 @@ class ExtractionModule(pl.LightningModule):
                     )
         pending = PendingBatch(patch_grids=patch_grids, payload={
             "ids": ids, "feature_maps": feature_maps,
-            "descriptor_scales": batch["descriptor_scales"], "skipped": list(batch["skipped"])})
+            "descriptor_scales": batch["descriptor_scales"], "skipped": list(batch["skipped"]),
+            "computed": list(zip(token_computed, map_computed))})
         return self._describe(self._queue.submit(pending))
 
     def _describe(self, batches: list[PendingBatch]) -> dict:
-        regions, cells, grids, skipped = [], [], [], []
+        regions, cells, grids, maps, scales, computed, skipped = [], [], [], [], [], [], []
         for batch in batches:
             payload = batch.payload
             for position, image_id in enumerate(payload["ids"]):
@@ -269,10 +283,16 @@ class ExtractionModule(pl.LightningModule):
                 sy, sx = patch_grid.scale
                 cells.append((patch_grid.patch_size * sy, patch_grid.patch_size * sx))
                 grids.append(patch_grid)
+                maps.append(payload["feature_maps"][position])
+                scales.append(tuple(payload["descriptor_scales"][position]))
+                computed.append(payload["computed"][position])
             skipped.extend(payload["skipped"])
         return {
             "regions": regions,
             "cells": cells,
-            "patch_grids": grids if self.keep_tokens else None,
+            "patch_grids": grids if self.return_features else None,
+            "feature_maps": maps if self.return_features else None,
+            "descriptor_scales": scales if self.return_features else None,
+            "computed": computed if self.return_features else None,
             "skipped": skipped,
         }

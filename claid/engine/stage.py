@@ -99,14 +99,75 @@ def _complete_store(store_dir: Path, bench, verify: str):
     return store if store.done_ids() >= set(bench.database) else None
 
 
+def feature_cache_keys(cfg, bench) -> tuple[dict, dict]:
+    """What the two feature caches are keyed by: the backbone tokens by (database
+    images, backbone, ``cache.token_dtype``); the descriptor maps by (database images,
+    region-descriptor settings, ``cache.map_dtype``); both by how images are decoded. Neither depends on the cutter,
+    so every cutter variant shares them."""
+    from claid.images import DECODE_VERSION
+
+    dataset = database_key(bench)
+    return ({"dataset": dataset, "backbone": plain(cfg.backbone),
+             "dtype": cfg.cache.token_dtype, "decode": DECODE_VERSION},
+            {"dataset": dataset, "descriptor": region_descriptor_key(cfg),
+             "dtype": cfg.cache.map_dtype, "decode": DECODE_VERSION})
+
+
+def open_feature_caches(cfg, bench, cache_dir: Path):
+    """The run's feature caches (created when absent): ``(tokens, feature_maps)``,
+    each a :class:`claid.engine.feature_cache.FeatureCache`; the second is None when
+    the descriptor needs no image. Both None when ``cache.tokens`` is off."""
+    from hydra.utils import get_class
+
+    from claid.engine.feature_cache import FeatureCache
+
+    if not cfg.cache.tokens:
+        return None, None
+    for name in ("token_dtype", "map_dtype"):
+        if cfg.cache[name] not in ("float16", "float32"):
+            raise ValueError(f"cache.{name} must be float16 or float32, got {cfg.cache[name]!r}")
+    token_key, map_key = feature_cache_keys(cfg, bench)
+    tokens = FeatureCache(cache_dir / f"tokens-{config_hash(token_key)}", kind="tokens",
+                          key=token_key, dtype=cfg.cache.token_dtype)
+    maps = None
+    if get_class(cfg.descriptor._target_).needs_image:
+        maps = FeatureCache(cache_dir / f"featuremaps-{config_hash(map_key)}",
+                            kind="feature_maps", key=map_key, dtype=cfg.cache.map_dtype)
+    return tokens, maps
+
+
+def _extraction_descriptor(cfg, parts, map_cache, todo_ids: list[str]):
+    """The descriptor the extraction pools with: one built without its network when
+    the class allows it and nothing to do needs a forward (its maps are cached, or it
+    pools the detector's tokens), else the run's own (``parts``, built once)."""
+    from hydra.utils import get_class
+
+    from claid.components import build
+
+    cls = get_class(cfg.descriptor._target_)
+    if cls.poolable_without_network:
+        if not cls.needs_image:
+            return build(cfg.descriptor, network=False)
+        if map_cache is not None and map_cache.geometry and not map_cache.missing(todo_ids):
+            return build(cfg.descriptor, network=False, **map_cache.geometry)
+    descriptor = parts.get("descriptor")
+    if map_cache is not None:
+        map_cache.set_geometry(descriptor.pooling_geometry())
+    return descriptor
+
+
 def extract_stage(cfg, bench, parts, cache_dir: Path):
     """Detect and describe the regions of every database image (resumable).
+
+    With ``cache.tokens`` the backbone's tokens and the descriptor's feature maps
+    are read from (and added to) the feature caches (:func:`open_feature_caches`):
+    a re-cut whose caches hold every image builds no network.
 
     Args:
         cfg: the run's config (backbone, cutter, descriptor, engine, store, cache).
         bench: the Benchmark whose ``database`` images are extracted.
         parts: :class:`claid.components.Components`, networks built on first use.
-        cache_dir: where ``regions-<hash>`` lives.
+        cache_dir: where ``regions-<hash>`` (and the feature caches) live.
     Returns:
         The opened ``RegionStore`` at ``<cache>/regions-<hash>``; a store that
         already covers every database image is reused without building a network
@@ -169,23 +230,24 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
 
 
 def _extract(cfg, bench, parts, cache_dir: Path, key: dict, store_dir: Path):
+    """The images of ``bench`` not yet in ``store_dir`` -> the store; networks are
+    built only for what the feature caches lack."""
     from claid.components import build
-    from claid.store import find_token_store
+    from claid.store import RegionStore
 
+    done: set[str] = set()
+    if (store_dir / "manifest.json").exists():
+        done = RegionStore.open(str(store_dir)).done_ids()
     images = [(image_id, bench.path(image_id)) for image_id in bench.database]
-    tokens_from, backbone = None, None
-    if cfg.cache.tokens:
-        match = {"dataset": key["dataset"], "backbone": key["backbone"]}
-        tokens_from = find_token_store(
-            str(cache_dir), match, image_ids=bench.database, exclude=[str(store_dir)]
-        )
-    if tokens_from is not None:
-        cached = set(tokens_from.token_image_ids()) | {image for image, _ in tokens_from.skipped}
-        log.info("reusing backbone tokens of %s for %d images", tokens_from.store_dir, len(cached))
-        if not cached >= set(bench.database):
-            backbone = parts.get("backbone")
-    else:
+    todo_ids = [image_id for image_id in bench.database if image_id not in done]
+    token_cache, map_cache = open_feature_caches(cfg, bench, cache_dir)
+    backbone = None
+    if token_cache is None or token_cache.missing(todo_ids):
         backbone = parts.get("backbone")
+    else:
+        log.info("backbone tokens of all %d images to do are cached in %s",
+                 len(todo_ids), token_cache.directory)
+    descriptor = _extraction_descriptor(cfg, parts, map_cache, todo_ids)
     # claid.engine.extract_regions with the engine settings (threads are set at the start of
     # the run by claid.threads, not passed to the extraction)
     extract = build({k: v for k, v in plain(cfg.engine).items() if k not in RUN_KEYS})
@@ -193,13 +255,12 @@ def _extract(cfg, bench, parts, cache_dir: Path, key: dict, store_dir: Path):
         images,
         backbone=backbone,
         cutter=parts.get("cutter"),
-        descriptor=parts.get("descriptor"),
+        descriptor=descriptor,
         store_dir=str(store_dir),
         config=key,
         dtype=cfg.store.dtype,
-        keep_tokens=bool(cfg.cache.tokens),
-        token_dtype=cfg.cache.token_dtype,
-        tokens_from=tokens_from,
+        token_cache=token_cache,
+        map_cache=map_cache,
     )
 
 

@@ -3,8 +3,11 @@
 ``StoreWriter`` hands each predicted batch to a :class:`claid.store.RegionStoreWriter`
 of this rank, which commits a shard atomically every ``shard_size`` images and at
 the end. If the run fails, the uncommitted buffer is dropped (never half-written);
-a rerun recomputes exactly those images. At the end each rank also writes its report
-(counts, timings) into the store, before the barrier after which rank 0 gathers them.
+a rerun recomputes exactly those images. With feature caches it also writes each
+image's PatchGrid and descriptor map that the caches lack (one atomic file per
+image, :mod:`claid.engine.feature_cache`), and records skipped images there. At the
+end each rank writes its report (counts, timings) into the store, before the barrier
+after which rank 0 gathers them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
+from claid.engine.feature_cache import FeatureCache
 from claid.engine.rank_reports import write_rank_report
 from claid.store import RegionStoreWriter
 
@@ -32,18 +36,22 @@ class StoreWriter(BasePredictionWriter):
         dim: descriptor length.
         dtype: stored vector dtype, "float16" or "float32".
         shard_size: images per committed shard.
-        token_dtype: how cached PatchGrid tokens are stored, "float16" or "float32".
+        token_cache, map_cache: feature caches to fill with the PatchGrids and the
+            descriptor maps they lack (the module must return them:
+            ``ExtractionModule(return_features=True)``), or None.
     """
 
     def __init__(self, store_dir: str, *, config: dict, dim: int, dtype: str = "float16",
-                 shard_size: int = 256, token_dtype: str = "float16") -> None:
+                 shard_size: int = 256, token_cache: FeatureCache | None = None,
+                 map_cache: FeatureCache | None = None) -> None:
         super().__init__(write_interval="batch")
         self.store_dir = store_dir
         self.config = config
         self.dim = dim
         self.dtype = dtype
         self.shard_size = shard_size
-        self.token_dtype = token_dtype
+        self.token_cache = token_cache
+        self.map_cache = map_cache
         self.writer: RegionStoreWriter | None = None
         self.images_written = 0
         self.regions_written = 0
@@ -54,7 +62,7 @@ class StoreWriter(BasePredictionWriter):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.writer = RegionStoreWriter(
             self.store_dir, config=self.config, dim=self.dim, dtype=self.dtype,
-            rank=trainer.global_rank, shard_size=self.shard_size, token_dtype=self.token_dtype,
+            rank=trainer.global_rank, shard_size=self.shard_size,
         )
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -65,14 +73,37 @@ class StoreWriter(BasePredictionWriter):
         self._write(prediction)
 
     def _write(self, prediction: dict) -> None:
-        grids = prediction["patch_grids"] or [None] * len(prediction["regions"])
-        for item, cell, patch_grid in zip(prediction["regions"], prediction["cells"], grids):
-            self.writer.add(item, cell=cell, patch_grid=patch_grid)
+        self._fill_caches(prediction)
+        for item, cell in zip(prediction["regions"], prediction["cells"]):
+            self.writer.add(item, cell=cell)
             self.regions_written += len(item)
         for image_id, reason in prediction["skipped"]:
             self.writer.skip(image_id, reason)
         self.images_written += len(prediction["regions"])
         self.skipped_written += len(prediction["skipped"])
+
+    def _fill_caches(self, prediction: dict) -> None:
+        """Cache what the networks computed in this prediction (before the store
+        records the image as done, so a crash never leaves a done image uncached)."""
+        if self.token_cache is None and self.map_cache is None:
+            return
+        if prediction.get("patch_grids") is None:
+            raise ValueError("feature caches need ExtractionModule(return_features=True)")
+        for k, item in enumerate(prediction["regions"]):
+            # what a network computed is written (also over a stale entry of a file
+            # that changed size); what came from the cache is not rewritten
+            image_id = item.image_id
+            tokens_computed, map_computed = prediction["computed"][k]
+            if self.token_cache is not None and tokens_computed:
+                self.token_cache.put_patch_grid(image_id, prediction["patch_grids"][k])
+            fmap = prediction["feature_maps"][k]
+            if self.map_cache is not None and fmap is not None and map_computed:
+                self.map_cache.put_feature_map(image_id, fmap, prediction["descriptor_scales"][k],
+                                               item.image_size)
+        for image_id, reason in prediction["skipped"]:
+            for cache in (self.token_cache, self.map_cache):
+                if cache is not None and not cache.has(image_id):
+                    cache.skip(image_id, reason)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a step's output lags its input (cuts overlap later forwards): the batches
@@ -144,6 +175,29 @@ class ExtractionProgress(pl.Callback):
         self.regions += sum(len(item) for item in outputs["regions"])
         self.bar.update(len(outputs["regions"]) + len(outputs["skipped"]))
         self.bar.set_postfix(regions=self.regions, refresh=False)
+
+    def _fill_caches(self, prediction: dict) -> None:
+        """Cache what the networks computed in this prediction (before the store
+        records the image as done, so a crash never leaves a done image uncached)."""
+        if self.token_cache is None and self.map_cache is None:
+            return
+        if prediction.get("patch_grids") is None:
+            raise ValueError("feature caches need ExtractionModule(return_features=True)")
+        for k, item in enumerate(prediction["regions"]):
+            # what a network computed is written (also over a stale entry of a file
+            # that changed size); what came from the cache is not rewritten
+            image_id = item.image_id
+            tokens_computed, map_computed = prediction["computed"][k]
+            if self.token_cache is not None and tokens_computed:
+                self.token_cache.put_patch_grid(image_id, prediction["patch_grids"][k])
+            fmap = prediction["feature_maps"][k]
+            if self.map_cache is not None and fmap is not None and map_computed:
+                self.map_cache.put_feature_map(image_id, fmap, prediction["descriptor_scales"][k],
+                                               item.image_size)
+        for image_id, reason in prediction["skipped"]:
+            for cache in (self.token_cache, self.map_cache):
+                if cache is not None and not cache.has(image_id):
+                    cache.skip(image_id, reason)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.bar is not None:

@@ -82,14 +82,11 @@ big stores with ``vector_chunks()``), ``region_image()``, ``boxes()``, ``depth()
 The store directory is keyed by ``config_hash(config)`` so later stages and sweeps
 that share the config reuse it.
 
-Token cache: a store written with ``keep_tokens=True`` holds every image's detector
-``PatchGrid``. :func:`find_token_store` finds such a store among the stores of a
-cache directory by config (e.g. same dataset and backbone), and
-``extract_regions(..., tokens_from=store)`` then runs only the cutter and the
-descriptor on those images, so a cutter sweep skips the backbone. Stored as
-float32 (``token_dtype="float32"``), the cached PatchGrid is bit-identical to the
-backbone's output; float16 halves the size but rounds the tokens (relative error
-~5e-4), which can flip a borderline cut.
+Tokens: stores written before the feature caches (``claid/engine/feature_cache.py``)
+may hold every image's detector ``PatchGrid`` (``tokens.npy``; ``patch_grid``,
+``has_tokens``, ``token_image_ids`` and :func:`find_token_store` still read them).
+The extraction no longer writes or uses them: a cutter sweep reads the backbone's
+tokens and the descriptor's maps from the feature caches, shared by every store.
 """
 
 from __future__ import annotations

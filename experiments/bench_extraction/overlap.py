@@ -29,7 +29,7 @@ from bench import build, write_images
 from hydra.utils import instantiate
 from omegaconf import OmegaConf  # this folder (the script's own directory)
 
-from claid.engine import extract_regions
+from claid.engine import FeatureCache, extract_regions
 from claid.store import RegionStore
 
 
@@ -85,10 +85,10 @@ def build_descriptor(conf_dir: Path, name: str, backbone):
     return instantiate(cfg, backbone=backbone).eval()
 
 
-def cut_seconds(store: RegionStore, cutter, repeats: int = 1) -> float:
+def cut_seconds(store: RegionStore, token_cache: FeatureCache, cutter, repeats: int = 1) -> float:
     """Seconds one core spends cutting every image of ``store`` (its cached tokens),
     one after the other: the CPU work the pool has to hide."""
-    grids = [store.patch_grid(image_id) for image_id in store.token_image_ids()]
+    grids = [token_cache.patch_grid(image_id) for image_id in store.image_ids]
     started = time.perf_counter()
     for _ in range(repeats):
         for grid in grids:
@@ -130,10 +130,11 @@ def main() -> None:
         folder.mkdir()
         images = write_images(folder, args.images, args.short_side)
         # Recording pass: real forwards (slow, outside the timing); also compiles numba.
+        token_cache = FeatureCache(os.path.join(tmp, "tokens"), kind="tokens", key=config)
         recorded = extract_regions(images, store_dir=os.path.join(tmp, "recorded"),
-                                   config=config, cut_workers=0, keep_tokens=True,
-                                   token_dtype="float32", **options)
-        cut_total = cut_seconds(recorded, cutter)
+                                   config=config, cut_workers=0, token_cache=token_cache,
+                                   **options)
+        cut_total = cut_seconds(recorded, token_cache, cutter)
         for stand_in in stand_ins:
             stand_in.recording = False
         for workers in args.cut_workers:

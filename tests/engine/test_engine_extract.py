@@ -154,13 +154,17 @@ def test_workers_threads_tokens_and_float16(image_folder, components, tmp_path, 
                                             capfd):
     """Decoding in 2 worker processes + the cutter in 2 threads gives the same store;
     float16 storage, token cache, progress bar and summary."""
-    store = run(image_folder[1], components, tmp_path, num_workers=2, cut_workers=2,
-                batch_size=4, dtype="float16", keep_tokens=True, progress=True)
+    from claid.engine import FeatureCache
+
+    token_cache = FeatureCache(tmp_path / "tokens", kind="tokens", key={"backbone": "tiny"},
+                               dtype="float16")
+    store = run(image_folder[1], components, tmp_path / "store", num_workers=2, cut_workers=2,
+                batch_size=4, dtype="float16", token_cache=token_cache, progress=True)
     assert store.dtype == np.float16
     assert sorted(store.image_ids) == sorted(full_store.image_ids)
     np.testing.assert_allclose(store.regions_of("coffee.jpg").vectors,
                                full_store.regions_of("coffee.jpg").vectors, atol=2e-3)
-    grid = store.patch_grid("coffee.jpg")
+    grid = token_cache.patch_grid("coffee.jpg")
     reference = components[0].extract_patches(load_image(image_folder[0] / "coffee.jpg"))
     assert grid.grid == reference.grid and grid.scale == pytest.approx(reference.scale)
     np.testing.assert_allclose(grid.tokens, reference.tokens, atol=1e-2, rtol=1e-2)
