@@ -113,6 +113,11 @@ class StoreWriter(BasePredictionWriter):
             rest = drain()
             self._write(rest)
             self.drained = len(rest["regions"]) + len(rest["skipped"])
+        # the cut pool's timings exist once it is closed; callbacks run before the
+        # module's own on_predict_end, so close it here for the rank report
+        close = getattr(pl_module, "close_cut_pool", None)
+        if close is not None:
+            close()
         self.writer.flush()
         # This rank's timings and counts exist only in this process (under ddp_spawn,
         # one the caller never sees): they go into the store for rank 0 to gather.
