@@ -105,18 +105,20 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
         searchable = searchable_queries(cfg, bench, report)
         family = bench.protocol.get("family", "none")
         index, rankings = None, []
-        if len(table.vectors) and family != "detection":  # detection benchmarks only score regions
+        if table.n_rows and family != "detection":  # detection benchmarks only score regions
             index, index_dir = timed("index", lambda: index_stage(cfg, table, upstream, cache_dir))
             report["settings"]["index"] = str(index_dir)
         if searchable and index is not None and family != "none":
             queries = replace(bench, queries=searchable)
             qvecs = timed("queries", lambda: query_stage(cfg, queries, parts, cache_dir))
-            rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k")))
+            rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k"),
+                                                         float(cfg.search.memory_gb)))
             scores = timed("evaluate", lambda: evaluate(rankings, queries))
             metrics.update(scores_to_metrics(scores))
             report["scores"] = [scores_dict(s) for s in scores]
+            global_notes = report["settings"].setdefault("global_baseline", {})
             report["baselines"] = timed(
-                "baselines", lambda: baseline_scores(cfg, queries, rankings, qvecs, whole, store))
+                "baselines", lambda: baseline_scores(cfg, queries, rankings, qvecs, whole, store, global_notes))
             report["settings"]["shuffle_repeats"] = shuffle_repeats_of(rankings, cfg.search.shuffle_draws)
             for name, values in report["baselines"].items():
                 metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})

@@ -59,6 +59,9 @@ def check_search_settings(search) -> None:
         value = search.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SettingsError(f"search.{key} must be an integer >= 1, got {value!r}")
+    memory = search.get("memory_gb")
+    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0:
+        raise SettingsError(f"search.memory_gb must be a number > 0 (GiB), got {memory!r}")
     for key in ("whole_image_region", "global_baseline"):
         if not isinstance(search.get(key), bool):
             raise SettingsError(f"search.{key} must be true or false, got {search.get(key)!r}")
