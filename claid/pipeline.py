@@ -71,6 +71,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
     from claid.evaluation.detection_stage import detection_stage, scores_dict
     from claid.evaluation.run_report import new_report, rankings_report
     from claid.figures import run_figures
+    from claid.index.memory_estimate import check_run_memory
     from claid.index.search_table import region_table
     from claid.index.stage import index_stage, search_stage
 
@@ -92,6 +93,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
 
     with tracker.run(plain(cfg), tags={"run_dir": str(run_dir)}):
         bench = timed("dataset", lambda: build(cfg.dataset))
+        check_run_memory(cfg, bench)  # stops now, not after hours of extraction, if it cannot fit
         # a query image that cannot be decoded stops the run now, not after the extraction
         timed("query_images", lambda: check_query_images(bench))
         store = timed("extract", lambda: extract_stage(cfg, bench, parts, cache_dir))
