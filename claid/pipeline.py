@@ -115,6 +115,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult:
             qvecs = timed("queries", lambda: query_stage(cfg, queries, parts, cache_dir))
             rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k"),
                                                          float(cfg.search.memory_gb)))
+            index = None  # not needed after the search: its memory goes back before the baselines
             scores = timed("evaluate", lambda: evaluate(rankings, queries))
             metrics.update(scores_to_metrics(scores))
             report["scores"] = [scores_dict(s) for s in scores]

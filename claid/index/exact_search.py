@@ -35,7 +35,8 @@ from claid.structures import Ranking
 CHUNK_ROWS = 8192
 #: Bytes per (query, row) entry of a chunk: similarity, repeated maximum, mask, position.
 CHUNK_ENTRY_BYTES = 16
-#: Bytes per (query, image) entry of the running maxima: float32 score + int64 region.
+#: Bytes per (query, image) entry of the running maxima: float32 score + int64 region
+#: (int32 below 2**31 regions: the budget is then an upper bound).
 IMAGE_ENTRY_BYTES = 12
 
 
@@ -129,11 +130,12 @@ def rank_images_exhaustive(
     image_ids_arr = np.asarray(image_ids, dtype=object)
     plan = _chunk_plan(region_image, max(1, int(chunk_rows)))
     block = query_block_size(n_images, max(1, int(chunk_rows)), memory_gb)
+    region_dtype = np.int32 if n < 2**31 else np.int64  # halves the running argmax
     rankings: list[Ranking] = []
     for q0 in range(0, queries.shape[0], block):
         query_block = np.ascontiguousarray(queries[q0 : q0 + block], dtype=np.float32)
         best = np.full((query_block.shape[0], n_images), -np.inf, dtype=np.float32)
-        best_region = np.full((query_block.shape[0], n_images), -1, dtype=np.int64)
+        best_region = np.full((query_block.shape[0], n_images), -1, dtype=region_dtype)
         for c0, c1, starts, run_image, regular, sequences in plan:
             sims = query_block @ database[c0:c1].T  # finite: both sides were checked
             run_best, run_first = _run_maxima(sims, starts, regular)
