@@ -134,7 +134,8 @@ def check_run_memory(cfg, bench) -> MemoryEstimate | None:
         return estimate
     fits = []
     for path in sorted((Path(__file__).resolve().parents[2] / "conf" / "index").glob("*.yaml")):
-        preset = OmegaConf.merge(cfg, {"index": OmegaConf.load(path)})
+        preset = OmegaConf.create({"index": OmegaConf.load(path), "search": cfg.search,
+                                   "descriptor": {"dim": int(cfg.descriptor.dim)}})
         other = estimate_run_memory(preset, n_images, n_queries).total
         if other <= limit:
             fits.append(f"index={path.stem} ({other / GIB:.1f} GiB)")
