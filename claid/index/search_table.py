@@ -44,7 +44,8 @@ class RegionTable:
     Attributes:
         store: the RegionStore the first ``store_rows`` rows are read from (None for
             a table of extra rows only).
-        extra_vectors: (n_extra, D) float32 rows appended after the store's, or None.
+        extra_vectors: (n_extra, D) rows appended after the store's (float16 or
+            float32, converted chunk by chunk), or None.
         region_image: (N,) int64 index into ``image_ids`` of each row.
         boxes: (N, 4) float32 boxes, original pixels.
         image_ids: the database image ids.
@@ -128,7 +129,7 @@ def region_table(store, whole_image: np.ndarray | None) -> RegionTable:
     boxes = np.asarray(store.boxes(), dtype=np.float32).reshape(-1, 4)
     extra = None
     if whole_image is not None:
-        extra = np.asarray(whole_image, dtype=np.float32).reshape(-1, store.dim)
+        extra = np.asarray(whole_image).reshape(-1, store.dim)  # any float dtype: converted per chunk
         region_image = np.concatenate([region_image, np.arange(len(extra), dtype=np.int64)])
         boxes = np.concatenate([boxes, full_boxes(store)])
     return RegionTable(store, extra, region_image, boxes, list(store.image_ids), int(store.dim))
@@ -136,7 +137,7 @@ def region_table(store, whole_image: np.ndarray | None) -> RegionTable:
 
 def whole_image_table(store, whole_image: np.ndarray) -> RegionTable:
     """One row per image: its whole-image vector and full box (the global baseline)."""
-    whole_image = np.asarray(whole_image, dtype=np.float32)
+    whole_image = np.asarray(whole_image)  # float16 or float32: converted per chunk
     return RegionTable(None, whole_image, np.arange(len(whole_image), dtype=np.int64),
                        full_boxes(store), list(store.image_ids), int(whole_image.shape[1]))
 

@@ -160,3 +160,15 @@ def test_the_sampled_peak_sees_a_float32_copy_of_the_store(big_store, tmp_path):
                            "table = region_table(store, None); copy = store.vectors(np.float32)")
     _, used_mb = _run_sampled(child, big_store, tmp_path / "c", COMPRESSED)
     assert used_mb > float32_mb / 2
+
+
+def test_whole_image_rows_stay_in_their_stored_dtype(store):
+    from claid.index.search_table import whole_image_table
+
+    whole16 = store.whole_image_vectors()  # float16, as stored
+    table = whole_image_table(store, whole16)
+    assert table.extra_vectors.dtype == np.float16  # no float32 copy of the collection
+    start, chunk = next(table.vector_chunks(rows=100))
+    assert start == 0 and chunk.dtype == np.float32
+    np.testing.assert_array_equal(chunk, whole16[:100].astype(np.float32))
+    assert build_index(table).ntotal == store.num_images
