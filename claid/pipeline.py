@@ -92,6 +92,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     from claid.evaluation.protocols import queries_with_positives
     from claid.evaluation.run_report import new_report, rankings_report
     from claid.figures import run_figures
+    from claid.index.memory_estimate import check_run_memory
     from claid.index.search_table import region_table
     from claid.index.stage import index_stage, search_stage
     from claid.store.integrity import store_content_hash
@@ -119,6 +120,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
 
     with tracker.run(tags={"run_dir": str(run_dir)}):
         bench = with_conventions(timed("dataset", lambda: build(cfg.dataset)), cfg.get("evaluation"))
+        check_run_memory(cfg, bench)  # stops now, not after hours of extraction, if it cannot fit
         # a query image that cannot be decoded stops the run now, not after the extraction
         timed("query_images", lambda: check_query_images(bench))
         store = timed("extract", lambda: extract_stage(cfg, bench, parts, cache_dir))
@@ -133,13 +135,15 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         searchable = searchable_queries(cfg, bench, report)
         family = bench.protocol.get("family", "none")
         index, rankings = None, []
-        if len(table.vectors) and family != "detection":  # detection benchmarks only score regions
+        if table.n_rows and family != "detection":  # detection benchmarks only score regions
             index, index_dir = timed("index", lambda: index_stage(cfg, table, upstream, cache_dir))
             report["settings"]["index"] = str(index_dir)
         if searchable and index is not None and family != "none":
             queries = replace(bench, queries=searchable)
             qvecs = timed("queries", lambda: query_stage(cfg, queries, parts, cache_dir))
-            rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k")))
+            rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k"),
+                                                         float(cfg.search.memory_gb)))
+            index = None  # not needed after the search: its memory goes back before the baselines
             # a query without positives is searched (rankings.json) but scores nothing
             n_scorable = len(queries_with_positives(queries))
             report["counts"]["queries_without_positives"] = len(searchable) - n_scorable
@@ -147,8 +151,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
                 scores = timed("evaluate", lambda: evaluate(rankings, queries))
                 metrics.update(scores_to_metrics(scores))
                 report["scores"] = [scores_dict(s) for s in scores]
+                global_notes = report["settings"].setdefault("global_baseline", {})
                 report["baselines"] = timed(
-                    "baselines", lambda: baseline_scores(cfg, queries, rankings, qvecs, whole, store))
+                    "baselines", lambda: baseline_scores(cfg, queries, rankings, qvecs, whole, store, global_notes))
                 report["settings"]["shuffle_repeats"] = shuffle_repeats_of(rankings, cfg.search.shuffle_draws)
                 for name, values in report["baselines"].items():
                     metrics.update({f"baseline/{name}/{key}": v for key, v in values.items()})

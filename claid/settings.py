@@ -65,6 +65,16 @@ def check_search_settings(search) -> None:
         value = search.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SettingsError(f"search.{key} must be an integer >= 1, got {value!r}")
+    memory = search.get("memory_gb")
+    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0:
+        raise SettingsError(f"search.memory_gb must be a number > 0 (GiB), got {memory!r}")
+    limit = search.get("max_memory_gb")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                              or not limit > 0):
+        raise SettingsError(f"search.max_memory_gb must be null or a number > 0 (GiB), got {limit!r}")
+    per_image = search.get("regions_per_image")
+    if isinstance(per_image, bool) or not isinstance(per_image, int) or per_image < 1:
+        raise SettingsError(f"search.regions_per_image must be an integer >= 1, got {per_image!r}")
     for key in ("whole_image_region", "global_baseline"):
         if not isinstance(search.get(key), bool):
             raise SettingsError(f"search.{key} must be true or false, got {search.get(key)!r}")

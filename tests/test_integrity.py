@@ -117,7 +117,8 @@ def _index_dir(tmp_path):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(20, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    table = RegionTable(vectors, np.arange(20) % 4, np.zeros((20, 4), np.float32), list("abcd"))
+    table = RegionTable(store=None, extra_vectors=vectors, region_image=np.arange(20) % 4,
+                        boxes=np.zeros((20, 4), np.float32), image_ids=list("abcd"), dim=DIM)
     index_dir = tmp_path / "index-x"
     build_index(vectors, factory="Flat").save(index_dir, provenance={}, overwrite=True)
     save_search_table(index_dir, table, descriptor={"_target_": "claid.descriptors.cnn.CNNRegionDescriptor"},
@@ -151,7 +152,8 @@ def test_a_damaged_index_dir_is_reported_and_rebuilt_by_the_index_stage(tmp_path
                             "seed": 0})
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(12, DIM)).astype(np.float32)
-    table = RegionTable(vectors, np.arange(12) % 3, np.zeros((12, 4), np.float32), list("abc"))
+    table = RegionTable(store=None, extra_vectors=vectors, region_image=np.arange(12) % 3,
+                        boxes=np.zeros((12, 4), np.float32), image_ids=list("abc"), dim=DIM)
     cache = tmp_path / "cache"
     _, built = index_stage(cfg, table, {"regions": "h"}, cache)
     damage(built)

@@ -315,6 +315,16 @@ def test_a_bad_query_image_stops_the_run_before_extraction(compose_cfg, tmp_path
             run_dir=tmp_path / "run")
 
 
+def test_a_run_that_cannot_fit_in_memory_stops_before_extraction(compose_cfg, tmp_path, monkeypatch):
+    import claid.engine.stage as engine_stage
+    from claid.settings import SettingsError
+
+    monkeypatch.setattr(engine_stage, "extract_stage", lambda *a, **k: pytest.fail("extraction ran"))
+    with pytest.raises(SettingsError, match=r"estimated memory .* exceeds the limit of 0.5 GiB"):
+        run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none", "search.max_memory_gb=0.5"),
+            run_dir=tmp_path / "run")
+
+
 def test_whole_image_vectors_come_from_the_store_and_a_second_pass_agrees(compose_cfg, tmp_path, monkeypatch):
     from claid.store import RegionStore
 

@@ -90,8 +90,9 @@ def test_a_hostile_search_json_stops_claid_search_without_running_its_payload(tm
     index_dir = tmp_path / "index"
     vectors = np.eye(4, 8, dtype=np.float32)
     build_index(vectors, factory="Flat").save(index_dir, provenance={}, overwrite=True)
-    save_search_table(index_dir, RegionTable(vectors, np.arange(4), np.zeros((4, 4), np.float32),
-                                             list("abcd")), descriptor={}, key={})
+    table = RegionTable(store=None, extra_vectors=vectors, region_image=np.arange(4),
+                        boxes=np.zeros((4, 4), np.float32), image_ids=list("abcd"), dim=8)
+    save_search_table(index_dir, table, descriptor={}, key={})
     meta = json.loads((index_dir / "search.json").read_text())
     assert meta["schema_version"] == schema_version("search_table")
     meta["descriptor"] = _payload(target)  # the edit the issue describes

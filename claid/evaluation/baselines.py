@@ -3,11 +3,14 @@ level (the run's own rankings shuffled) and one global descriptor per image."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
 from claid.structures import Ranking
+
+log = logging.getLogger(__name__)
 
 #: Ranked entries shuffled and scored for the chance level at most (~10 s here).
 SHUFFLE_BUDGET = 20_000_000
@@ -65,28 +68,56 @@ def shuffled_scores(rankings: list[Ranking], bench, seed: int, repeats: int) -> 
 
 
 def baseline_scores(cfg, bench, rankings: list[Ranking], query_vectors: np.ndarray, whole,
-                    store) -> dict[str, dict[str, float]]:
+                    store, notes: dict | None = None) -> dict[str, dict[str, float]]:
     """The chance level and, when whole-image vectors exist and
     ``search.global_baseline`` is on, the global-descriptor baseline.
+
+    The global baseline is searched like the regions: the same index preset
+    (``cfg.index``) and the same ``index.k``, so it is exact only when the run's
+    index is, and with k set its rankings hold at most k images.
 
     Args:
         rankings: the run's rankings of ``bench.queries``.
         query_vectors: (n_queries, D) float32, in ``bench.queries`` order.
         whole: (n_images, D) float32 whole-image vectors in store order, or None.
+        notes: filled with how the global baseline was searched (index factory, k),
+            or why it was skipped (a whitening wider than the images can fit).
     Returns:
         {"shuffled": metrics, "global_descriptor": metrics}, retrieval metrics only.
     """
     from claid.evaluation.protocols import evaluate
     from claid.evaluation.report import scores_to_metrics
-    from claid.index import build_index
-    from claid.index.search_table import whole_image_table
-    from claid.index.stage import search_stage
 
     repeats = shuffle_repeats_of(rankings, cfg.search.shuffle_draws)
     baselines = {"shuffled": shuffled_scores(rankings, bench, cfg.seed, repeats)}
+    notes = {} if notes is None else notes
     if cfg.search.global_baseline and whole is not None:
-        table = whole_image_table(store, whole)
-        ranked = search_stage(build_index(whole, factory="Flat"), table, query_vectors,
-                              bench.queries, None)
-        baselines["global_descriptor"] = retrieval_only(scores_to_metrics(evaluate(ranked, bench)))
+        ranked = global_rankings(cfg, bench, query_vectors, whole, store, notes)
+        if ranked is not None:
+            baselines["global_descriptor"] = retrieval_only(scores_to_metrics(evaluate(ranked, bench)))
     return baselines
+
+
+def global_rankings(cfg, bench, query_vectors: np.ndarray, whole, store,
+                    notes: dict) -> list[Ranking] | None:
+    """Rankings of the whole-image vectors (one row per image) with the run's index
+    preset and k; None (and ``notes["skipped"]``) when the preset's database
+    whitening asks for more dimensions than the images can give."""
+    from claid.artifacts import plain
+    from claid.components import build
+    from claid.index.search_table import whole_image_table
+    from claid.index.stage import SEARCH_KEYS, search_stage
+
+    node = {key: v for key, v in plain(cfg.index).items() if key not in SEARCH_KEYS}
+    width = node.get("whitening_dim")
+    if node.get("whitening") == "database" and width is not None and len(whole) <= int(width):
+        notes["skipped"] = (f"index.whitening_dim={width} needs more than {len(whole)} "
+                            "whole-image vectors to fit")
+        log.warning("global baseline skipped: %s", notes["skipped"])
+        return None
+    table = whole_image_table(store, whole)
+    index = build(node)(table, seed=int(cfg.seed))
+    k = cfg.index.get("k")
+    notes.update(factory=index.meta["factory"], k=k, exact=index.is_exact)
+    return search_stage(index, table, query_vectors, bench.queries, k,
+                        float(cfg.search.get("memory_gb", 1.0)))

@@ -5,22 +5,38 @@ from __future__ import annotations
 import numpy as np
 
 
+def region_offsets(store) -> np.ndarray:
+    """(n_images + 1,) int64: the regions of image i are rows
+    ``offsets[i]:offsets[i + 1]`` of the store (regions of one image are contiguous)."""
+    counts = np.asarray(store.region_counts(), dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def boxes_by_image(store) -> dict[str, np.ndarray]:
+    """image id -> (R_i, 4) float32 boxes of its regions (views of one array, grouped
+    once through the offsets, not by scanning every region for every image)."""
+    boxes = np.asarray(store.boxes(), dtype=np.float32).reshape(-1, 4)
+    offsets = region_offsets(store)
+    return {image_id: boxes[offsets[i] : offsets[i + 1]] for i, image_id in enumerate(store.image_ids)}
+
+
 class StoreMasks:
     """image id -> (R, H, W) pixel masks of its regions, decoded on access (a
     read-only mapping, so a whole collection's masks never sit in memory)."""
 
     def __init__(self, store) -> None:
         self.store = store
-        self.region_image = np.asarray(store.region_image())
+        self.first_region = region_offsets(store)
         self.index = {image_id: i for i, image_id in enumerate(store.image_ids)}
 
     def get(self, image_id: str, default=None):
         if image_id not in self.index:
             return default
-        rows = np.flatnonzero(self.region_image == self.index[image_id])
+        i = self.index[image_id]
+        rows = range(int(self.first_region[i]), int(self.first_region[i + 1]))
         if len(rows) == 0:
             return np.zeros((0, 1, 1), bool)
-        return np.stack([self.store.mask_pixels(int(r)) for r in rows])
+        return np.stack([self.store.mask_pixels(r) for r in rows])
 
     def __getitem__(self, image_id: str):
         value = self.get(image_id)
@@ -52,9 +68,7 @@ def detection_stage(store, bench, report: dict) -> dict[str, float]:
     from claid.evaluation.localization import score_localization
     from claid.evaluation.report import scores_to_metrics
 
-    region_image = np.asarray(store.region_image())
-    boxes = np.asarray(store.boxes(), dtype=np.float32)
-    pred = {image_id: boxes[region_image == i] for i, image_id in enumerate(store.image_ids)}
+    pred = boxes_by_image(store)
     scores = []
     if bench.gt_boxes:
         gt = {k: v for k, v in bench.gt_boxes.items() if k in pred or k in bench.database}

@@ -6,6 +6,11 @@ PCA-whitening, and region ranking -> image ranking (``conf/index/``).
     rank_images(sims, ids, ...) -> [Ranking]        (an image scores its best region)
     search_images(index, queries, ...) -> [Ranking] (both, in query blocks)
 
+Collections larger than memory: ``build_index(region_table(store, ...))`` streams the
+store in chunks (``chunked_build.py``), exhaustive search reads the database once per
+query block sized by ``search.memory_gb`` (``exact_search.py``), and
+``memory_estimate.py`` stops a run that cannot fit before its extraction.
+
 A whitening fitted on another dataset's store (the lab's protocol):
     python -m claid.index.fit_whitening STORE_DIR out.npz   then   whitening=file
 """

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from claid.index.image_ranking import rank_images, rank_images_dense
+from claid.index.exact_search import rank_images_exhaustive
+from claid.index.image_ranking import rank_images
 from claid.index.region_index import RegionIndex
 from claid.structures import Ranking
 
@@ -27,6 +28,7 @@ def search_images(
     k: int | None = 1000,
     exclude: Sequence[set[str]] | None = None,
     query_block: int = 1024,
+    memory_gb: float = 1.0,
 ) -> list[Ranking]:
     """Rank database images for each query vector.
 
@@ -39,9 +41,11 @@ def search_images(
         qids: (Q,) query ids.
         k: regions retrieved per query; None = every region with similarity > 0
             (exhaustive, for mAP-all; exact indexes only, computed as a per-image
-            maximum without sorting the regions).
+            maximum without sorting the regions, the database read once per block of
+            queries that fits ``memory_gb``: :mod:`claid.index.exact_search`).
         exclude: per query, image ids to drop (e.g. the query's own image).
-        query_block: queries searched at a time (bounds memory: block x k entries).
+        query_block: queries searched at a time with k set (memory: block x k entries).
+        memory_gb: working memory of the exhaustive search (k None), GiB.
     Returns:
         Q rankings: images best first with score (best region similarity > 0) and box.
     """
@@ -55,22 +59,13 @@ def search_images(
         raise ValueError(f"{len(qids)} qids for {queries.shape[0]} queries")
     if exclude is not None and len(exclude) != queries.shape[0]:
         raise ValueError(f"exclude has {len(exclude)} entries for {queries.shape[0]} queries")
+    if k is None:  # transforms (and so validates) every query once, up front
+        return rank_images_exhaustive(
+            index.database_vectors(), index.transform(queries), region_image, region_boxes,
+            image_ids, qids, exclude, memory_gb=memory_gb)
     # Validate every query up front, so a NaN in the last block fails before work is done.
     index.transform(queries)
-
     rankings: list[Ranking] = []
-    if k is None:
-        for start, sims in index.iter_similarities(queries):
-            stop = start + sims.shape[0]
-            rankings += rank_images_dense(
-                sims,
-                region_image,
-                region_boxes,
-                image_ids,
-                qids[start:stop],
-                None if exclude is None else exclude[start:stop],
-            )
-        return rankings
     for start in range(0, queries.shape[0], query_block):
         stop = min(queries.shape[0], start + query_block)
         sims, ids = index.search(queries[start:stop], k)

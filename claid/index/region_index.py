@@ -18,7 +18,6 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -189,7 +188,7 @@ class RegionIndex:
         return index
 
     @classmethod
-    def build(cls, vectors: np.ndarray, *, add_block: int = 65536, **cfg) -> RegionIndex:
+    def build(cls, vectors: np.ndarray, *, add_block: int = 16384, **cfg) -> RegionIndex:
         """Train on (a sample of) ``vectors`` and add all of them.
 
         Args:
@@ -327,34 +326,11 @@ class RegionIndex:
             return np.zeros((0, self.dim), dtype=np.float32)
         return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
-    def iter_similarities(
-        self, queries: np.ndarray, block: int = 16_000_000
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Similarity of every query to every region, in query blocks.
-
-        Args:
-            queries: (Q, D) query vectors.
-            block: about how many similarities one block holds (memory: 4 bytes each).
-        Yields:
-            (first query row, (B, ntotal) float32 similarities) per block.
-        """
-        database = self.database_vectors()
-        queries = self.transform(queries)
-        rows = max(1, block // max(self.ntotal, 1))
-        for start in range(0, queries.shape[0], rows):
-            yield start, queries[start : start + rows] @ database.T
-
     def _search_all(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exhaustive ranking of every region: (Q, ntotal) sims and ids, descending."""
-        n_q = np.asarray(queries).shape[0] if np.asarray(queries).ndim == 2 else 0
-        sims = np.zeros((n_q, self.ntotal), dtype=np.float32)
-        ids = np.zeros((n_q, self.ntotal), dtype=np.int64)
-        for start, block_sims in self.iter_similarities(queries):
-            order = np.argsort(-block_sims, axis=1, kind="stable")
-            rows = slice(start, start + block_sims.shape[0])
-            ids[rows] = order
-            sims[rows] = np.take_along_axis(block_sims, order, axis=1)
-        return sims, ids
+        from claid.index.exact_search import search_all_regions
+
+        return search_all_regions(self.database_vectors(), self.transform(queries))
 
     # ------------------------------------------------------------------ disk
     def describe(self) -> dict:
@@ -392,10 +368,16 @@ class RegionIndex:
         return load_index(directory)
 
 
-def build_index(vectors: np.ndarray, **cfg) -> RegionIndex:
-    """``RegionIndex.build(vectors, **cfg)``: what ``conf/index/*.yaml`` builds (its
-    ``k`` is the search's). Takes exactly the keywords of ``RegionIndex.train`` and
-    ``add_block`` (its signature says so, for the config check)."""
+def build_index(vectors, **cfg) -> RegionIndex:
+    """What ``conf/index/*.yaml`` builds (its ``k`` is the search's): ``vectors`` is an
+    (N, D) array (``RegionIndex.build``) or a :class:`~claid.index.search_table.RegionTable`,
+    streamed from its store in chunks (:func:`claid.index.chunked_build.build_from_table`).
+    Takes exactly the keywords of ``RegionIndex.train`` and ``add_block`` (its
+    signature says so, for the config check)."""
+    if hasattr(vectors, "vector_chunks"):
+        from claid.index.chunked_build import build_from_table
+
+        return build_from_table(vectors, **cfg)
     return RegionIndex.build(vectors, **cfg)
 
 

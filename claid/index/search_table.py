@@ -1,8 +1,14 @@
 """The search table: what each indexed row is (its image and box), beside the index.
 
-    region_table(store, whole_image) -> RegionTable     (vectors, image, box per row)
+    region_table(store, whole_image) -> RegionTable     (image, box per row; vectors streamed)
     save_search_table(index_dir, table, ...)            regions.npz + search.json
     load_search_table(index_dir) -> meta, image, boxes  (what claid.search reads)
+
+A table never holds the collection's vectors: they stay in the memory-mapped store
+and are read in bounded chunks (``RegionTable.vector_chunks``, float16 -> float32 one
+chunk at a time), so indexing a store larger than memory needs memory for one chunk
+plus the index. What a search needs per row is kept as compact arrays: the image
+number (int64, 8 B) and the box (4 x float32, 16 B).
 
 On disk, in an index dir (schema ``SCHEMA_VERSIONS["search_table"]``)::
 
@@ -19,6 +25,7 @@ reading an index dir runs no code it names (:mod:`claid.registered`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,15 +37,86 @@ from claid.registered import record_descriptor
 
 SCHEMA_VERSION = schema_version("search_table")
 
+#: Rows converted to float32 at a time when streaming (64k x 2048 x 4 B = 512 MiB at
+#: most; callers pass smaller chunks for wide vectors through ``rows``).
+CHUNK_ROWS = 65536
+
 
 @dataclass
 class RegionTable:
-    """All searchable regions: rows of ``vectors`` with their image and box."""
+    """All searchable rows: the store's regions, then (optionally) one extra row per
+    image, with each row's image and box.
 
-    vectors: np.ndarray  # (N, D) float32
-    region_image: np.ndarray  # (N,) int64 index into image_ids
-    boxes: np.ndarray  # (N, 4) float32 original pixels
+    Attributes:
+        store: the RegionStore the first ``store_rows`` rows are read from (None for
+            a table of extra rows only).
+        extra_vectors: (n_extra, D) rows appended after the store's (float16 or
+            float32, converted chunk by chunk), or None.
+        region_image: (N,) int64 index into ``image_ids`` of each row.
+        boxes: (N, 4) float32 boxes, original pixels.
+        image_ids: the database image ids.
+        dim: D, the vector length.
+    """
+
+    store: object | None
+    extra_vectors: np.ndarray | None
+    region_image: np.ndarray
+    boxes: np.ndarray
     image_ids: list[str]
+    dim: int
+
+    @property
+    def store_rows(self) -> int:
+        """Rows read from the store (the first rows of the table)."""
+        return 0 if self.store is None else int(self.store.num_regions)
+
+    @property
+    def n_rows(self) -> int:
+        """N, the number of searchable rows."""
+        return int(self.region_image.shape[0])
+
+    def vector_chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first row, (B, D) float32)`` for consecutive chunks of at most
+        ``rows`` rows, in row order; each chunk is a fresh float32 array."""
+        rows = max(1, int(rows))
+        if self.store is not None:
+            for start, stored in self.store.vector_chunks():
+                for offset in range(0, stored.shape[0], rows):
+                    part = stored[offset : offset + rows]
+                    yield start + offset, np.asarray(part, dtype=np.float32)
+        if self.extra_vectors is not None:
+            first = self.store_rows
+            for offset in range(0, self.extra_vectors.shape[0], rows):
+                part = self.extra_vectors[offset : offset + rows]
+                yield first + offset, np.array(part, dtype=np.float32)
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), D) float32 vectors of the given rows (sorted ascending, e.g. a
+        training sample), read chunk by chunk."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (np.any(np.diff(rows) < 0) or rows[0] < 0 or rows[-1] >= self.n_rows):
+            raise ValueError(f"gather needs sorted rows in [0, {self.n_rows})")
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        filled = 0
+        for start, chunk in self._raw_chunks():
+            stop = start + chunk.shape[0]
+            lo, hi = np.searchsorted(rows, [start, stop])
+            if hi > lo:
+                out[filled : filled + hi - lo] = chunk[rows[lo:hi] - start]
+                filled += hi - lo
+        return out
+
+    def _raw_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Chunks in their stored dtype (memory-mapped shards, no conversion)."""
+        if self.store is not None:
+            yield from self.store.vector_chunks()
+        if self.extra_vectors is not None:
+            yield self.store_rows, self.extra_vectors
+
+    def vectors(self) -> np.ndarray:
+        """(N, D) float32 copy of every row: for small tables and tests only (the
+        stages stream with :meth:`vector_chunks`)."""
+        return self.gather(np.arange(self.n_rows))
 
 
 def full_boxes(store) -> np.ndarray:
@@ -51,22 +129,23 @@ def full_boxes(store) -> np.ndarray:
 
 def region_table(store, whole_image: np.ndarray | None) -> RegionTable:
     """The store's regions, plus one whole-image region per image when ``whole_image``
-    (n_images, D) is given."""
-    vectors = np.asarray(store.vectors(), dtype=np.float32)
+    (n_images, D) is given. Reads only the per-region image numbers and boxes; the
+    vectors stay in the store."""
     region_image = np.asarray(store.region_image(), dtype=np.int64)
-    boxes = np.asarray(store.boxes(), dtype=np.float32)
+    boxes = np.asarray(store.boxes(), dtype=np.float32).reshape(-1, 4)
+    extra = None
     if whole_image is not None:
-        full = full_boxes(store)
-        vectors = np.concatenate([vectors.reshape(-1, whole_image.shape[1]), whole_image])
-        region_image = np.concatenate([region_image, np.arange(len(full), dtype=np.int64)])
-        boxes = np.concatenate([boxes.reshape(-1, 4), full])
-    return RegionTable(vectors, region_image, boxes, list(store.image_ids))
+        extra = np.asarray(whole_image).reshape(-1, store.dim)  # any float dtype: converted per chunk
+        region_image = np.concatenate([region_image, np.arange(len(extra), dtype=np.int64)])
+        boxes = np.concatenate([boxes, full_boxes(store)])
+    return RegionTable(store, extra, region_image, boxes, list(store.image_ids), int(store.dim))
 
 
 def whole_image_table(store, whole_image: np.ndarray) -> RegionTable:
     """One row per image: its whole-image vector and full box (the global baseline)."""
-    return RegionTable(whole_image, np.arange(len(whole_image)), full_boxes(store),
-                       list(store.image_ids))
+    whole_image = np.asarray(whole_image)  # float16 or float32: converted per chunk
+    return RegionTable(None, whole_image, np.arange(len(whole_image), dtype=np.int64),
+                       full_boxes(store), list(store.image_ids), int(whole_image.shape[1]))
 
 
 def save_search_table(index_dir: Path, table: RegionTable, descriptor: dict, key: dict) -> None:

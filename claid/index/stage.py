@@ -19,7 +19,8 @@ SEARCH_KEYS = ("k",)
 
 
 def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
-    """Build (or load) the FAISS index over ``table.vectors`` into ``index-<hash>``.
+    """Build (or load) the FAISS index over ``table``'s rows into ``index-<hash>``,
+    streaming the vectors from the store (memory: the index plus one chunk).
 
     Args:
         cfg: the run's config (``index``, ``descriptor``, ``seed``).
@@ -44,7 +45,7 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
             if index is not None:
                 return index, index_dir
         build_index = build(node)  # claid.index.build_index with the index settings
-        index = build_index(table.vectors, seed=params["seed"])
+        index = build_index(table, seed=params["seed"])
         # search.json is written last: a folder without it is an interrupted build, redone
         index.save(index_dir, provenance={"key": key}, overwrite=True)
         save_search_table(index_dir, table, descriptor=plain(cfg.descriptor), key=key)
@@ -72,13 +73,14 @@ def _reusable_index(index_dir: Path, key: dict):
 
 
 def search_stage(index, table: RegionTable, query_vectors: np.ndarray, queries: list,
-                 k: int | None) -> list[Ranking]:
+                 k: int | None, memory_gb: float = 1.0) -> list[Ranking]:
     """Region search -> image ranking (an image ranks at its best region), one
     Ranking per query, the query's own image excluded.
 
     Args:
         query_vectors: (n_queries, D) float32, in ``queries`` order.
-        k: regions retrieved per query (None: all).
+        k: regions retrieved per query (None: all, exact indexes only).
+        memory_gb: working memory of the exhaustive search's query blocks (``search.memory_gb``).
     """
     from claid.index import search_images
 
@@ -91,4 +93,5 @@ def search_stage(index, table: RegionTable, query_vectors: np.ndarray, queries: 
         [q.qid for q in queries],
         k=k,
         exclude=[{q.image} if q.image else set() for q in queries],
+        memory_gb=memory_gb,
     )

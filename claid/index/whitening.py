@@ -68,7 +68,7 @@ def fit_pca_whitening(
     eps: float = 1e-9,
     *,
     fitted_on: str = "",
-    block: int = 65536,
+    block: int = 8192,
 ) -> dict:
     """Fit a PCA-whitening on (already L2-normalised) vectors.
 

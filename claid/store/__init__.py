@@ -8,6 +8,7 @@ rank), memory-mappable and versioned.
     reader.py       RegionStore.open(store_dir): image ids, vectors, boxes, masks, tokens
     writer.py       RegionStoreWriter (atomic shard commits), ensure_store, write_summary
     maintenance.py  compact_store, find_token_store
+    synthetic.py    write_synthetic_store: generated stores for benchmarks and memory tests
 """
 
 from claid.artifacts import config_hash

@@ -59,7 +59,8 @@ def blocks(n: int, block_size: int):
 def load_preset(name: str) -> dict:
     cfg = OmegaConf.to_container(OmegaConf.load(PRESET_DIR / f"{name}.yaml"))
     cfg.pop("k")
-    return cfg
+    # _target_ / _partial_ say which function builds it (claid.index.build_index)
+    return {key: value for key, value in cfg.items() if not key.startswith("_")}
 
 
 def time_queries(index: RegionIndex, queries: np.ndarray, k: int, n_single: int) -> dict:

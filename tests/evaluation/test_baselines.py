@@ -55,12 +55,15 @@ def test_repeats_shrink_as_queries_grow_and_as_rankings_lengthen():
 
 
 @pytest.mark.parametrize("key, value", [("shuffle_draws", 0), ("save_top", -1), ("save_top", None),
-                                        ("shuffle_draws", 2.5), ("whole_image_region", "yes")])
+                                        ("shuffle_draws", 2.5), ("whole_image_region", "yes"),
+                                        ("memory_gb", 0), ("memory_gb", "1G"),
+                                        ("max_memory_gb", -1), ("regions_per_image", 0)])
 def test_search_settings_are_checked_before_any_work(key, value):
     from omegaconf import OmegaConf
 
     search = OmegaConf.create({"shuffle_draws": 2000, "save_top": 100, "whole_image_region": False,
-                               "global_baseline": True})
+                               "global_baseline": True, "memory_gb": 1.0, "max_memory_gb": None,
+                               "regions_per_image": 30})
     check_search_settings(search)
     search[key] = value
     with pytest.raises(ValueError, match=f"search.{key}"):

@@ -1,0 +1,148 @@
+"""How much memory a run will need, estimated before extraction from the collection
+size and the index preset, and a clear stop when it exceeds the machine.
+
+    estimate_run_memory(cfg, n_images, n_queries) -> MemoryEstimate
+    check_run_memory(cfg, bench)          SettingsError naming the estimate and a preset that fits
+
+The estimate adds what the stages after extraction hold at once (measured with
+``experiments/bench_scale``): the index (bytes per row from the FAISS factory), 24
+bytes per row of search table (image number, box), the whole-image vectors and the
+global baseline's index, the training sample, the search's working memory
+(``search.memory_gb`` for exhaustive search) and the rankings (twice, while the
+chance level shuffles them), plus :data:`PROCESS_GIB` for the interpreter, the
+libraries and the networks. The number of regions per image is not known before
+extraction: ``search.regions_per_image`` (default 30) stands for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+
+from claid.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+#: Interpreter, torch, FAISS, the networks and their buffers (measured 0.6 GiB before
+#: the first stage of bench_scale, without networks; a ViT-B and a ResNet-50 add ~0.5).
+PROCESS_GIB = 1.5
+#: Bytes per row of the search table: region_image int64 + box 4 x float32.
+TABLE_ROW_BYTES = 24
+#: Bytes per ranked entry: a list slot for the image id, the float32 score, the box.
+RANKED_ENTRY_BYTES = 28
+#: Training rows when ``train_size`` is null (``claid.index.chunked_build.MAX_TRAIN_ROWS``).
+MAX_TRAIN_ROWS = 100_000
+GIB = 2**30
+
+
+@dataclass
+class MemoryEstimate:
+    """Estimated peak memory of the stages after extraction, in bytes, by part."""
+
+    rows: int
+    parts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {value / GIB:.1f}" for name, value in self.parts.items()
+                         if value >= 0.05 * GIB)
+
+
+def index_bytes_per_row(factory: str, dim: int) -> float:
+    """Bytes one indexed vector takes in a FAISS index made from ``factory`` at ``dim``
+    (codes, ids of inverted lists, graph links, refinement codes)."""
+    owner = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    return _bytes_per_row(owner)
+
+
+def _bytes_per_row(owner) -> float:
+    index = faiss.downcast_index(owner)  # a view: ``owner`` keeps the C++ object alive
+    if isinstance(index, faiss.IndexRefine):
+        return _bytes_per_row(index.base_index) + _bytes_per_row(index.refine_index)
+    if isinstance(index, faiss.IndexPreTransform):
+        return _bytes_per_row(index.index)
+    if isinstance(index, faiss.IndexHNSW):  # level-0 links (2M) plus ~1/M of upper levels
+        links = 2 * index.hnsw.nb_neighbors(1) * 4 * 1.1
+        return _bytes_per_row(index.storage) + links
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return ivf.code_size + 8  # code + int64 id in its inverted list
+    return float(index.code_size)
+
+
+def estimate_run_memory(cfg, n_images: int, n_queries: int) -> MemoryEstimate:
+    """Peak memory of the stages after extraction for ``n_images`` database images.
+
+    Args:
+        cfg: the run's config (``index``, ``descriptor.dim``, ``search``).
+        n_images: database images.
+        n_queries: queries searched.
+    """
+    search, index = cfg.search, cfg.index
+    dim = int(cfg.descriptor.dim)
+    per_image = int(search.get("regions_per_image", 30)) + (1 if search.whole_image_region else 0)
+    rows = n_images * per_image
+    width = int(index.get("whitening_dim") or dim)
+    k = index.get("k")
+    train = index.get("train_size")
+    train_rows = min(rows, int(train) if train else MAX_TRAIN_ROWS)
+    needs_training = index.get("whitening") == "database" or index.factory != "Flat"
+    ranked = n_queries * (n_images if k is None else min(int(k), n_images))
+    whole = search.global_baseline or search.whole_image_region
+    per_row = index_bytes_per_row(index.factory, width)
+    parts = {
+        "index": int(rows * per_row),
+        "search table": rows * TABLE_ROW_BYTES,
+        # float32, twice while the store's shards are concatenated (measured in bench_scale)
+        "whole-image vectors and their index": int(n_images * (2 * dim * 4 + per_row)) if whole else 0,
+        "training sample": train_rows * dim * 4 * 3 if needs_training else 0,
+        "search": int(float(search.memory_gb) * GIB) if k is None else 0,
+        "rankings": 2 * ranked * RANKED_ENTRY_BYTES,
+        "process and networks": int(PROCESS_GIB * GIB),
+    }
+    return MemoryEstimate(rows, parts)
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine, bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_run_memory(cfg, bench) -> MemoryEstimate | None:
+    """Stop the run before extraction when its estimated memory exceeds the limit
+    (``search.max_memory_gb``, default: this machine's memory), naming the estimate
+    and the shipped index presets that would fit. Returns the estimate (None when
+    ``descriptor.dim`` is unknown, logged)."""
+    from omegaconf import OmegaConf
+
+    if cfg.descriptor.get("dim") is None:
+        log.warning("descriptor.dim unknown: the run's memory is not estimated")
+        return None
+    limit_gb = cfg.search.get("max_memory_gb")
+    limit = int(float(limit_gb) * GIB) if limit_gb is not None else machine_memory_bytes()
+    n_images, n_queries = len(bench.database), len(bench.queries)
+    estimate = estimate_run_memory(cfg, n_images, n_queries)
+    log.info("estimated memory after extraction: %.1f GiB (%s)", estimate.total / GIB,
+             estimate.describe())
+    if estimate.total <= limit:
+        return estimate
+    fits = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "conf" / "index").glob("*.yaml")):
+        preset = OmegaConf.create({"index": OmegaConf.load(path), "search": cfg.search,
+                                   "descriptor": {"dim": int(cfg.descriptor.dim)}})
+        other = estimate_run_memory(preset, n_images, n_queries).total
+        if other <= limit:
+            fits.append(f"index={path.stem} ({other / GIB:.1f} GiB)")
+    advice = ("use " + " or ".join(fits)) if fits else "no shipped index preset fits either"
+    raise SettingsError(
+        f"index={cfg.index.factory}: estimated memory {estimate.total / GIB:.1f} GiB for "
+        f"{n_images:,} images x {cfg.search.get('regions_per_image', 30)} regions "
+        f"({estimate.describe()}) exceeds the limit of {limit / GIB:.1f} GiB "
+        f"(search.max_memory_gb, default this machine's memory); {advice}")
