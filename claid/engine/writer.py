@@ -181,29 +181,6 @@ class ExtractionProgress(pl.Callback):
         self.bar.update(len(outputs["regions"]) + len(outputs["skipped"]))
         self.bar.set_postfix(regions=self.regions, refresh=False)
 
-    def _fill_caches(self, prediction: dict) -> None:
-        """Cache what the networks computed in this prediction (before the store
-        records the image as done, so a crash never leaves a done image uncached)."""
-        if self.token_cache is None and self.map_cache is None:
-            return
-        if prediction.get("patch_grids") is None:
-            raise ValueError("feature caches need ExtractionModule(return_features=True)")
-        for k, item in enumerate(prediction["regions"]):
-            # what a network computed is written (also over a stale entry of a file
-            # that changed size); what came from the cache is not rewritten
-            image_id = item.image_id
-            tokens_computed, map_computed = prediction["computed"][k]
-            if self.token_cache is not None and tokens_computed:
-                self.token_cache.put_patch_grid(image_id, prediction["patch_grids"][k])
-            fmap = prediction["feature_maps"][k]
-            if self.map_cache is not None and fmap is not None and map_computed:
-                self.map_cache.put_feature_map(image_id, fmap, prediction["descriptor_scales"][k],
-                                               item.image_size)
-        for image_id, reason in prediction["skipped"]:
-            for cache in (self.token_cache, self.map_cache):
-                if cache is not None and not cache.has(image_id):
-                    cache.skip(image_id, reason)
-
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.bar is not None:
             # the batches the store writer drained after the last step (it runs first)
