@@ -45,9 +45,8 @@ __all__ = ["RunResult", "SettingsError", "check_settings", "run"]
 
 log = logging.getLogger(__name__)
 
-#: Config groups that build an object, and the keys the pipeline reads beside it.
-BUILT_GROUPS = {"dataset": (), "backbone": (), "cutter": (), "descriptor": (),
-                "index": ("k",), "engine": ("threads",), "tracking": ()}
+#: Config groups that build an object (their keys are checked against the target).
+BUILT_GROUPS = ("dataset", "backbone", "cutter", "descriptor", "index", "engine", "tracking")
 
 
 @dataclass
@@ -64,8 +63,12 @@ def check_settings(cfg: DictConfig) -> None:
     """Every check that needs no data and no network, before hours of extraction:
     unknown keys in any group that builds an object, value ranges and choices
     (``claid.settings.VALUE_RULES``), timm model names, and ``search.*``."""
-    for group, extra in BUILT_GROUPS.items():
-        check_group_keys(group, cfg.get(group), extra)
+    from claid.engine.stage import RUN_KEYS
+    from claid.index.stage import SEARCH_KEYS
+
+    read_by_the_run = {"index": SEARCH_KEYS, "engine": RUN_KEYS}  # not the target's keywords
+    for group in BUILT_GROUPS:
+        check_group_keys(group, cfg.get(group), read_by_the_run.get(group, ()))
     check_values(cfg)
     check_model_names(cfg)
     check_search_settings(cfg.search)

@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 RUN_KEYS = ("threads",)
 #: Lightning's short precision names and the full ones they stand for (one store key)
 _PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
-#: how a run checks a store before reusing it (``store.verify``)
-VERIFY_MODES = ("checksums", "sizes")
 
 
 #: How long rank 0 keeps re-listing a store that looks incomplete after the barrier
@@ -120,12 +118,11 @@ def open_feature_caches(cfg, bench, cache_dir: Path):
     from hydra.utils import get_class
 
     from claid.engine.feature_cache import FeatureCache
+    from claid.settings import VALUE_RULES, check_values
 
     if not cfg.cache.tokens:
         return None, None
-    for name in ("token_dtype", "map_dtype"):
-        if cfg.cache[name] not in ("float16", "float32"):
-            raise ValueError(f"cache.{name} must be float16 or float32, got {cfg.cache[name]!r}")
+    check_values(cfg, {k: VALUE_RULES[k] for k in ("cache.token_dtype", "cache.map_dtype")})
     token_key, map_key = feature_cache_keys(cfg, bench)
     tokens = FeatureCache(cache_dir / f"tokens-{config_hash(token_key)}", kind="tokens",
                           key=token_key, dtype=cfg.cache.token_dtype)
@@ -188,11 +185,10 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
     """
     from claid.engine.rank_reports import clear_rank_reports, gather_rank_reports
     from claid.engine.ranks import is_global_zero, is_lone_process, launcher_state_restored
-    from claid.settings import SettingsError
+    from claid.settings import VALUE_RULES, check_values
 
+    check_values(cfg, {"store.verify": VALUE_RULES["store.verify"]})  # also for direct callers
     verify = cfg.store.get("verify", "checksums")
-    if verify not in VERIFY_MODES:
-        raise SettingsError(f"store.verify must be one of {', '.join(VERIFY_MODES)} (got {verify!r})")
     key = store_key(cfg, bench)
     store_dir = cache_dir / f"regions-{config_hash(key)}"
     if not is_global_zero():  # read before the launcher writes its variables
