@@ -269,11 +269,13 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
     result is cached as ``wholeimage-<hash>.npy``.
 
     Returns:
-        (n_images, D) float32 in ``store.image_ids`` order.
+        (n_images, D) in ``store.image_ids`` order: the stored dtype (float16 by
+        default, half of float32 at a million images; every reader converts chunk by
+        chunk), float32 when computed here.
     """
     from claid.images import load_image
 
-    stored = store.whole_image_vectors(np.float32)
+    stored = store.whole_image_vectors()
     if stored is not None:
         return stored
     key = {"dataset": database_key(bench), "descriptor": region_descriptor_key(cfg),

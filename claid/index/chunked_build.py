@@ -75,7 +75,8 @@ def build_from_table(table, *, add_block: int = 16384, **cfg) -> RegionIndex:
                         "sample of %d (set index.train_size to choose)", n, MAX_TRAIN_ROWS)
             train_size = MAX_TRAIN_ROWS
             sample_note = {"rows": MAX_TRAIN_ROWS, "of": n, "reason": "train_size null, capped"}
-        sample = table.gather(training_rows(n, train_size, seed))
+        # in the stored dtype (float16: half of float32); `train` converts it once
+        sample = table.gather(training_rows(n, train_size, seed), dtype=table.stored_dtype)
     else:
         sample = np.zeros((0, dim), dtype=np.float32)  # dimension only: nothing to fit
     index = RegionIndex.train(sample, **{**cfg, "train_size": train_size})

@@ -114,7 +114,9 @@ class RegionIndex:
             raise ValueError('whitening_dim needs whitening="database" or "file"')
         started = time.perf_counter()
         sample = subsample(training_vectors, train_size, seed)
-        unit_sample = l2_normalize(sample, what="training vectors")
+        # a drawn subsample is this function's own: normalised in place (no 2nd copy)
+        unit_sample = l2_normalize(sample, what="training vectors",
+                                   overwrite=sample is not training_vectors)
         # the fallback is decided from the number of vectors before any fitting: a
         # collection too small for `factory` is also too small for its whitening_dim
         used_factory, fallback_info = choose_factory(

@@ -90,13 +90,23 @@ class RegionTable:
                 part = self.extra_vectors[offset : offset + rows]
                 yield first + offset, np.array(part, dtype=np.float32)
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), D) float32 vectors of the given rows (sorted ascending, e.g. a
-        training sample), read chunk by chunk."""
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """The dtype the rows are kept in (float16 for a default store): one that
+        holds both the store's and the extra rows' values exactly."""
+        kinds = [np.dtype(self.store.dtype)] if self.store is not None else []
+        if self.extra_vectors is not None:
+            kinds.append(self.extra_vectors.dtype)
+        return np.result_type(*kinds) if kinds else np.dtype(np.float32)
+
+    def gather(self, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """(len(rows), D) vectors of the given rows (sorted ascending, e.g. a
+        training sample), read chunk by chunk, as ``dtype`` (``stored_dtype`` for
+        half the memory of float32 on a float16 store)."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (np.any(np.diff(rows) < 0) or rows[0] < 0 or rows[-1] >= self.n_rows):
             raise ValueError(f"gather needs sorted rows in [0, {self.n_rows})")
-        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        out = np.empty((rows.size, self.dim), dtype=dtype)
         filled = 0
         for start, chunk in self._raw_chunks():
             stop = start + chunk.shape[0]

@@ -30,35 +30,64 @@ log = logging.getLogger(__name__)
 #: them would multiply floating-point noise by ~1e4 or more.
 RANK_RTOL = 1e-6
 
+#: Rows whose norms are computed at a time (the squares are a temporary of that size).
+NORM_BLOCK = 4096
+#: Rows whitened at a time by ``whiten_and_normalize`` (4096 x 2048 x 4 B = 32 MiB a temporary).
+TRANSFORM_BLOCK = 4096
+#: Rows centred at a time while the covariance is accumulated.
+COVARIANCE_BLOCK = 4096
+
 _KEYS = ("mean", "proj", "eigvals", "n_fit", "fitted_on")
 
 
-def l2_normalize(vectors: np.ndarray, *, what: str = "vectors") -> np.ndarray:
+def l2_normalize(vectors: np.ndarray, *, what: str = "vectors",
+                 overwrite: bool = False) -> np.ndarray:
     """Rows scaled to unit L2 norm.
 
     Args:
         vectors: (N, D) float array.
         what: name used in error messages.
+        overwrite: a float32 ``vectors`` may be normalised in place (the caller
+            gives it away). Input of another dtype is converted into a new array,
+            which is then normalised in place anyway: one float32 array at a time.
     Returns:
         (N, D) float32, unit rows.
     Raises:
         ValueError: on NaN/inf entries or all-zero rows (they have no direction).
     """
-    vectors = np.asarray(vectors, dtype=np.float32)
+    return _unit_rows(vectors, what, overwrite, 0)
+
+
+def _unit_rows(vectors, what: str, overwrite: bool, first_row: int) -> np.ndarray:
+    """``l2_normalize``; errors name rows counted from ``first_row`` (a block's start)."""
+    converted = np.asarray(vectors, dtype=np.float32)
+    owned = overwrite or (converted is not vectors and not (
+        isinstance(vectors, np.ndarray) and np.may_share_memory(converted, vectors)))
+    vectors = converted
     if vectors.ndim != 2:
         raise ValueError(f"{what} must be a 2-D (N, D) array, got shape {vectors.shape}")
-    if not np.all(np.isfinite(vectors)):
-        bad = np.flatnonzero(~np.all(np.isfinite(vectors), axis=1))
+    # checks and row norms a block at a time: np.isfinite and np.linalg.norm would
+    # each make an (N, D) temporary
+    finite = np.empty(vectors.shape[0], dtype=bool)
+    norms = np.empty((vectors.shape[0], 1), dtype=np.float32)
+    for start in range(0, vectors.shape[0], NORM_BLOCK):
+        rows = vectors[start : start + NORM_BLOCK]
+        finite[start : start + NORM_BLOCK] = np.isfinite(rows).all(axis=1)
+        norms[start : start + NORM_BLOCK] = np.linalg.norm(rows, axis=1, keepdims=True)
+    if not finite.all():
+        bad = np.flatnonzero(~finite) + first_row
         raise ValueError(
             f"{what} contain NaN or inf in {bad.size} rows (first: {bad[:5].tolist()})"
         )
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if np.any(norms == 0):
-        bad = np.flatnonzero(norms[:, 0] == 0)
+        bad = np.flatnonzero(norms[:, 0] == 0) + first_row
         raise ValueError(
             f"{what} contain {bad.size} all-zero rows (first: {bad[:5].tolist()}); "
             "a zero vector has no direction to search with"
         )
+    if owned and vectors.flags.writeable:
+        vectors /= norms
+        return vectors
     return vectors / norms
 
 
@@ -68,7 +97,7 @@ def fit_pca_whitening(
     eps: float = 1e-9,
     *,
     fitted_on: str = "",
-    block: int = 8192,
+    block: int | None = None,
 ) -> dict:
     """Fit a PCA-whitening on (already L2-normalised) vectors.
 
@@ -81,7 +110,7 @@ def fit_pca_whitening(
             i.e. at most min(D, N - 1).
         eps: added to each variance before the inverse square root (numerical floor).
         fitted_on: free text recorded with the whitening (dataset / store it came from).
-        block: rows per covariance block.
+        block: rows per covariance block (None: :data:`COVARIANCE_BLOCK`).
     Returns:
         dict with ``mean`` (D,) float32, ``proj`` (D, D') float32, ``eigvals`` (D',)
         float64 (descending), ``n_fit`` and ``fitted_on``.
@@ -95,11 +124,14 @@ def fit_pca_whitening(
     n, d = vectors.shape
     if n < 2:
         raise ValueError(f"PCA-whitening needs at least 2 vectors to fit, got {n}")
-    if not np.all(np.isfinite(vectors)):
-        raise ValueError("PCA-whitening input contains NaN or inf")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    block = int(block or COVARIANCE_BLOCK)
     mean = vectors.mean(axis=0, dtype=np.float64)
+    # float64 sums of float32 values cannot overflow: the mean is finite exactly when
+    # every entry is (checked without an (N, D) mask)
+    if not np.all(np.isfinite(mean)):
+        raise ValueError("PCA-whitening input contains NaN or inf")
     cov = np.zeros((d, d), dtype=np.float64)
     for start in range(0, n, block):
         # Centre in float64, multiply in float32 (twice the BLAS speed; the relative
@@ -165,21 +197,35 @@ def apply_whitening(vectors: np.ndarray, whitening: dict) -> np.ndarray:
     return (vectors - whitening["mean"]) @ whitening["proj"]
 
 
-def whiten_and_normalize(vectors: np.ndarray, whitening: dict | None) -> np.ndarray:
+def whiten_and_normalize(vectors: np.ndarray, whitening: dict | None, *,
+                         block: int | None = None) -> np.ndarray:
     """The full protocol transform: L2 -> PCA-whiten -> L2 (PROTOCOLS.md sec. 1).
 
-    With ``whitening=None`` only the first L2 step is done.
+    With ``whitening=None`` only the first L2 step is done. Rows are transformed
+    ``block`` at a time into the output, so the only full-size array is the output
+    (a 100k x 2048 training sample is not copied twice on its way to 256-D).
 
     Args:
         vectors: (N, D) float vectors.
         whitening: a whitening dict or None.
+        block: rows transformed at a time (None: :data:`TRANSFORM_BLOCK`).
     Returns:
         (N, D') float32 unit rows (D' = D without whitening).
     """
-    unit = l2_normalize(vectors)
+    vectors = np.asarray(vectors)
+    block = int(block or TRANSFORM_BLOCK)
     if whitening is None:
-        return unit
-    return l2_normalize(apply_whitening(unit, whitening), what="whitened vectors")
+        return l2_normalize(vectors)
+    check_whitening(whitening)
+    if vectors.ndim != 2 or vectors.shape[0] <= block:
+        return l2_normalize(apply_whitening(l2_normalize(vectors), whitening),
+                            what="whitened vectors", overwrite=True)
+    out = np.empty((vectors.shape[0], np.asarray(whitening["proj"]).shape[1]), dtype=np.float32)
+    for start in range(0, vectors.shape[0], block):
+        unit = _unit_rows(vectors[start : start + block], "vectors", False, start)
+        out[start : start + unit.shape[0]] = _unit_rows(
+            apply_whitening(unit, whitening), "whitened vectors", True, start)
+    return out
 
 
 def save_whitening(path: str | os.PathLike, whitening: dict) -> Path:

@@ -212,13 +212,19 @@ class RegionStore:
     def whole_image_vectors(self, dtype: str | np.dtype | None = None) -> np.ndarray | None:
         """(n_images, dim) whole-image descriptors in :attr:`image_ids` order (stored
         dtype unless ``dtype``), or None when some shard predates them."""
-        parts = []
+        if any(shard.whole is None for shard in self._shards):
+            return None
+        # filled shard by shard: no list of parts beside the result
+        out = np.empty((len(self.image_ids), self.dim), dtype=dtype or self.dtype)
+        filled = 0
         for shard in self._shards:
-            if shard.whole is None:
-                return None
-            parts.append(np.asarray(shard.whole[shard.image_keep]))
-        out = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=self.dtype)
-        return out if dtype is None else out.astype(dtype, copy=False)
+            kept = shard.whole[shard.image_keep]
+            out[filled : filled + kept.shape[0]] = kept
+            filled += kept.shape[0]
+        if filled != out.shape[0]:
+            raise ValueError(f"the shards hold {filled} whole-image vectors for "
+                             f"{out.shape[0]} images")
+        return out
 
     def region_counts(self) -> np.ndarray:
         """(n_images,) int64 number of regions of each image."""
