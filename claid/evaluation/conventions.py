@@ -50,25 +50,35 @@ def tie_ordered(ranking: Ranking, ties: str, database_index: Mapping[str, int]) 
         return ranking
     if ties not in TIES:
         raise ValueError(f"protocol key 'ties' must be one of {tuple(TIES)}, got {ties!r}")
-    run = np.cumsum(np.r_[True, scores[1:] != scores[:-1]])
-    if run[-1] == n:
+    starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])
+    if starts.size == n:
         return ranking
     if not database_index:
         raise ValueError(
             f"ranking {ranking.qid!r} has equal scores and protocol key 'ties'={ties!r} orders them "
             "by the benchmark's database, which is empty; set ties: as_ranked"
         )
+    # only entries in runs of two or more can move: look up just those (a ranking of
+    # every image of a 27k collection has a handful of exact ties)
+    lengths = np.diff(np.r_[starts, n])
+    run = np.repeat(np.arange(starts.size), lengths)
+    tied = np.flatnonzero(np.repeat(lengths > 1, lengths))
     position = np.fromiter(
-        (database_index.get(image, len(database_index) + i) for i, image in enumerate(ranking.images)),
+        (database_index.get(ranking.images[i], len(database_index) + i) for i in tied.tolist()),
         dtype=np.int64,
-        count=n,
+        count=tied.size,
     )
-    order = np.lexsort((-position if ties == "later_first" else position, run))
-    if np.array_equal(order, np.arange(n)):
+    moved = tied[np.lexsort((-position if ties == "later_first" else position, run[tied]))]
+    if np.array_equal(moved, tied):
         return ranking
+    order = np.arange(n)
+    order[tied] = moved
+    images = list(ranking.images)
+    for i, j in zip(tied.tolist(), moved.tolist()):
+        images[i] = ranking.images[j]
     return Ranking(
         qid=ranking.qid,
-        images=[ranking.images[i] for i in order],
+        images=images,
         scores=scores[order],
         boxes=np.asarray(ranking.boxes)[order],
     )

@@ -50,6 +50,33 @@ def test_only_runs_of_equal_scores_move_and_boxes_follow_their_images():
     assert tie_ordered(ranking, "as_ranked", index) is ranking
 
 
+def _sorted_whole_ranking(ranking, ties, index):
+    """The definition, on every entry: a stable sort by (run of equal scores, database
+    position, reversed for later_first), images missing from the database after."""
+    scores = np.asarray(ranking.scores)
+    run = np.cumsum(np.r_[True, scores[1:] != scores[:-1]])
+    position = np.array([index.get(im, len(index) + i) for i, im in enumerate(ranking.images)])
+    order = np.lexsort((-position if ties == "later_first" else position, run))
+    return [ranking.images[i] for i in order], ranking.boxes[order]
+
+
+@pytest.mark.parametrize("ties", ["later_first", "earlier_first"])
+def test_long_rankings_with_many_runs_match_the_definition(ties):
+    rng = np.random.default_rng(7)
+    database = [f"im{i}" for i in range(400)]
+    index = {image: i for i, image in enumerate(database[:380])}  # 20 images not in the database
+    for _ in range(20):
+        images = [database[i] for i in rng.permutation(400)]
+        scores = np.sort(rng.integers(0, 60, 400))[::-1] / 60  # runs of 1 to ~15 equal scores
+        ranking = _ranking("q", images, scores)
+        got = tie_ordered(ranking, ties, index)
+        want_images, want_boxes = _sorted_whole_ranking(ranking, ties, index)
+        assert got.images == want_images
+        np.testing.assert_array_equal(got.boxes, want_boxes)
+        np.testing.assert_array_equal(got.scores, ranking.scores)
+        assert ranking.images == images  # the input is not modified
+
+
 def test_a_ranking_not_sorted_by_score_is_not_resorted():
     index = {"a": 0, "b": 1, "c": 2}
     ranking = _ranking("q", ["a", "c", "b"], [0.2, 0.9, 0.2])  # no two equal scores are adjacent
