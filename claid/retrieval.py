@@ -157,7 +157,7 @@ def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | N
         return []
     meta, region_image, region_boxes = load_search_table(index_dir)
     rankings = search_images(
-        RegionIndex.load(index_dir),
+        RegionIndex.load(index_dir, mmap=True),  # a flat index stays in its file
         np.stack(rows).astype(np.float32),
         region_image,
         region_boxes,

@@ -63,8 +63,14 @@ def save_index(
     return directory
 
 
-def load_index(directory: str | os.PathLike) -> RegionIndex:
+def load_index(directory: str | os.PathLike, *, mmap: bool = False) -> RegionIndex:
     """Read an index folder written by :func:`save_index`.
+
+    With ``mmap`` the vectors of a flat (exact) index are memory-mapped from
+    ``index.faiss`` instead of read into memory (FAISS ``IO_FLAG_MMAP_IFC``): a search
+    reads them through the page cache, which the kernel can drop, so a 4 GiB flat
+    index costs no anonymous memory. Such an index is read-only (no ``add``). Other
+    index types are read as usual.
 
     Raises:
         FileNotFoundError: when the folder or one of its files is missing.
@@ -84,7 +90,8 @@ def load_index(directory: str | os.PathLike) -> RegionIndex:
             f"{directory} has index schema {meta.get('schema_version')}, this claid reads "
             f"{SCHEMA_VERSION}; rebuild the index"
         )
-    faiss_index = faiss.read_index(str(directory / INDEX_FILE))
+    faiss_index = faiss.read_index(str(directory / INDEX_FILE),
+                                   faiss.IO_FLAG_MMAP_IFC if mmap else 0)
     whitening = None
     if (directory / WHITENING_FILE).is_file():
         whitening = load_whitening(directory / WHITENING_FILE)

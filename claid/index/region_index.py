@@ -363,11 +363,12 @@ class RegionIndex:
         return save_index(self, directory, provenance=provenance, overwrite=overwrite)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> RegionIndex:
-        """Read an index folder: :func:`claid.index.index_dir.load_index`."""
+    def load(cls, directory: str | os.PathLike, *, mmap: bool = False) -> RegionIndex:
+        """Read an index folder: :func:`claid.index.index_dir.load_index` (``mmap``:
+        a flat index's vectors stay in the file, read through the page cache)."""
         from claid.index.index_dir import load_index
 
-        return load_index(directory)
+        return load_index(directory, mmap=mmap)
 
 
 def build_index(vectors, **cfg) -> RegionIndex:

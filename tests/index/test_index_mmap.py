@@ -1,0 +1,53 @@
+"""A flat index dir is searched from its file: loaded with ``mmap=True`` its vectors
+are memory-mapped (page cache, which the kernel can drop), not read into anonymous
+memory, and it searches exactly like the index it was saved from."""
+
+import numpy as np
+
+from claid.index import RegionIndex, search_images
+
+
+def _rss_anon() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon"))
+
+
+def test_a_memory_mapped_flat_index_costs_no_anonymous_memory(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40000, 1024)).astype(np.float32)
+    built = RegionIndex.build(vectors)
+    queries = vectors[::4000] + 0.05
+    want_sims, want_ids = built.search(queries, 20)
+    size = built.nbytes()  # 164 MB
+    built.save(tmp_path / "index")
+    del built, vectors
+
+    before = _rss_anon()
+    mapped = RegionIndex.load(tmp_path / "index", mmap=True)
+    sims, ids = mapped.search(queries, 20)
+    grown = _rss_anon() - before
+    assert grown < 0.2 * size, f"mmap load grew RssAnon by {grown / size:.2f} x the index"
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(sims, want_sims)
+
+    before = _rss_anon()
+    loaded = RegionIndex.load(tmp_path / "index")  # the default reads it into memory
+    assert _rss_anon() - before > 0.8 * size
+    image = np.arange(mapped.ntotal) // 10
+    boxes = np.zeros((mapped.ntotal, 4), np.float32)
+    image_ids = [f"im{i}" for i in range(image.max() + 1)]
+    exhaustive = [search_images(index, queries, image, boxes, image_ids, list("abcdefghij"), k=None)
+                  for index in (mapped, loaded)]
+    for a, b in zip(*exhaustive):
+        assert a.images == b.images
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_other_index_types_load_the_same_with_mmap(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    built = RegionIndex.build(vectors, factory="IVF8,PQ8x4", nprobe=4, whitening="database")
+    built.save(tmp_path / "ivf")
+    mapped = RegionIndex.load(tmp_path / "ivf", mmap=True)
+    queries = vectors[:50]
+    np.testing.assert_array_equal(mapped.search(queries, 5)[1], built.search(queries, 5)[1])
