@@ -351,6 +351,14 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def move_into(written: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Move a fully written and synced file into a folder being built (e.g. a
+    temporary folder that :func:`commit_dir` commits), in one rename on the same
+    file system."""
+    os.replace(written, destination)
+    return Path(destination)
+
+
 def commit_dir(tmp: str | os.PathLike, directory: str | os.PathLike) -> Path:
     """Move a fully written folder ``tmp`` (from :func:`temp_path`) to ``directory``
     in one rename, replacing an existing folder of that name: readers see the old

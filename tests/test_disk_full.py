@@ -115,3 +115,12 @@ def test_library_runtime_error_reporting_enospc_is_a_full_disk(tmp_path):
     with pytest.raises(RuntimeError, match="something else"):
         with disk_full_guard(tmp_path / "x.faiss"):
             raise RuntimeError("something else")
+
+
+def test_a_flat_index_streamed_to_a_full_disk_leaves_no_file(tiny_disk):
+    from claid.index.flat_file import write_flat_index
+
+    chunks = (np.ones((1000, 64), np.float32) for _ in range(4))  # 1 MB: more than the disk
+    with pytest.raises(DiskFullError, match="disk full: cannot write"):
+        write_flat_index(tiny_disk / "index.faiss.tmp", 64, 4000, chunks)
+    assert os.listdir(tiny_disk) == []

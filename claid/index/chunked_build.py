@@ -11,9 +11,11 @@ collection:
   up to :data:`MAX_TRAIN_ROWS` (more is refused as a float32 copy of the collection:
   logged, and recorded in ``index.json`` as ``train_sample``); an index that needs no
   training and no whitening fit reads no sample at all;
-* a flat (exact) index is sized once for all rows and each transformed chunk is
-  written into its storage in place: no normalised full copy and no second buffer
-  while FAISS grows its vector;
+* a flat (exact) index is written chunk by chunk straight to its file when the
+  caller names one (``flat_file``: the index stage does), and searched memory-mapped
+  from it; else it is sized once for all rows and each transformed chunk is written
+  into its storage in place: no normalised full copy and no second buffer while
+  FAISS grows its vector;
 * other indexes get the transformed chunks through ``add``, ``add_block`` rows at a time.
 """
 
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from claid.index.flat_file import write_flat_index
 from claid.index.region_index import RegionIndex
 
 log = logging.getLogger(__name__)
@@ -54,13 +58,16 @@ def _needs_sample(factory: str, whitening: str, dim: int) -> bool:
         return True  # let RegionIndex.train report the bad factory
 
 
-def build_from_table(table, *, add_block: int = 16384, **cfg) -> RegionIndex:
+def build_from_table(table, *, add_block: int = 16384, flat_file=None, **cfg) -> RegionIndex:
     """Train on a sample of ``table``'s rows and add all of them, chunk by chunk.
 
     Args:
         table: a :class:`~claid.index.search_table.RegionTable` (``n_rows``, ``dim``,
             ``vector_chunks(rows)``, ``gather(rows)``); rows are L2-normalised vectors.
         add_block: rows converted, transformed and added at a time.
+        flat_file: for a flat (exact) index, a file to write it to chunk by chunk;
+            the index then maps its vectors from that file (``pending_file``, moved
+            into the index dir by ``save``) instead of holding them in memory.
         **cfg: the keyword arguments of ``RegionIndex.train``.
     Returns:
         the RegionIndex; region ids are the table's row numbers.
@@ -84,7 +91,12 @@ def build_from_table(table, *, add_block: int = 16384, **cfg) -> RegionIndex:
         index.meta["train_sample"] = sample_note
     del sample
     flat = faiss.downcast_index(index.faiss_index)
-    if isinstance(flat, faiss.IndexFlat) and n:
+    if (isinstance(flat, faiss.IndexFlat) and flat.metric_type == faiss.METRIC_INNER_PRODUCT
+            and n and flat_file is not None):
+        transformed = (index.transform(chunk) for _, chunk in table.vector_chunks(add_block))
+        index.faiss_index = write_flat_index(flat_file, index.dim, n, transformed)
+        index.pending_file, index.mapped = Path(flat_file), True
+    elif isinstance(flat, faiss.IndexFlat) and n:
         _fill_flat(index, flat, table, add_block)
     else:
         for _, chunk in table.vector_chunks(add_block):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import faiss
 
-from claid.artifacts import commit_dir, disk_full_guard, fsync_file, temp_path, write_synced
+from claid.artifacts import commit_dir, disk_full_guard, fsync_file, move_into, temp_path, write_synced
 from claid.index.region_index import SCHEMA_VERSION, RegionIndex
 from claid.index.whitening import load_whitening, save_whitening
 
@@ -49,9 +49,13 @@ def save_index(
     tmp = temp_path(directory)
     tmp.mkdir()
     try:
-        with disk_full_guard(directory / INDEX_FILE):  # faiss reports ENOSPC as RuntimeError
-            faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
-        fsync_file(tmp / INDEX_FILE)
+        if index.pending_file is not None:  # written by a streamed flat build, synced
+            move_into(index.pending_file, tmp / INDEX_FILE)
+            index.pending_file = None
+        else:
+            with disk_full_guard(directory / INDEX_FILE):  # faiss reports ENOSPC as RuntimeError
+                faiss.write_index(index.faiss_index, str(tmp / INDEX_FILE))
+            fsync_file(tmp / INDEX_FILE)
         if index.whitening is not None:
             save_whitening(tmp / WHITENING_FILE, index.whitening)
         record = {**index.describe(), "provenance": provenance or {}}
@@ -105,6 +109,7 @@ def load_index(directory: str | os.PathLike, *, mmap: bool = False) -> RegionInd
     for key in ("ntotal", "claid_version", "faiss_version", "provenance"):
         meta.pop(key, None)
     index = RegionIndex(faiss_index, whitening, meta)
+    index.mapped = mmap and index.is_exact
     index.set_search_params(
         **{name: meta["params"].get(name) for name in ("nprobe", "ef_search", "refine_factor")}
     )

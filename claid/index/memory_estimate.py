@@ -97,12 +97,16 @@ def estimate_run_memory(cfg, n_images: int, n_queries: int) -> MemoryEstimate:
     ranked = n_queries * (n_images if k is None else min(int(k), n_images))
     whole = search.global_baseline or search.whole_image_region
     per_row = index_bytes_per_row(index.factory, width)
+    stored = 2 if (cfg.get("store") or {}).get("dtype", "float16") == "float16" else 4
     parts = {
+        # a flat index is memory-mapped from its file (page cache, not anonymous
+        # memory) but read once per query block: counted, as memory it wants resident
         "index": int(rows * per_row),
         "search table": rows * TABLE_ROW_BYTES,
-        # float32, twice while the store's shards are concatenated (measured in bench_scale)
-        "whole-image vectors and their index": int(n_images * (2 * dim * 4 + per_row)) if whole else 0,
-        "training sample": train_rows * dim * 4 * 3 if needs_training else 0,
+        # in the stored dtype (claid.engine.stage.whole_image_stage)
+        "whole-image vectors and their index": int(n_images * (dim * stored + per_row)) if whole else 0,
+        # gathered in the stored dtype, converted once to float32 and normalised in place
+        "training sample": train_rows * dim * (stored + 4) if needs_training else 0,
         "search": int(float(search.memory_gb) * GIB) if k is None else 0,
         "rankings": 2 * ranked * RANKED_ENTRY_BYTES,
         "process and networks": int(PROCESS_GIB * GIB),

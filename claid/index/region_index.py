@@ -58,6 +58,12 @@ class RegionIndex:
         self.faiss_index = faiss_index
         self.whitening = whitening
         self.meta = meta
+        #: an ``index.faiss`` already written for this index by a streamed flat build
+        #: (:mod:`claid.index.flat_file`), which ``save`` moves into the index dir
+        self.pending_file: Path | None = None
+        #: True when the flat vectors are memory-mapped from a file (read-only: FAISS
+        #: aborts the process on an add to a mapped index, so ``add`` refuses first)
+        self.mapped = False
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -211,6 +217,9 @@ class RegionIndex:
 
     def add(self, vectors: np.ndarray) -> None:
         """Append (B, D) vectors; their ids continue from ``ntotal``."""
+        if self.mapped:
+            raise ValueError("this index's vectors are memory-mapped from its file (read-only); "
+                             "load it with mmap=False to add to it")
         vectors = check_vectors(vectors, "region vectors")
         if vectors.shape[0]:
             self.faiss_index.add(self.transform(vectors))
@@ -371,16 +380,20 @@ class RegionIndex:
         return load_index(directory, mmap=mmap)
 
 
-def build_index(vectors, **cfg) -> RegionIndex:
+def build_index(vectors, *, flat_file: str | os.PathLike | None = None, **cfg) -> RegionIndex:
     """What ``conf/index/*.yaml`` builds (its ``k`` is the search's): ``vectors`` is an
     (N, D) array (``RegionIndex.build``) or a :class:`~claid.index.search_table.RegionTable`,
     streamed from its store in chunks (:func:`claid.index.chunked_build.build_from_table`).
     Takes exactly the keywords of ``RegionIndex.train`` and ``add_block`` (its
-    signature says so, for the config check)."""
+    signature says so, for the config check), and from the index stage (not a
+    setting) ``flat_file``: where a flat index built from a table is written
+    directly (:mod:`claid.index.flat_file`)."""
     if hasattr(vectors, "vector_chunks"):
         from claid.index.chunked_build import build_from_table
 
-        return build_from_table(vectors, **cfg)
+        return build_from_table(vectors, flat_file=flat_file, **cfg)
+    if flat_file is not None:
+        raise ValueError("flat_file needs a RegionTable (rows streamed from a store)")
     return RegionIndex.build(vectors, **cfg)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import clean_stale_temps, config_hash, file_lock, plain
+from claid.artifacts import clean_stale_temps, config_hash, file_lock, plain, temp_path
 from claid.index.search_table import RegionTable, save_search_table
 from claid.structures import Ranking
 
@@ -48,7 +48,10 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
             if index is not None:
                 return index, index_dir
         build_index = build(node)  # claid.index.build_index with the index settings
-        index = build_index(table, seed=params["seed"])
+        # a flat index goes straight to a file (no 4 GiB in memory at INSTRE size);
+        # a temporary name, cleaned if this process dies, moved into the dir by save
+        flat_file = temp_path(cache_dir / f"{index_dir.name}.faiss")
+        index = build_index(table, seed=params["seed"], flat_file=flat_file)
         # search.json is written last: a folder without it is an interrupted build, redone
         index.save(index_dir, provenance={"key": key}, overwrite=True)
         save_search_table(index_dir, table, descriptor=plain(cfg.descriptor), key=key)

@@ -3,6 +3,7 @@ are memory-mapped (page cache, which the kernel can drop), not read into anonymo
 memory, and it searches exactly like the index it was saved from."""
 
 import numpy as np
+import pytest
 
 from claid.index import RegionIndex, search_images
 
@@ -51,3 +52,14 @@ def test_other_index_types_load_the_same_with_mmap(tmp_path):
     mapped = RegionIndex.load(tmp_path / "ivf", mmap=True)
     queries = vectors[:50]
     np.testing.assert_array_equal(mapped.search(queries, 5)[1], built.search(queries, 5)[1])
+
+
+def test_a_mapped_index_refuses_to_grow_instead_of_aborting(tmp_path):
+    vectors = np.random.default_rng(2).normal(size=(100, 16)).astype(np.float32)
+    RegionIndex.build(vectors).save(tmp_path / "flat")
+    mapped = RegionIndex.load(tmp_path / "flat", mmap=True)
+    with pytest.raises(ValueError, match="memory-mapped"):
+        mapped.add(vectors[:3])  # FAISS itself would abort the process
+    loaded = RegionIndex.load(tmp_path / "flat")
+    loaded.add(vectors[:3])
+    assert loaded.ntotal == 103
