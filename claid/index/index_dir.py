@@ -18,7 +18,14 @@ from pathlib import Path
 
 import faiss
 
-from claid.artifacts import commit_dir, disk_full_guard, fsync_file, move_into, temp_path, write_synced
+from claid.artifacts import (
+    commit_dir,
+    disk_full_guard,
+    fsync_file,
+    move_into,
+    temp_path,
+    write_synced,
+)
 from claid.index.region_index import SCHEMA_VERSION, RegionIndex
 from claid.index.whitening import load_whitening, save_whitening
 
