@@ -332,7 +332,7 @@ def test_whole_image_vectors_come_from_the_store_and_a_second_pass_agrees(compos
     cache = tmp_path / "outputs" / "cache"
     assert not list(cache.glob("wholeimage-*"))  # no second pass over the images
     # a store that predates stored whole-image vectors: the stage describes every image again
-    monkeypatch.setattr(RegionStore, "whole_image_vectors", lambda self, dtype=None: None)
+    monkeypatch.setattr(RegionStore, "whole_image_rows", lambda self: None)
     second = run(compose_cfg(*SMALL, *TINY_SYNTHETIC, "tracking=none"), run_dir=tmp_path / "recomputed")
     assert len(list(cache.glob("wholeimage-*.npy"))) == 1
     assert second.metrics["time/whole_image_s"] > first.metrics["time/whole_image_s"]

@@ -398,6 +398,12 @@ def test_whole_image_vectors_round_trip_dedupe_and_compaction(tmp_path):
     assert whole.shape == (3, DIM) and store.whole_image_vectors().dtype == np.float16
     np.testing.assert_allclose(whole, expected, atol=1e-3)  # float16 storage
     np.testing.assert_allclose(store.regions_of("img/2.jpg").whole_vector, expected[2], atol=1e-3)
+    rows = store.whole_image_rows()  # the same rows, read shard by shard (duplicate skipped)
+    assert rows.shape == (3, DIM) and len(rows) == 3 and rows.dtype == np.float16
+    chunks = list(rows.chunks())
+    assert [start for start, _ in chunks] == [0, 2, 3]
+    np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), store.whole_image_vectors())
+    np.testing.assert_array_equal(np.asarray(rows), store.whole_image_vectors())
     compact_store(tmp_path)
     np.testing.assert_array_equal(RegionStore.open(tmp_path).whole_image_vectors(), store.whole_image_vectors())
 
@@ -408,7 +414,7 @@ def test_a_shard_without_whole_image_vectors_makes_the_store_say_none(tmp_path):
     writer.add(make_item("b.jpg", 1, seed=2))  # e.g. written by an older claid
     writer.flush()
     store = RegionStore.open(tmp_path)
-    assert store.whole_image_vectors() is None
+    assert store.whole_image_vectors() is None and store.whole_image_rows() is None
     assert store.regions_of("a.jpg").whole_vector is not None and store.regions_of("b.jpg").whole_vector is None
 
 

@@ -269,13 +269,14 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
     result is cached as ``wholeimage-<hash>.npy``.
 
     Returns:
-        (n_images, D) in ``store.image_ids`` order: the stored dtype (float16 by
-        default, half of float32 at a million images; every reader converts chunk by
-        chunk), float32 when computed here.
+        (n_images, D) rows in ``store.image_ids`` order: the store's own
+        (:class:`~claid.store.reader.WholeImageRows`, left in the memory-mapped
+        shards and read chunk by chunk by the search tables: 7 GiB of float16 at 5M
+        images x 768 never sit in memory), or a float32 array computed here.
     """
     from claid.images import load_image
 
-    stored = store.whole_image_vectors()
+    stored = store.whole_image_rows()
     if stored is not None:
         return stored
     key = {"dataset": database_key(bench), "descriptor": region_descriptor_key(cfg),

@@ -79,7 +79,8 @@ def baseline_scores(cfg, bench, rankings: list[Ranking], query_vectors: np.ndarr
     Args:
         rankings: the run's rankings of ``bench.queries``.
         query_vectors: (n_queries, D) float32, in ``bench.queries`` order.
-        whole: (n_images, D) float16 or float32 whole-image vectors in store order, or None.
+        whole: (n_images, D) whole-image vectors in store order (an array or the
+            store's WholeImageRows, streamed), or None.
         notes: filled with how the global baseline was searched (index factory, k),
             or why it was skipped (a whitening wider than the images can fit).
     Returns:

@@ -51,7 +51,8 @@ class RegionTable:
         store: the RegionStore the first ``store_rows`` rows are read from (None for
             a table of extra rows only).
         extra_vectors: (n_extra, D) rows appended after the store's (float16 or
-            float32, converted chunk by chunk), or None.
+            float32, converted chunk by chunk): an array or a store's
+            :class:`~claid.store.reader.WholeImageRows`; or None.
         region_image: (N,) int64 index into ``image_ids`` of each row.
         boxes: (N, 4) float32 boxes, original pixels.
         image_ids: the database image ids.
@@ -84,11 +85,21 @@ class RegionTable:
                 for offset in range(0, stored.shape[0], rows):
                     part = stored[offset : offset + rows]
                     yield start + offset, np.asarray(part, dtype=np.float32)
-        if self.extra_vectors is not None:
-            first = self.store_rows
-            for offset in range(0, self.extra_vectors.shape[0], rows):
-                part = self.extra_vectors[offset : offset + rows]
-                yield first + offset, np.array(part, dtype=np.float32)
+        for start, extra in self._extra_chunks():
+            for offset in range(0, extra.shape[0], rows):
+                part = extra[offset : offset + rows]
+                yield start + offset, np.array(part, dtype=np.float32)
+
+    def _extra_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The extra rows as ``(first row, rows)``: the whole array, or a store's
+        whole-image rows shard by shard (:class:`claid.store.reader.WholeImageRows`)."""
+        if self.extra_vectors is None:
+            return
+        if hasattr(self.extra_vectors, "chunks"):
+            for start, rows in self.extra_vectors.chunks():
+                yield self.store_rows + start, rows
+        else:
+            yield self.store_rows, self.extra_vectors
 
     @property
     def stored_dtype(self) -> np.dtype:
@@ -120,8 +131,7 @@ class RegionTable:
         """Chunks in their stored dtype (memory-mapped shards, no conversion)."""
         if self.store is not None:
             yield from self.store.vector_chunks()
-        if self.extra_vectors is not None:
-            yield self.store_rows, self.extra_vectors
+        yield from self._extra_chunks()
 
     def vectors(self) -> np.ndarray:
         """(N, D) float32 copy of every row: for small tables and tests only (the
@@ -137,6 +147,14 @@ def full_boxes(store) -> np.ndarray:
     return boxes
 
 
+def _rows(whole_image, dim: int | None = None):
+    """An array (rows of ``dim``), or a store's whole-image rows left in the store."""
+    if hasattr(whole_image, "chunks"):
+        return whole_image
+    rows = np.asarray(whole_image)
+    return rows if dim is None else rows.reshape(-1, dim)
+
+
 def region_table(store, whole_image: np.ndarray | None) -> RegionTable:
     """The store's regions, plus one whole-image region per image when ``whole_image``
     (n_images, D) is given. Reads only the per-region image numbers and boxes; the
@@ -145,7 +163,7 @@ def region_table(store, whole_image: np.ndarray | None) -> RegionTable:
     boxes = np.asarray(store.boxes(), dtype=np.float32).reshape(-1, 4)
     extra = None
     if whole_image is not None:
-        extra = np.asarray(whole_image).reshape(-1, store.dim)  # any float dtype: converted per chunk
+        extra = _rows(whole_image, store.dim)  # any float dtype: converted per chunk
         region_image = np.concatenate([region_image, np.arange(len(extra), dtype=np.int64)])
         boxes = np.concatenate([boxes, full_boxes(store)])
     return RegionTable(store, extra, region_image, boxes, list(store.image_ids), int(store.dim))
@@ -153,7 +171,7 @@ def region_table(store, whole_image: np.ndarray | None) -> RegionTable:
 
 def whole_image_table(store, whole_image: np.ndarray) -> RegionTable:
     """One row per image: its whole-image vector and full box (the global baseline)."""
-    whole_image = np.asarray(whole_image)  # float16 or float32: converted per chunk
+    whole_image = _rows(whole_image)  # float16 or float32: converted per chunk
     return RegionTable(None, whole_image, np.arange(len(whole_image), dtype=np.int64),
                        full_boxes(store), list(store.image_ids), int(whole_image.shape[1]))
 

@@ -226,6 +226,14 @@ class RegionStore:
                              f"{out.shape[0]} images")
         return out
 
+    def whole_image_rows(self) -> WholeImageRows | None:
+        """The whole-image descriptors as a view read shard by shard (never all in
+        memory: 5M images x 768 in float16 would be 7 GiB), or None when some shard
+        predates them."""
+        if any(shard.whole is None for shard in self._shards):
+            return None
+        return WholeImageRows(self)
+
     def region_counts(self) -> np.ndarray:
         """(n_images,) int64 number of regions of each image."""
         return self._counts
@@ -360,3 +368,29 @@ class RegionStore:
             image_size=tuple(int(v) for v in self._sizes[image]),
         )
 
+
+class WholeImageRows:
+    """A store's whole-image vectors, one row per image in ``image_ids`` order, read
+    shard by shard from the memory-mapped shards: what a search table needs of an
+    (n_images, dim) array (``shape``, ``dtype``, ``len``, ``chunks()``) without it."""
+
+    def __init__(self, store: RegionStore) -> None:
+        self.store = store
+        self.shape = (store.num_images, store.dim)
+        self.dtype = np.dtype(store.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first image index, (n_s, dim) stored dtype)`` shard by shard: the
+        memory-mapped rows, or a copy of one shard's kept rows."""
+        start = 0
+        for shard in self.store._shards:
+            rows = shard.whole if shard.image_keep.all() else np.asarray(shard.whole[shard.image_keep])
+            yield start, rows
+            start += int(rows.shape[0])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The whole (n_images, dim) array (small stores and tests)."""
+        return self.store.whole_image_vectors(dtype)

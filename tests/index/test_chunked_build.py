@@ -41,6 +41,21 @@ def test_table_streams_the_store_rows_then_the_extra_rows(store):
         table.gather(rows[::-1])
 
 
+def test_whole_image_rows_left_in_the_store_make_the_same_tables(store):
+    from claid.index.search_table import whole_image_table
+
+    rows, array = store.whole_image_rows(), store.whole_image_vectors()
+    for make in (lambda w: region_table(store, w), lambda w: whole_image_table(store, w)):
+        streamed, loaded = make(rows), make(array)
+        assert streamed.extra_vectors is rows  # not read into memory
+        assert streamed.n_rows == loaded.n_rows and streamed.stored_dtype == np.float16
+        a, b = list(streamed.vector_chunks(rows=77)), list(loaded.vector_chunks(rows=77))
+        np.testing.assert_array_equal(np.concatenate([c for _, c in a]), np.concatenate([c for _, c in b]))
+        assert [s for s, _ in a] == sorted(s for s, _ in a)
+        picked = np.arange(0, streamed.n_rows, 13)
+        np.testing.assert_array_equal(streamed.gather(picked), loaded.gather(picked))
+
+
 @pytest.mark.parametrize("settings", [
     {"factory": "Flat"},
     {"factory": "Flat", "whitening": "database", "whitening_dim": 16},
