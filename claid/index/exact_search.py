@@ -16,8 +16,11 @@ chunks of a few thousand rows, while a running per-image maximum is kept::
         image ranking per query from best (> 0, excluded images dropped)
 
 Memory: B x n_images x 12 bytes for the running maxima plus B x C x ~16 bytes for a
-chunk's similarities and their reductions; time: one pass over the database per
-query block (instead of one per ~29 queries with a fixed block of 16M similarities).
+chunk's similarities and their reductions, and one C x D float32 buffer the chunk is
+copied into (the database may be a memory-mapped index file, which BLAS reads much
+more slowly than anonymous memory); time: one pass over the database per query block
+(instead of one per ~29 queries with a fixed block of 16M similarities). Blocks are
+made equal (1,250 queries in two passes: 625 + 625, not 1,179 + 71).
 The result equals :func:`claid.index.image_ranking.rank_images_dense` on the full
 similarity matrix, ties included.
 """
@@ -130,14 +133,22 @@ def rank_images_exhaustive(
     image_ids_arr = np.asarray(image_ids, dtype=object)
     plan = _chunk_plan(region_image, max(1, int(chunk_rows)))
     block = query_block_size(n_images, max(1, int(chunk_rows)), memory_gb)
+    passes = -(-queries.shape[0] // block) if queries.shape[0] else 1
+    block = -(-queries.shape[0] // passes) if queries.shape[0] else 1  # equal blocks, same passes
     region_dtype = np.int32 if n < 2**31 else np.int64  # halves the running argmax
     rankings: list[Ranking] = []
+    widest = max((c1 - c0 for c0, c1, *_ in plan), default=0)
+    buffer = np.empty((widest, database.shape[1]), dtype=np.float32)
     for q0 in range(0, queries.shape[0], block):
         query_block = np.ascontiguousarray(queries[q0 : q0 + block], dtype=np.float32)
         best = np.full((query_block.shape[0], n_images), -np.inf, dtype=np.float32)
         best_region = np.full((query_block.shape[0], n_images), -1, dtype=region_dtype)
         for c0, c1, starts, run_image, regular, sequences in plan:
-            sims = query_block @ database[c0:c1].T  # finite: both sides were checked
+            # copied into one reused buffer first: BLAS reading a memory-mapped index
+            # directly took 34.6 s instead of 19.7 s at 540k x 2048 (page-cache pages)
+            rows = buffer[: c1 - c0]
+            np.copyto(rows, database[c0:c1])
+            sims = query_block @ rows.T  # finite: both sides were checked
             run_best, run_first = _run_maxima(sims, starts, regular)
             for s0, s1 in sequences:
                 images = run_image[s0:s1]
