@@ -6,8 +6,8 @@ size and the index preset, and a clear stop when it exceeds the machine.
 
 The estimate adds what the stages after extraction hold at once (measured with
 ``experiments/bench_scale``): the index (bytes per row from the FAISS factory), 24
-bytes per row of search table (image number, box), the whole-image vectors and the
-global baseline's index, the training sample, the search's working memory
+bytes per row of search table (image number, box), the global baseline's index
+(the whole-image vectors themselves stay in the store), the training sample, the search's working memory
 (``search.memory_gb`` for exhaustive search) and the rankings (twice, while the
 chance level shuffles them), plus :data:`PROCESS_GIB` for the interpreter, the
 libraries and the networks. The number of regions per image is not known before
@@ -95,7 +95,6 @@ def estimate_run_memory(cfg, n_images: int, n_queries: int) -> MemoryEstimate:
     train_rows = min(rows, int(train) if train else MAX_TRAIN_ROWS)
     needs_training = index.get("whitening") == "database" or index.factory != "Flat"
     ranked = n_queries * (n_images if k is None else min(int(k), n_images))
-    whole = search.global_baseline or search.whole_image_region
     per_row = index_bytes_per_row(index.factory, width)
     stored = 2 if (cfg.get("store") or {}).get("dtype", "float16") == "float16" else 4
     parts = {
@@ -103,8 +102,9 @@ def estimate_run_memory(cfg, n_images: int, n_queries: int) -> MemoryEstimate:
         # memory) but read once per query block: counted, as memory it wants resident
         "index": int(rows * per_row),
         "search table": rows * TABLE_ROW_BYTES,
-        # in the stored dtype (claid.engine.stage.whole_image_stage)
-        "whole-image vectors and their index": int(n_images * (dim * stored + per_row)) if whole else 0,
+        # the whole-image vectors stay in the store (RegionStore.whole_image_rows),
+        # the global baseline's own index over them does not
+        "global baseline index": int(n_images * per_row) if search.global_baseline else 0,
         # gathered in the stored dtype, converted once to float32 and normalised in place
         "training sample": train_rows * dim * (stored + 4) if needs_training else 0,
         "search": int(float(search.memory_gb) * GIB) if k is None else 0,
