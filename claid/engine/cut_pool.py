@@ -88,6 +88,19 @@ def cut_pool_size(cut_workers: int | None, *, on_accelerator: bool, num_workers:
     return max(1, share - decoders - 1)
 
 
+def check_cut_settings(workers: int | None, kind: str, queue: int, *, auto: bool) -> None:
+    """Raise ValueError unless ``workers`` (``engine.cut_workers``: an integer >= 0, or
+    None for the default when ``auto``), ``kind`` (``cut_pool``) and ``queue``
+    (``cut_queue``: batches in flight, >= 1) are valid."""
+    if not (auto and workers is None) and (not isinstance(workers, int) or workers < 0):
+        allowed = " or null" if auto else ""
+        raise ValueError(f"cut_workers must be an integer >= 0{allowed}, got {workers!r}")
+    if kind not in CUT_POOLS:
+        raise ValueError(f"cut_pool must be one of {CUT_POOLS}, got {kind!r}")
+    if not isinstance(queue, int) or queue < 1:
+        raise ValueError(f"cut_queue must be an integer >= 1, got {queue!r}")
+
+
 def timed_cut(cutter: Callable[[PatchGrid], RegionTree],
               patch_grid: PatchGrid) -> tuple[RegionTree, float]:
     """``cutter(patch_grid)`` and the seconds it took (in the worker)."""
@@ -145,12 +158,7 @@ class CutQueue:
 
     def __init__(self, cutter: Callable[[PatchGrid], RegionTree], *, workers: int,
                  kind: str = "thread", max_pending: int = 2) -> None:
-        if kind not in CUT_POOLS:
-            raise ValueError(f"cut_pool must be one of {CUT_POOLS}, got {kind!r}")
-        if not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"cut_workers must be an integer >= 0, got {workers!r}")
-        if not isinstance(max_pending, int) or max_pending < 1:
-            raise ValueError(f"cut_queue must be an integer >= 1, got {max_pending!r}")
+        check_cut_settings(workers, kind, max_pending, auto=False)
         self.cutter = cutter
         self.workers = workers
         self.kind = kind

@@ -40,7 +40,7 @@ import torch
 
 from claid.backbones.base import Backbone
 from claid.descriptors.base import RegionDescriptor
-from claid.engine.cut_pool import CUT_POOLS, CutQueue, PendingBatch, cut_pool_size
+from claid.engine.cut_pool import CutQueue, PendingBatch, check_cut_settings, cut_pool_size
 from claid.structures import PatchGrid, RegionDescriptors, RegionTree
 
 __all__ = ["ExtractionModule", "describe_regions"]
@@ -133,12 +133,7 @@ class ExtractionModule(pl.LightningModule):
         super().__init__()
         if not callable(cutter):
             raise ValueError(f"cutter must be callable PatchGrid -> RegionTree, got {cutter!r}")
-        if cut_workers is not None and (not isinstance(cut_workers, int) or cut_workers < 0):
-            raise ValueError(f"cut_workers must be an integer >= 0 or null, got {cut_workers!r}")
-        if cut_pool not in CUT_POOLS:
-            raise ValueError(f"cut_pool must be one of {CUT_POOLS}, got {cut_pool!r}")
-        if not isinstance(cut_queue, int) or cut_queue < 1:
-            raise ValueError(f"cut_queue must be an integer >= 1, got {cut_queue!r}")
+        check_cut_settings(cut_workers, cut_pool, cut_queue, auto=True)
         self.backbone = backbone
         self.descriptor = descriptor
         self.cutter = cutter

@@ -101,3 +101,18 @@ def test_bad_queue_settings_are_refused():
         CutQueue(tiny_cutter, workers=1, kind="fibre")
     with pytest.raises(ValueError, match="cut_queue"):
         CutQueue(tiny_cutter, workers=1, max_pending=0)
+
+
+def test_cut_settings_are_checked_by_one_rule():
+    from claid.engine.cut_pool import check_cut_settings
+
+    check_cut_settings(None, "thread", 2, auto=True)  # the default worker count
+    check_cut_settings(0, "process", 1, auto=False)
+    with pytest.raises(ValueError, match=r"cut_workers must be an integer >= 0, got None"):
+        check_cut_settings(None, "thread", 2, auto=False)  # a pool needs its count
+    with pytest.raises(ValueError, match=r"cut_workers must be an integer >= 0 or null, got -1"):
+        check_cut_settings(-1, "thread", 2, auto=True)
+    with pytest.raises(ValueError, match="cut_pool must be one of"):
+        check_cut_settings(1, "fibre", 2, auto=True)
+    with pytest.raises(ValueError, match="cut_queue must be an integer >= 1"):
+        check_cut_settings(1, "thread", 0, auto=True)
