@@ -133,8 +133,8 @@ def rank_images_exhaustive(
     image_ids_arr = np.asarray(image_ids, dtype=object)
     plan = _chunk_plan(region_image, max(1, int(chunk_rows)))
     block = query_block_size(n_images, max(1, int(chunk_rows)), memory_gb)
-    passes = -(-queries.shape[0] // block) if queries.shape[0] else 1
-    block = -(-queries.shape[0] // passes) if queries.shape[0] else 1  # equal blocks, same passes
+    passes = max(1, -(-queries.shape[0] // block))
+    block = max(1, -(-queries.shape[0] // passes))  # equal blocks, same number of passes
     region_dtype = np.int32 if n < 2**31 else np.int64  # halves the running argmax
     rankings: list[Ranking] = []
     widest = max((c1 - c0 for c0, c1, *_ in plan), default=0)

@@ -20,9 +20,10 @@ SEARCH_KEYS = ("k",)
 
 def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
     """Build (or load) the FAISS index over ``table``'s rows into ``index-<hash>``,
-    streaming the vectors from the store (memory: the index plus one chunk). The
-    returned index is read from the dir with its flat vectors memory-mapped
-    (:func:`claid.index.index_dir.load_index`), so an exact search holds no copy.
+    streaming the vectors from the store (memory: the index plus one chunk). A flat
+    index is written straight to its ``index.faiss`` and comes back memory-mapped
+    from it (:mod:`claid.index.flat_file`; a reused one through
+    :func:`claid.index.index_dir.load_index`), so an exact search holds no copy.
 
     Args:
         cfg: the run's config (``index``, ``descriptor``, ``seed``).
@@ -33,7 +34,6 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
         (RegionIndex, index dir); the dir also holds the search table.
     """
     from claid.components import build
-    from claid.index import RegionIndex
 
     node = {k: v for k, v in plain(cfg.index).items() if k not in SEARCH_KEYS}
     params = {k: v for k, v in node.items() if not k.startswith("_")}
@@ -55,10 +55,6 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
         # search.json is written last: a folder without it is an interrupted build, redone
         index.save(index_dir, provenance={"key": key}, overwrite=True)
         save_search_table(index_dir, table, descriptor=plain(cfg.descriptor), key=key)
-        if index.is_exact:
-            # searched from the file just written: the in-memory copy (4 GiB at INSTRE
-            # size) is freed before the rankings are made
-            index = RegionIndex.load(index_dir, mmap=True)
     return index, index_dir
 
 

@@ -212,15 +212,15 @@ class RegionStore:
     def whole_image_vectors(self, dtype: str | np.dtype | None = None) -> np.ndarray | None:
         """(n_images, dim) whole-image descriptors in :attr:`image_ids` order (stored
         dtype unless ``dtype``), or None when some shard predates them."""
-        if any(shard.whole is None for shard in self._shards):
+        rows = self.whole_image_rows()
+        if rows is None:
             return None
         # filled shard by shard: no list of parts beside the result
-        out = np.empty((len(self.image_ids), self.dim), dtype=dtype or self.dtype)
+        out = np.empty(rows.shape, dtype=dtype or self.dtype)
         filled = 0
-        for shard in self._shards:
-            kept = shard.whole[shard.image_keep]
-            out[filled : filled + kept.shape[0]] = kept
-            filled += kept.shape[0]
+        for start, kept in rows.chunks():
+            out[start : start + kept.shape[0]] = kept
+            filled = start + kept.shape[0]
         if filled != out.shape[0]:
             raise ValueError(f"the shards hold {filled} whole-image vectors for "
                              f"{out.shape[0]} images")

@@ -14,6 +14,7 @@ import pytest
 from claid.index import RegionIndex, build_index
 from claid.index.flat_file import flat_header, write_flat_index
 from claid.index.search_table import region_table
+from claid.index.whitening import l2_normalize
 from claid.store.synthetic import write_synthetic_store
 
 
@@ -86,3 +87,21 @@ def test_the_streamed_build_holds_no_copy_of_the_collection(tmp_path):
         grown[name] = int(out[1]) * 1024
     assert grown["memory"] > 0.9 * size  # the in-memory build holds the index
     assert grown["file"] < 0.2 * size, f"streamed build grew RssAnon by {grown['file'] / size:.2f} x"
+
+
+def test_the_index_stage_returns_the_flat_index_mapped_from_its_dir(store, tmp_path):
+    from omegaconf import OmegaConf
+
+    from claid.index.stage import index_stage
+
+    node = OmegaConf.load("conf/index/flat.yaml")
+    cfg = OmegaConf.create({"index": node, "descriptor": {"name": "test"}, "seed": 0})
+    table = region_table(store, None)
+    index, index_dir = index_stage(cfg, table, {"regions": "s"}, tmp_path)
+    assert index.mapped and index.pending_file is None  # moved into the dir, not copied
+    assert not [p for p in tmp_path.iterdir() if ".faiss.tmp-" in p.name]
+    reused, _ = index_stage(cfg, table, {"regions": "s"}, tmp_path)
+    assert reused.mapped
+    np.testing.assert_array_equal(index.database_vectors(), reused.database_vectors())
+    np.testing.assert_array_equal(RegionIndex.load(index_dir).database_vectors(),
+                                  l2_normalize(table.vectors()))
