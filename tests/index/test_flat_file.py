@@ -103,5 +103,5 @@ def test_the_index_stage_returns_the_flat_index_mapped_from_its_dir(store, tmp_p
     reused, _ = index_stage(cfg, table, {"regions": "s"}, tmp_path)
     assert reused.mapped
     np.testing.assert_array_equal(index.database_vectors(), reused.database_vectors())
-    np.testing.assert_array_equal(RegionIndex.load(index_dir).database_vectors(),
-                                  l2_normalize(table.vectors()))
+    loaded = RegionIndex.load(index_dir)  # held: database_vectors() is a view into it
+    np.testing.assert_array_equal(loaded.database_vectors(), l2_normalize(table.vectors()))
