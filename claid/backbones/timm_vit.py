@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from claid.backbones.base import Backbone
+from claid.backbones.pos_embed import check_rule, default_rule, install_rule
 from claid.models.preprocessing import prepare_for_grid, reference_size
 from claid.models.weights import build_timm_model
 
@@ -40,6 +41,9 @@ class TimmViTBackbone(Backbone):
         short_side, max_long_side, native_below: resize policy, see
             ``claid.models.preprocessing.reference_size``.
         mean, std: per-channel normalisation of [0, 1] RGB.
+        pos_resample: how the position table is resampled to each input's grid
+            (``claid.backbones.pos_embed``): ``dino``, ``dinov2``, ``dinov2_reg``,
+            ``transformers`` or ``timm``; None: the model's official rule.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class TimmViTBackbone(Backbone):
         native_below: int = 356,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        pos_resample: str | None = None,
     ) -> None:
         super().__init__()
         if facet not in FACETS:
@@ -67,6 +72,7 @@ class TimmViTBackbone(Backbone):
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean/std need 3 values, std > 0; got {list(mean)}, {list(std)}")
         self.model_name = model_name
+        self.pos_resample = check_rule(pos_resample) if pos_resample else default_rule(model_name)
         # num_classes=0 drops the classifier; dynamic_img_size resamples the position
         # embedding to each input's grid, so any multiple of the patch size works.
         self.model = build_timm_model(
@@ -78,6 +84,7 @@ class TimmViTBackbone(Backbone):
             num_classes=0,
             dynamic_img_size=True,
         )
+        install_rule(self.model, self.pos_resample)  # the official code's tokens, every layer and facet
         model_patch = self.model.patch_embed.patch_size
         model_patch = model_patch[0] if isinstance(model_patch, Sequence) else int(model_patch)
         if model_patch != patch_size:
