@@ -119,7 +119,16 @@ def check_timm_name(model_name: str) -> None:
 
 
 def describe_weight_source(model_name: str, cache_dir: str | None = None) -> str:
-    """Where timm looks for ``model_name``'s published weights, as readable text."""
+    """Where ``model_name``'s published weights are looked for, as readable text: the
+    authors' release file in torch hub's cache first (DINO, DINOv2), then timm's source."""
+    release = release_file_place(model_name)
+    timm_source = _timm_weight_source(model_name, cache_dir)
+    if release is None:
+        return timm_source
+    return f"the official release file {release} (where torch.hub.load puts it; set TORCH_HOME), else {timm_source}"
+
+
+def _timm_weight_source(model_name: str, cache_dir: str | None) -> str:
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None:
         return f"timm has no published weights for {model_name!r}"
@@ -156,6 +165,8 @@ def cached_weights(model_name: str, cache_dir: str | None = None) -> bool:
     """Whether timm's published weights for ``model_name`` lie in the local cache
     (a weight file in the hub cache snapshot, or the URL's file in the torch hub
     cache), without building the model or touching the network."""
+    if release_file(model_name) is not None:
+        return True
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None:
         return False
@@ -169,6 +180,43 @@ def cached_weights(model_name: str, cache_dir: str | None = None) -> bool:
         torch_cache = Path(cache_dir or os.path.join(torch.hub.get_dir(), "checkpoints"))
         return (torch_cache / os.path.basename(cfg.url)).is_file()
     return False
+
+
+#: The official release files that ``torch.hub.load`` of facebookresearch/dino and
+#: facebookresearch/dinov2 leaves in ``torch.hub.get_dir()/checkpoints`` -> the timm model
+#: they are. CutLER's ``dino_deitsmall8_300ep_pretrain.pth`` holds other weights than
+#: DINO's ViT-S/8 release and is not found here: pass it with ``checkpoint=``.
+RELEASE_FILES = {
+    "vit_small_patch16_224.dino": "dino_deitsmall16_pretrain.pth",
+    "vit_small_patch8_224.dino": "dino_deitsmall8_pretrain.pth",
+    "vit_base_patch16_224.dino": "dino_vitbase16_pretrain.pth",
+    "vit_base_patch8_224.dino": "dino_vitbase8_pretrain.pth",
+    "vit_small_patch14_dinov2.lvd142m": "dinov2_vits14_pretrain.pth",
+    "vit_base_patch14_dinov2.lvd142m": "dinov2_vitb14_pretrain.pth",
+    "vit_large_patch14_dinov2.lvd142m": "dinov2_vitl14_pretrain.pth",
+    "vit_giant_patch14_dinov2.lvd142m": "dinov2_vitg14_pretrain.pth",
+    "vit_small_patch14_reg4_dinov2.lvd142m": "dinov2_vits14_reg4_pretrain.pth",
+    "vit_base_patch14_reg4_dinov2.lvd142m": "dinov2_vitb14_reg4_pretrain.pth",
+    "vit_large_patch14_reg4_dinov2.lvd142m": "dinov2_vitl14_reg4_pretrain.pth",
+    "vit_giant_patch14_reg4_dinov2.lvd142m": "dinov2_vitg14_reg4_pretrain.pth",
+}
+
+
+def release_file(model_name: str) -> Path | None:
+    """The official release file of ``model_name`` in torch hub's cache
+    (``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub/checkpoints``), where
+    the authors' code put it, or None when the model has none or it is absent."""
+    name = RELEASE_FILES.get(model_name)
+    if name is None:
+        return None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    return path if path.is_file() else None
+
+
+def release_file_place(model_name: str) -> str | None:
+    """Where :func:`release_file` looks for ``model_name``, as text (None: no release file)."""
+    name = RELEASE_FILES.get(model_name)
+    return None if name is None else str(Path(torch.hub.get_dir()) / "checkpoints" / name)
 
 
 def check_configured_weights(groups: dict[str, Any]) -> None:
@@ -248,6 +296,8 @@ def build_timm_model(
             raise WeightsUnavailableError(
                 unavailable_message(model_name, cache_dir, f"checkpoint file {path} does not exist")
             )
+    if path is None and pretrained:
+        path = release_file(model_name)  # the authors' torch hub file wins over the HF cache
     create_kwargs: dict[str, Any] = {"pretrained": bool(pretrained) and path is None}
     if cache_dir is not None:
         create_kwargs["cache_dir"] = str(cache_dir)
@@ -269,6 +319,23 @@ def build_timm_model(
     return model
 
 
+def training_checkpoint_weights(state_dict: dict) -> dict:
+    """A DINO full training checkpoint (``teacher`` / ``student`` entries, as
+    ``main_dino.py`` saves them) -> the teacher's backbone weights, with the
+    ``module.`` (DDP) and ``backbone.`` (MultiCropWrapper) prefixes stripped and the
+    projection ``head.*`` dropped, as DINO's ``load_pretrained_weights`` does. Any
+    other state dict is returned unchanged."""
+    if not isinstance(state_dict.get("teacher"), dict):
+        return state_dict
+    weights = {}
+    for key, value in state_dict["teacher"].items():
+        for prefix in ("module.", "backbone."):
+            key = key[len(prefix):] if key.startswith(prefix) else key
+        if not key.startswith("head."):
+            weights[key] = value
+    return weights
+
+
 def load_checkpoint_strictly(model: nn.Module, path: Path) -> None:
     """Load a local weight file into a timm model; every model weight must come
     from the file (extra file entries, e.g. other heads, only warn).
@@ -280,10 +347,15 @@ def load_checkpoint_strictly(model: nn.Module, path: Path) -> None:
     """
     name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
     try:
-        # weights_only: a checkpoint file is data, never code (no pickled objects run)
-        state_dict = timm.models.load_state_dict(str(path), weights_only=True)
+        # weights_only: a checkpoint file is data, never code (no pickled objects run);
+        # DINO's training checkpoints also hold their argparse Namespace of arguments
+        import argparse
+
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state_dict = timm.models.load_state_dict(str(path), weights_only=True)
     except (OSError, RuntimeError, ValueError) as error:
         raise RuntimeError(f"checkpoint {path} could not be read: {error}") from error
+    state_dict = training_checkpoint_weights(state_dict)
     module = sys.modules[type(model).__module__]
     filter_fn = getattr(module, "checkpoint_filter_fn", None) or getattr(module, "_filter_fn", None)
     if filter_fn is not None:

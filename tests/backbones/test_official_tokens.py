@@ -150,3 +150,48 @@ def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="pos_resample must be one of"):
         TimmViTBackbone(model_name="vit_small_patch16_224.dino", pretrained=False, patch_size=16,
                         embed_dim=384, pos_resample="bilinear")
+
+
+def test_release_file_in_torch_hub_cache_is_found_offline(tmp_path, monkeypatch):
+    """pretrained=true with the authors' release file in $TORCH_HOME/hub/checkpoints:
+    loaded from there (strictly), before the Hugging Face cache is tried."""
+    from claid.models.weights import cached_weights, describe_weight_source, release_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = "vit_small_patch16_224.dino"
+    assert release_file(name) is None and not cached_weights(name)
+    where = describe_weight_source(name)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "dino_deitsmall16_pretrain.pth") in where
+    assert "Hugging Face" in where  # both places are named
+    reference, path = _release_file(tmp_path, "vit_small", 16)
+    target = tmp_path / "torch" / "hub" / "checkpoints" / "dino_deitsmall16_pretrain.pth"
+    target.parent.mkdir(parents=True)
+    path.rename(target)
+    assert release_file(name) == target and cached_weights(name)
+    ours = TimmViTBackbone(model_name=name, pretrained=True, patch_size=16, embed_dim=384)
+    pixels = torch.randn(1, 3, 240, 320)
+    with torch.no_grad():
+        cos, rel = _compare(ours(pixels), reference.get_intermediate_layers(pixels, n=1)[0][:, 1:])
+    assert cos >= 0.99999 and rel <= 1e-4
+
+
+def test_dino_training_checkpoint_loads(tmp_path):
+    """DINO's main_dino.py checkpoint: teacher/student with module./backbone. prefixes,
+    a projection head, and the argparse arguments; the teacher backbone is loaded."""
+    import argparse
+
+    reference, path = _release_file(tmp_path, "vit_small", 16)
+    weights = torch.load(path, weights_only=True)
+    teacher = {f"backbone.{k}": v for k, v in weights.items()}
+    teacher["head.mlp.0.weight"] = torch.zeros(4, 4)
+    student = {f"module.backbone.{k}": torch.zeros_like(v) for k, v in weights.items()}
+    training = tmp_path / "checkpoint.pth"
+    torch.save({"teacher": teacher, "student": student, "epoch": 100,
+                "args": argparse.Namespace(arch="vit_small", patch_size=16)}, training)
+    ours = TimmViTBackbone(model_name="vit_small_patch16_224.dino", pretrained=False, checkpoint=str(training),
+                           patch_size=16, embed_dim=384)
+    pixels = torch.randn(1, 3, 224, 288)
+    with torch.no_grad():
+        cos, rel = _compare(ours(pixels), reference.get_intermediate_layers(pixels, n=1)[0][:, 1:])
+    assert cos >= 0.99999 and rel <= 1e-4
