@@ -82,16 +82,14 @@ def resample_patch_table(
     side = int(math.sqrt(n))
     if side * side != n:
         raise ValueError(f"position table of {n} patches is not square")
-    if rule in ("dino", "dinov2"):
+    if rule in ("dino", "dinov2", "dinov2_reg"):
         if rows * cols == n and square_input:
             return table
         grid = table.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
-        out = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic")
-    elif rule == "dinov2_reg":
-        if rows * cols == n and square_input:
-            return table
-        grid = table.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
-        out = F.interpolate(grid, size=(rows, cols), mode="bicubic", antialias=True)
+        if rule == "dinov2_reg":  # interpolate_offset 0: size=, antialiased
+            out = F.interpolate(grid, size=(rows, cols), mode="bicubic", antialias=True)
+        else:
+            out = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic")
     elif rule == "transformers":
         if (rows, cols) == (side, side):
             return table
@@ -115,8 +113,7 @@ def install_rule(model: torch.nn.Module, rule: str) -> None:
         raise ValueError(f"pos_resample={rule!r} needs a learned position table; the model has none")
     if not getattr(model, "dynamic_img_size", False):
         raise ValueError("pos_resample needs a model built with dynamic_img_size=True")
-    prefix = int(model.num_prefix_tokens)
-    table_prefix = 0 if model.no_embed_class else prefix
+    table_prefix = 0 if model.no_embed_class else int(model.num_prefix_tokens)
     if model.pos_embed.shape[1] - table_prefix <= 0:
         raise ValueError("the position table holds no patch positions")
 
@@ -132,12 +129,10 @@ def install_rule(model: torch.nn.Module, rule: str) -> None:
         if model.reg_token is not None:
             prefix_tokens.append(model.reg_token.expand(batch, -1, -1))
         if model.no_embed_class:  # table without prefix positions: add, then prepend
-            x = x + patches
-            x = torch.cat(prefix_tokens + [x], dim=1) if prefix_tokens else x
+            x = torch.cat(prefix_tokens + [x + patches], dim=1)
         else:  # table with a CLS position (DINO, DINOv2): prepend, then add
-            full = torch.cat([model.pos_embed[:, :table_prefix], patches], dim=1)
-            x = torch.cat(prefix_tokens + [x], dim=1) if prefix_tokens else x
-            x = x + full
+            positions = torch.cat([model.pos_embed[:, :table_prefix], patches], dim=1)
+            x = torch.cat(prefix_tokens + [x], dim=1) + positions
         return model.pos_drop(x)
 
     model._pos_embed = _pos_embed

@@ -73,8 +73,8 @@ class TimmViTBackbone(Backbone):
             raise ValueError(f"mean/std need 3 values, std > 0; got {list(mean)}, {list(std)}")
         self.model_name = model_name
         self.pos_resample = check_rule(pos_resample) if pos_resample else default_rule(model_name)
-        # num_classes=0 drops the classifier; dynamic_img_size resamples the position
-        # embedding to each input's grid, so any multiple of the patch size works.
+        # num_classes=0 drops the classifier; dynamic_img_size lets any multiple of the
+        # patch size in, its position table resampled by pos_resample (install_rule below).
         self.model = build_timm_model(
             model_name,
             pretrained=pretrained,

@@ -206,11 +206,8 @@ def release_file(model_name: str) -> Path | None:
     """The official release file of ``model_name`` in torch hub's cache
     (``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub/checkpoints``), where
     the authors' code put it, or None when the model has none or it is absent."""
-    name = RELEASE_FILES.get(model_name)
-    if name is None:
-        return None
-    path = Path(torch.hub.get_dir()) / "checkpoints" / name
-    return path if path.is_file() else None
+    place = release_file_place(model_name)
+    return Path(place) if place is not None and Path(place).is_file() else None
 
 
 def release_file_place(model_name: str) -> str | None:
