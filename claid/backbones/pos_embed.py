@@ -53,6 +53,7 @@ def default_rule(model_name: str) -> str:
 
 
 def check_rule(rule: str) -> str:
+    """``rule`` itself when it is one of :data:`RULES`; else ValueError naming them."""
     if rule not in RULES:
         raise ValueError(f"pos_resample must be one of {', '.join(RULES)}, got {rule!r}")
     return rule
