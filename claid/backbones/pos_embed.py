@@ -29,6 +29,7 @@ that differ by a relative 2-5 % on real photos (issue 20).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -118,22 +119,27 @@ def install_rule(model: torch.nn.Module, rule: str) -> None:
     if model.pos_embed.shape[1] - table_prefix <= 0:
         raise ValueError("the position table holds no patch positions")
 
-    def _pos_embed(x: torch.Tensor) -> torch.Tensor:
-        batch, rows, cols, dim = x.shape
-        # inputs are cropped to whole patches, so square pixels <=> rows == cols
-        patches = resample_patch_table(model.pos_embed[:, table_prefix:], rows, cols, rule=rule,
-                                       square_input=rows == cols)
-        x = x.reshape(batch, rows * cols, dim)
-        prefix_tokens = []
-        if model.cls_token is not None:
-            prefix_tokens.append(model.cls_token.expand(batch, -1, -1))
-        if model.reg_token is not None:
-            prefix_tokens.append(model.reg_token.expand(batch, -1, -1))
-        if model.no_embed_class:  # table without prefix positions: add, then prepend
-            x = torch.cat(prefix_tokens + [x + patches], dim=1)
-        else:  # table with a CLS position (DINO, DINOv2): prepend, then add
-            positions = torch.cat([model.pos_embed[:, :table_prefix], patches], dim=1)
-            x = torch.cat(prefix_tokens + [x], dim=1) + positions
-        return model.pos_drop(x)
+    # a partial of a module-level function, not a closure: the model must still
+    # pickle (Lightning's ddp_spawn sends it to each worker) and deep-copy
+    model._pos_embed = functools.partial(_rule_pos_embed, model, rule, table_prefix)
 
-    model._pos_embed = _pos_embed
+
+def _rule_pos_embed(model: torch.nn.Module, rule: str, table_prefix: int,
+                    x: torch.Tensor) -> torch.Tensor:
+    """timm's ``_pos_embed`` for a (batch, rows, cols, dim) patch grid, by ``rule``."""
+    batch, rows, cols, dim = x.shape
+    # inputs are cropped to whole patches, so square pixels <=> rows == cols
+    patches = resample_patch_table(model.pos_embed[:, table_prefix:], rows, cols, rule=rule,
+                                   square_input=rows == cols)
+    x = x.reshape(batch, rows * cols, dim)
+    prefix_tokens = []
+    if model.cls_token is not None:
+        prefix_tokens.append(model.cls_token.expand(batch, -1, -1))
+    if model.reg_token is not None:
+        prefix_tokens.append(model.reg_token.expand(batch, -1, -1))
+    if model.no_embed_class:  # table without prefix positions: add, then prepend
+        x = torch.cat(prefix_tokens + [x + patches], dim=1)
+    else:  # table with a CLS position (DINO, DINOv2): prepend, then add
+        positions = torch.cat([model.pos_embed[:, :table_prefix], patches], dim=1)
+        x = torch.cat(prefix_tokens + [x], dim=1) + positions
+    return model.pos_drop(x)

@@ -195,3 +195,25 @@ def test_dino_training_checkpoint_loads(tmp_path):
     with torch.no_grad():
         cos, rel = _compare(ours(pixels), reference.get_intermediate_layers(pixels, n=1)[0][:, 1:])
     assert cos >= 0.99999 and rel <= 1e-4
+
+
+def test_backbone_with_a_rule_pickles_and_deep_copies(tmp_path):
+    """Lightning's ddp_spawn pickles the model for each worker; a rule installed as a
+    closure broke that (CI: "Can't pickle local object"). The copy must still compute
+    the rule's tokens, bound to its own weights."""
+    import copy
+    import pickle
+
+    reference, path = _release_file(tmp_path, "vit_small", 16)
+    ours = TimmViTBackbone(model_name="vit_small_patch16_224.dino", pretrained=False, checkpoint=str(path),
+                           patch_size=16, embed_dim=384)
+    pixels = torch.randn(1, 3, 15 * 16, 20 * 16)
+    with torch.no_grad():
+        want = ours(pixels)
+        for twin in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):
+            assert torch.allclose(twin(pixels), want, atol=1e-6)
+            with torch.no_grad():
+                for p in twin.parameters():
+                    p.mul_(0.5)
+            assert not torch.allclose(twin(pixels), want, atol=1e-3)  # reads its own weights
+            assert torch.allclose(ours(pixels), want, atol=1e-6)
