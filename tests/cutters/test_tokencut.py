@@ -131,3 +131,35 @@ def test_bad_grid_is_one_line_error():
         tokencut_mask(np.zeros((10, 4)), (3, 3))
     with pytest.raises(ValueError, match="n_masks"):
         maskcut_masks(np.ones((9, 4)), (3, 3), n_masks=0)
+
+
+@pytest.mark.parametrize("name", ["tokencut", "maskcut"])
+def test_cutter_config_builds_a_region_tree(name):
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from claid.settings import check_group_keys
+    from claid.structures import PatchGrid
+
+    node = OmegaConf.load(Path(__file__).parents[2] / "conf" / "cutter" / f"{name}.yaml")
+    check_group_keys("cutter", node)
+    cutter = instantiate(node)
+    planted = planted_token_map(grid=(12, 12), dim=64, n_objects=3, n_clutter=0, noise=0.5, seed=1)
+    tree = cutter(PatchGrid(tokens=planted.tokens, grid=(12, 12), patch_size=16))
+    expected = (
+        [tokencut_mask(planted.tokens, (12, 12))]
+        if name == "tokencut"
+        else maskcut_masks(planted.tokens, (12, 12))
+    )
+    assert len(tree) == len(expected) >= 1
+    for m, e in zip(tree.masks, expected):
+        assert np.array_equal(m, e)
+    ys, xs = np.nonzero(tree.masks[0])
+    assert tree.boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert (tree.depth == 1).all() and (tree.parent == -1).all()
+    assert cutter.config()["cutter"] == name
+    bad = OmegaConf.merge(node, {"alpha": 1.5})
+    with pytest.raises(Exception, match="needs -1 <= alpha"):  # hydra wraps the ValueError
+        instantiate(bad)
