@@ -44,6 +44,9 @@ class TimmViTBackbone(Backbone):
         pos_resample: how the position table is resampled to each input's grid
             (``claid.backbones.pos_embed``): ``dino``, ``dinov2``, ``dinov2_reg``,
             ``transformers`` or ``timm``; None: the model's official rule.
+        gelu: ``tanh`` runs every GELU of the model with the tanh approximation, as
+            SigLIP was trained (big_vision; transformers' ``gelu_pytorch_tanh``),
+            where timm builds exact (erf) GELUs; ``erf`` or None leaves timm's.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class TimmViTBackbone(Backbone):
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         pos_resample: str | None = None,
+        gelu: str | None = None,
     ) -> None:
         super().__init__()
         if facet not in FACETS:
@@ -85,6 +89,13 @@ class TimmViTBackbone(Backbone):
             dynamic_img_size=True,
         )
         install_rule(self.model, self.pos_resample)  # the official code's tokens, every layer and facet
+        if gelu not in (None, "erf", "tanh"):
+            raise ValueError(f"gelu must be erf or tanh, got {gelu!r}")
+        if gelu == "tanh":  # blocks and the attention-pool head alike
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.GELU):
+                    module.approximate = "tanh"
+        self.gelu = gelu or "erf"
         model_patch = self.model.patch_embed.patch_size
         model_patch = model_patch[0] if isinstance(model_patch, Sequence) else int(model_patch)
         if model_patch != patch_size:
