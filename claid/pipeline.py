@@ -98,6 +98,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     from claid.index.memory_estimate import check_run_memory
     from claid.index.search_table import region_table
     from claid.index.stage import index_stage, search_stage
+    from claid.models.weights import weight_params
     from claid.store.integrity import store_content_hash
     from claid.tracking import figure_caption, tracker_for
 
@@ -135,6 +136,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         upstream = {"regions": store_content_hash(store),
                     "whole_image_region": bool(cfg.search.whole_image_region)}
         report, metrics = new_report(cfg, bench, store)
+        report["settings"]["weights"] = weight_params({"backbone": cfg.backbone, "descriptor": cfg.descriptor})
+        tracker.log_params(report["settings"]["weights"])  # which file, which hash
         searchable = searchable_queries(cfg, bench, report)
         family = bench.protocol.get("family", "none")
         index, rankings = None, []

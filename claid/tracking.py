@@ -353,6 +353,12 @@ class Tracker:
             return
         self._mlflow.set_tags(dict(tags))
 
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Add parameters to the open run (e.g. the weight files' hashes)."""
+        if self._mlflow is None or not params:
+            return
+        self._mlflow.log_params(dict(params))
+
 
 def record_error(client, run_id: str, err: BaseException) -> None:
     """Put ``err`` on run ``run_id``: tag ``claid.error`` (one line) and an

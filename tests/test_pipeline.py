@@ -53,6 +53,9 @@ def test_synthetic_end_to_end_then_index_sweep_reuses_regions(compose_cfg, tmp_p
     client, logged = _mlflow_run(tmp_path)
     assert logged.data.metrics["lab/mAP-all"] == pytest.approx(first.metrics["lab/mAP-all"])
     assert logged.data.params["cutter.tau1"] == "0.97"
+    # which weights: random here (pretrained=false); a file would be named with its SHA-256
+    assert logged.data.params["weights.backbone.file"] == "random"
+    assert first.report["settings"]["weights"]["weights.descriptor.file"] == "random"
     assert {"metrics.json", "rankings.json", "results_grid.png"} <= {a.path for a in client.list_artifacts(logged.info.run_id)}
 
     # a later stage's parameter changes: the region store is reused, not re-extracted

@@ -217,3 +217,24 @@ def test_backbone_with_a_rule_pickles_and_deep_copies(tmp_path):
                     p.mul_(0.5)
             assert not torch.allclose(twin(pixels), want, atol=1e-3)  # reads its own weights
             assert torch.allclose(ours(pixels), want, atol=1e-6)
+
+
+def test_weight_params_name_the_file_used_and_its_hash(tmp_path, monkeypatch):
+    """With a torch hub release file present it is the one used, and the run's params
+    carry its name and SHA-256; random weights say so."""
+    import hashlib
+
+    from claid.models.weights import weight_params
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    node = {"model_name": "vit_small_patch16_224.dino", "pretrained": True, "checkpoint": None,
+            "cache_dir": str(tmp_path / "hf")}
+    assert weight_params({"backbone": node})["weights.backbone.file"] == "download"
+    _, path = _release_file(tmp_path, "vit_small", 16)
+    target = tmp_path / "torch" / "hub" / "checkpoints" / "dino_deitsmall16_pretrain.pth"
+    target.parent.mkdir(parents=True)
+    path.rename(target)
+    params = weight_params({"backbone": node, "descriptor": {"model_name": "resnet50", "pretrained": False}})
+    assert params["weights.backbone.file"] == "dino_deitsmall16_pretrain.pth"
+    assert params["weights.backbone.sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert params["weights.descriptor.file"] == "random"
