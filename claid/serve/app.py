@@ -31,3 +31,24 @@ def create_app(index_dir: str | Path):
                 "descriptor": descriptor}
 
     return app
+
+
+def main(argv=None) -> None:
+    """``python -m claid serve --index-dir D [--host 127.0.0.1] [--port 8000]``."""
+    import argparse
+    import sys
+
+    from claid.artifacts import DamagedArtifactError
+
+    parser = argparse.ArgumentParser(prog="python -m claid serve")
+    parser.add_argument("--index-dir", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    try:
+        app = create_app(args.index_dir)
+    except (DamagedArtifactError, OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port)

@@ -22,3 +22,13 @@ def test_a_damaged_index_dir_stops_the_server_at_start(tmp_path):
     (index_dir / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(DamagedArtifactError, match="index.faiss: 7 bytes"):
         create_app(index_dir)
+
+
+def test_claid_serve_refuses_a_damaged_index_dir_with_one_line(tmp_path):
+    from claid.serve.app import main
+
+    index_dir = _index_dir(tmp_path)
+    (index_dir / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(SystemExit) as info:
+        main(["--index-dir", str(index_dir)])
+    assert str(info.value.code).startswith("error: index dir") and "\n" not in str(info.value.code)
