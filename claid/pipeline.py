@@ -98,7 +98,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     from claid.index.memory_estimate import check_run_memory
     from claid.index.search_table import region_table
     from claid.index.stage import index_stage, search_stage
-    from claid.models.weights import weight_params
+    from claid.models.weight_files import weight_params
     from claid.store.integrity import store_content_hash
     from claid.tracking import figure_caption, tracker_for
 

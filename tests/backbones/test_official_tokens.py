@@ -224,7 +224,7 @@ def test_weight_params_name_the_file_used_and_its_hash(tmp_path, monkeypatch):
     carry its name and SHA-256; random weights say so."""
     import hashlib
 
-    from claid.models.weights import weight_params
+    from claid.models.weight_files import weight_params
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     node = {"model_name": "vit_small_patch16_224.dino", "pretrained": True, "checkpoint": None,
