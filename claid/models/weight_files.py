@@ -8,7 +8,7 @@ from typing import Any
 
 import timm
 
-from claid.models.weights import release_file
+from claid.models.weights import hub_snapshot_files, release_file
 
 
 def weight_file_used(node: Any) -> Path | None:
@@ -30,11 +30,7 @@ def weight_file_used(node: Any) -> Path | None:
         return release
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is not None and cfg.hf_hub_id:
-        from huggingface_hub import constants
-
-        repo = cfg.hf_hub_id.split("@")[0]
-        folder = Path(node.get("cache_dir") or constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
-        files = sorted(p for p in folder.glob("snapshots/*/*") if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
+        files = hub_snapshot_files(cfg.hf_hub_id, node.get("cache_dir"))
         return files[0] if files else None
     return None
 

@@ -171,15 +171,21 @@ def cached_weights(model_name: str, cache_dir: str | None = None) -> bool:
     if cfg is None:
         return False
     if cfg.hf_hub_id:
-        from huggingface_hub import constants
-
-        repo = cfg.hf_hub_id.split("@")[0]
-        folder = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")) / "snapshots"
-        return any(p.suffix in (".safetensors", ".bin", ".pth", ".pt") for p in folder.glob("*/*"))
+        return bool(hub_snapshot_files(cfg.hf_hub_id, cache_dir))
     if cfg.url:
         torch_cache = Path(cache_dir or os.path.join(torch.hub.get_dir(), "checkpoints"))
         return (torch_cache / os.path.basename(cfg.url)).is_file()
     return False
+
+
+def hub_snapshot_files(hf_hub_id: str, cache_dir: str | None = None) -> list[Path]:
+    """Weight files (.safetensors, .bin, .pth, .pt) of ``hf_hub_id``'s snapshots in the
+    Hugging Face hub cache (``cache_dir`` or ``HF_HUB_CACHE``), sorted; [] when none."""
+    from huggingface_hub import constants
+
+    repo = hf_hub_id.split("@")[0]
+    folder = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")) / "snapshots"
+    return sorted(p for p in folder.glob("*/*") if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
 
 
 #: The official release files that ``torch.hub.load`` of facebookresearch/dino and

@@ -21,6 +21,7 @@ from PIL import Image
 
 from claid.backbones.timm_vit import TimmViTBackbone
 from claid.cutters import cut_regions
+from claid.cutters.planted import best_iou
 
 MODELS = {"vits16": ("vit_small_patch16_224.dino", 16, 384), "vitb8": ("vit_base_patch8_224.dino", 8, 768)}
 
@@ -43,16 +44,6 @@ def photos(folder: str | None) -> list[tuple[str, Image.Image]]:
 
     names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry"]
     return [(n, Image.fromarray(getattr(data, n)()).convert("RGB")) for n in names]
-
-
-def best_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(Ra,) the best IoU of each mask of a (Ra, h, w) among b's."""
-    if not len(a) or not len(b):
-        return np.zeros(len(a))
-    fa, fb = a.reshape(len(a), -1).astype(np.float32), b.reshape(len(b), -1).astype(np.float32)
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
-    return (inter / np.maximum(union, 1)).max(1)
 
 
 def main() -> None:
