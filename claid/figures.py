@@ -383,7 +383,8 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
     from claid.images import load_image
 
     def open_image(image_id: str) -> Image.Image:  # a 12 MP photo is drawn from ~1000 px
-        return load_image(bench.path(image_id), long_side_needed=lambda h, w: FIGURE_LONG_SIDE)
+        return load_image(bench.path(image_id), long_side_needed=lambda h, w: FIGURE_LONG_SIDE,
+                          options=bench.decode)
 
     out: dict[str, str] = {}
     region_image = np.asarray(store.region_image())

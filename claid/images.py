@@ -16,6 +16,13 @@ once and shrunk by an integer box filter (``Image.reduce``). The consumer still
 does its one resize from there. The file's displayed size is kept in
 ``image.info["original_size"]`` (read it with :func:`original_size`), so boxes,
 scales and cached sizes stay in the original pixels.
+
+**Decoding as the authors' code does.** Two of those choices differ from the
+reference code (wlzhao22/CLAID opens files with plain ``PIL.Image.open`` and
+``convert("RGB")``): :class:`DecodeOptions` (``images:`` in ``conf/config.yaml``)
+turns each off. ``exif_transpose: false`` keeps the file's stored orientation (boxes
+are then in that orientation too); ``reduced: false`` always decodes in full, so
+the one resize starts from the full pixels, as ``torchvision``'s does there.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "load_image", "original_size", "displayed_size", "image_size_from_header"]
+__all__ = ["DecodeOptions", "ImageError", "decode_entry", "decode_key", "load_image", "original_size",
+           "displayed_size", "image_size_from_header"]
 
 #: Bump when the pixels load_image returns for a file change (artifact keys include it).
 DECODE_VERSION = 2  # 2: large photos decoded at the size they are used at
@@ -39,6 +48,55 @@ _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 
 # Modes whose samples do not fit in 8 bits; PIL's own convert("L") clips them at 255.
 _WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How files become pixels (``images:`` in ``conf/config.yaml``).
+
+    Attributes:
+        exif_transpose: apply the EXIF orientation (claid's default); False reads
+            the stored orientation, as the reference code's plain ``Image.open`` does.
+        reduced: decode large photos at the size they are used at (module
+            docstring); False decodes every file in full, as the reference code does.
+    """
+
+    exif_transpose: bool = True
+    reduced: bool = True
+
+    @classmethod
+    def from_config(cls, node: Mapping | None) -> DecodeOptions:
+        """From the ``images`` config node (None: the defaults); ValueError on an
+        unknown key or a value that is not true / false."""
+        values = dict(node or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"images: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        for name, value in values.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"images.{name} must be true or false, got {value!r}")
+        return cls(**values)
+
+
+DEFAULT_DECODE = DecodeOptions()
+
+
+def decode_key(options: DecodeOptions = DEFAULT_DECODE) -> int | dict:
+    """What artifact keys record of how images were decoded: ``DECODE_VERSION`` for
+    the defaults (so keys written before the options existed stay valid), else the
+    version and the options."""
+    if options == DEFAULT_DECODE:
+        return DECODE_VERSION
+    return {"version": DECODE_VERSION, "exif_transpose": options.exif_transpose,
+            "reduced": options.reduced}
+
+
+def decode_entry(options: DecodeOptions = DEFAULT_DECODE) -> dict:
+    """``{"decode": decode_key(options)}`` for a cache key that did not record the
+    decoding before the options existed, and nothing for the defaults (those keys
+    stay valid)."""
+    return {} if options == DEFAULT_DECODE else {"decode": decode_key(options)}
 
 
 class ImageError(Exception):
@@ -111,6 +169,7 @@ def load_image(
     path: str | os.PathLike,
     *,
     long_side_needed: Callable[[int, int], int | None] | None = None,
+    options: DecodeOptions = DEFAULT_DECODE,
 ) -> Image.Image:
     """Decode one image file into memory, in full or at the size it is used at.
 
@@ -119,9 +178,12 @@ def load_image(
         long_side_needed: (height, width) as displayed -> the longest side in pixels
             any consumer resizes this image to, or None for full size. The image is
             then decoded with its long side >= that (never upscaled), see the module
-            docstring; ``original_size(image)`` gives the file's size.
+            docstring; ``original_size(image)`` gives the file's size. Ignored with
+            ``options.reduced`` False.
+        options: :class:`DecodeOptions` (EXIF orientation, reduced decoding).
     Returns:
-        An 8-bit "RGB" image, (width, height) as displayed: EXIF orientation applied.
+        An 8-bit "RGB" image, (width, height) as displayed: EXIF orientation applied
+        (unless ``options.exif_transpose`` is False).
     Raises:
         ImageError: missing, empty, not an image, truncated or corrupt file.
     """
@@ -138,12 +200,12 @@ def load_image(
             # failure; the decode below is the test.
             warnings.simplefilter("ignore")
             with Image.open(path) as opened:
-                full = _displayed(opened)
+                full = _displayed(opened) if options.exif_transpose else opened.size[::-1]
                 shrink = 1
-                if long_side_needed is not None:
+                if long_side_needed is not None and options.reduced:
                     shrink = _reduce_on_decode(opened, long_side_needed(*full), max(full))
                 opened.load()
-                image = ImageOps.exif_transpose(opened)
+                image = ImageOps.exif_transpose(opened) if options.exif_transpose else opened
                 if image is opened:
                     image = opened.copy()
                 if shrink > 1:

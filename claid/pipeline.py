@@ -33,6 +33,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from claid.artifacts import atomic_write_json
+from claid.images import DecodeOptions
 from claid.settings import (
     SettingsError,
     check_group_keys,
@@ -70,6 +71,10 @@ def check_settings(cfg: DictConfig) -> None:
     for group in BUILT_GROUPS:
         check_group_keys(group, cfg.get(group), read_by_the_run.get(group, ()))
     check_values(cfg)
+    try:
+        DecodeOptions.from_config(cfg.get("images"))
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
     check_model_names(cfg)
     check_search_settings(cfg.search)
 
@@ -107,7 +112,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     parts = Components(cfg)
     if not is_global_zero():  # read before extraction: the launcher has set it already
-        extract_stage(cfg, build(cfg.dataset), parts, cache_dir)
+        extract_stage(cfg, _decoded_as_configured(build(cfg.dataset), cfg), parts, cache_dir)
         log.info("extraction done on this rank; global rank 0 runs the rest of the job")
         return None
     run_dir = Path(run_dir or _hydra_run_dir() or os.getcwd())
@@ -124,6 +129,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
 
     with tracker.run(tags={"run_dir": str(run_dir)}):
         bench = with_conventions(timed("dataset", lambda: build(cfg.dataset)), cfg.get("evaluation"))
+        bench = _decoded_as_configured(bench, cfg)
         check_run_memory(cfg, bench)  # stops now, not after hours of extraction, if it cannot fit
         # a query image that cannot be decoded stops the run now, not after the extraction
         timed("query_images", lambda: check_query_images(bench))
@@ -185,6 +191,12 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
             tracker.log_artifact(path)
         tracker.set_tags({"whole_image_region": str(bool(cfg.search.whole_image_region))})
     return RunResult(run_dir=run_dir, metrics=metrics, artifacts=artifacts, report=report)
+
+
+def _decoded_as_configured(bench, cfg):
+    """``bench`` with the run's ``images:`` decoding options (claid/images.py), which
+    every stage that decodes its files reads; the same on every rank."""
+    return replace(bench, decode=DecodeOptions.from_config(cfg.get("images")))
 
 
 def _hydra_run_dir() -> str | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from claid.images import DecodeOptions
+
 
 @dataclass
 class PatchGrid:
@@ -212,6 +214,8 @@ class Benchmark:
             {"family": "lab", "metrics": ["mAP-50", "mAP-100", "mAP-all"],
              "ap": "lab", "query": "crop"}; recorded with every result.
         gt_masks_file: a COCO-format annotation file for detector recall, or None.
+        decode: how its files become pixels (:class:`claid.images.DecodeOptions`,
+            ``images:`` of the run's config); every stage that decodes reads it.
     """
 
     name: str
@@ -221,6 +225,7 @@ class Benchmark:
     gt_boxes: dict[str, np.ndarray] = field(default_factory=dict)
     protocol: dict = field(default_factory=dict)
     gt_masks_file: str | None = None
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
 
     def path(self, image_id: str) -> str:
         """Absolute path of an image id."""

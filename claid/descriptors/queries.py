@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from claid.artifacts import config_hash, dataset_key, plain
+from claid.images import decode_entry
 from claid.integrity import load_checked_npy, save_checked_npy
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def load_query_image(bench, query):
     from claid.images import ImageError, load_image
 
     try:
-        return load_image(bench.path(query.image))
+        return load_image(bench.path(query.image), options=bench.decode)
     except ImageError as err:
         raise DatasetFormatError(
             f"query {query.qid!r} ({query.image}): {err.reason}; fix the file or drop the query"
@@ -75,7 +76,8 @@ def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
             f"dataset.query={mode} but descriptor.query={described_as}: set descriptor.query "
             "(the dataset follows it by default)"
         )
-    key = {"dataset": dataset_key(bench), "descriptor": plain(cfg.descriptor), "mode": mode}
+    key = {"dataset": dataset_key(bench), "descriptor": plain(cfg.descriptor), "mode": mode,
+           **decode_entry(bench.decode)}
     path = cache_dir / f"queries-{config_hash(key)}.npy"
     # reused only when its checksum and what it was built from match (else rebuilt)
     cached = load_checked_npy(path, built_from=key)

@@ -41,7 +41,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from claid.engine.cut_pool import decode_workers
 from claid.engine.feature_cache import FeatureCache
-from claid.images import ImageError, image_size_from_header, load_image, original_size
+from claid.images import (
+    DEFAULT_DECODE,
+    DecodeOptions,
+    ImageError,
+    image_size_from_header,
+    load_image,
+    original_size,
+)
 
 __all__ = ["ImageListDataset", "ImageListDataModule", "collate_images", "rank_slice",
            "bucket_order"]
@@ -109,12 +116,15 @@ class ImageListDataset(Dataset):
             ``descriptor.has_network`` False: it can only pool cached maps.
         token_cache: cached PatchGrids (``FeatureCache`` of kind tokens), or None.
         map_cache: cached descriptor maps (kind feature_maps), or None.
+        decode: how the files are decoded (:class:`claid.images.DecodeOptions`).
     """
 
     def __init__(self, images: Sequence[tuple[str, str]], *, backbone, descriptor,
                  token_cache: FeatureCache | None = None,
-                 map_cache: FeatureCache | None = None) -> None:
+                 map_cache: FeatureCache | None = None,
+                 decode: DecodeOptions = DEFAULT_DECODE) -> None:
         self.images = list(images)
+        self.decode = decode
         self.backbone = backbone
         self.descriptor = descriptor
         self.token_cache = token_cache
@@ -155,7 +165,8 @@ class ImageListDataset(Dataset):
         users = [m for m in (None if patch_grid is not None else self.backbone,
                              self.descriptor if needs_map and cached_map is None else None) if m]
         try:  # decoded no larger than the networks use it (a 12 MP photo stays small)
-            image = load_image(path, long_side_needed=lambda h, w: long_side_used(users, h, w))
+            image = load_image(path, long_side_needed=lambda h, w: long_side_used(users, h, w),
+                               options=self.decode)
         except ImageError as err:
             return {"id": image_id, "error": err.reason}
         size = original_size(image)
@@ -168,7 +179,8 @@ class ImageListDataset(Dataset):
                               self.descriptor if needs_map and cached_map is None else None) if m]
         if any(m not in users for m in needed):  # a stale cache entry: decode for its network too
             try:
-                image = load_image(path, long_side_needed=lambda h, w: long_side_used(needed, h, w))
+                image = load_image(path, long_side_needed=lambda h, w: long_side_used(needed, h, w),
+                                   options=self.decode)
             except ImageError as err:
                 return {"id": image_id, "error": err.reason}
         if patch_grid is None and self.backbone is None:
@@ -295,7 +307,7 @@ class ImageListDataModule(pl.LightningDataModule):
                  token_cache: FeatureCache | None = None,
                  map_cache: FeatureCache | None = None,
                  todo: Callable[[list[tuple[str, str]]], list[tuple[str, str]]] | None = None,
-                 ) -> None:
+                 decode: DecodeOptions = DEFAULT_DECODE) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -310,6 +322,7 @@ class ImageListDataModule(pl.LightningDataModule):
         self.token_cache = token_cache
         self.map_cache = map_cache
         self.todo = todo
+        self.decode = decode
         self.todo_images: list[tuple[str, str]] = list(self.images)
         self.rank_images: list[tuple[str, str]] = []
 
@@ -354,7 +367,7 @@ class ImageListDataModule(pl.LightningDataModule):
             return DataLoader(_NothingToDo(), batch_size=1, collate_fn=collate_images)
         dataset = ImageListDataset(self.rank_images, backbone=self.backbone,
                                    descriptor=self.descriptor, token_cache=self.token_cache,
-                                   map_cache=self.map_cache)
+                                   map_cache=self.map_cache, decode=self.decode)
         ranks_per_node = max(1, int(getattr(self.trainer, "num_devices", 1) or 1))
         workers = decode_workers(self.num_workers, ranks_per_node=ranks_per_node)
         return DataLoader(

@@ -15,6 +15,7 @@ from claid.engine.datamodule import ImageListDataModule
 from claid.engine.feature_cache import FeatureCache
 from claid.engine.module import ExtractionModule
 from claid.engine.writer import ExtractionProgress, StoreWriter
+from claid.images import DEFAULT_DECODE, DecodeOptions
 from claid.store import RegionStore, ensure_store, write_summary
 from claid.structures import PatchGrid, RegionTree
 
@@ -163,6 +164,7 @@ def extract_regions(
     cut_pool: str = "thread",
     cut_queue: int = 2,
     profile: bool = False,
+    decode: DecodeOptions = DEFAULT_DECODE,
 ) -> RegionStore:
     """Detect and describe the regions of every image into a region store; resumable.
 
@@ -214,6 +216,7 @@ def extract_regions(
             honestly (it stalls the overlap; off for production runs).
         retry_skipped: try the images recorded as skipped again (a later success
             supersedes the skip record).
+        decode: how the files are decoded (:class:`claid.images.DecodeOptions`).
     Returns:
         The store, opened for reading; its ``summary`` describes this run (with
         caches: their folders and how many images each network / cache served).
@@ -267,7 +270,7 @@ def extract_regions(
         datamodule = ImageListDataModule(images, backbone=backbone, descriptor=descriptor,
                                          batch_size=batch_size, num_workers=num_workers,
                                          token_cache=token_cache, map_cache=map_cache,
-                                         todo=still_to_do)
+                                         todo=still_to_do, decode=decode)
         writer = StoreWriter(store_dir, config=config, dim=dim, dtype=dtype,
                              shard_size=shard_size, token_cache=token_cache, map_cache=map_cache)
         trainer = pl.Trainer(

@@ -70,7 +70,7 @@ def store_key(cfg, bench) -> dict:
     images, backbone, cutter, region descriptor, stored dtype and everything else
     that changes the regions: the forward passes' ``engine.precision`` (fp16 or bf16
     tokens can flip a borderline cut) and how large photos are decoded."""
-    from claid.images import DECODE_VERSION
+    from claid.images import decode_key
 
     return {
         "dataset": database_key(bench),
@@ -79,7 +79,7 @@ def store_key(cfg, bench) -> dict:
         "descriptor": region_descriptor_key(cfg),
         "dtype": cfg.store.dtype,
         "precision": engine_precision(cfg),
-        "decode": DECODE_VERSION,  # how large photos are decoded (claid/images.py)
+        "decode": decode_key(bench.decode),  # how files are decoded (claid/images.py)
     }
 
 
@@ -102,13 +102,13 @@ def feature_cache_keys(cfg, bench) -> tuple[dict, dict]:
     images, backbone, ``cache.token_dtype``); the descriptor maps by (database images,
     region-descriptor settings, ``cache.map_dtype``); both by how images are decoded. Neither depends on the cutter,
     so every cutter variant shares them."""
-    from claid.images import DECODE_VERSION
+    from claid.images import decode_key
 
-    dataset = database_key(bench)
+    dataset, decode = database_key(bench), decode_key(bench.decode)
     return ({"dataset": dataset, "backbone": plain(cfg.backbone),
-             "dtype": cfg.cache.token_dtype, "decode": DECODE_VERSION},
+             "dtype": cfg.cache.token_dtype, "decode": decode},
             {"dataset": dataset, "descriptor": region_descriptor_key(cfg),
-             "dtype": cfg.cache.map_dtype, "decode": DECODE_VERSION})
+             "dtype": cfg.cache.map_dtype, "decode": decode})
 
 
 def open_feature_caches(cfg, bench, cache_dir: Path):
@@ -257,6 +257,7 @@ def _extract(cfg, bench, parts, cache_dir: Path, key: dict, store_dir: Path):
         dtype=cfg.store.dtype,
         token_cache=token_cache,
         map_cache=map_cache,
+        decode=bench.decode,
     )
 
 
@@ -274,13 +275,13 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
         shards and read chunk by chunk by the search tables: 7 GiB of float16 at 5M
         images x 768 never sit in memory), or a float32 array computed here.
     """
-    from claid.images import load_image
+    from claid.images import decode_entry, load_image
 
     stored = store.whole_image_rows()
     if stored is not None:
         return stored
     key = {"dataset": database_key(bench), "descriptor": region_descriptor_key(cfg),
-           "images": store.image_ids}
+           "images": store.image_ids, **decode_entry(bench.decode)}
     path = cache_dir / f"wholeimage-{config_hash(key)}.npy"
     cached = load_checked_npy(path, built_from=key)  # None when absent, damaged or mismatched
     if cached is not None:
@@ -288,7 +289,7 @@ def whole_image_stage(cfg, bench, store, parts, cache_dir: Path) -> np.ndarray:
     descriptor = parts.get("descriptor")
     rows = []
     for image_id, (height, width) in zip(store.image_ids, store.image_sizes()):
-        image = load_image(bench.path(image_id))
+        image = load_image(bench.path(image_id), options=bench.decode)
         box = np.array([[0, 0, width, height]], dtype=np.float32)
         rows.append(descriptor.describe(image, box)[0])
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, descriptor.dim), np.float32)
