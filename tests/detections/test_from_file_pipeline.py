@@ -130,3 +130,14 @@ def test_from_file_builds_no_backbone(compose_cfg, tmp_path, monkeypatch):
     _run(compose_cfg, tmp_path, path, "cache.tokens=true")
     assert "backbone" not in built and "cutter" in built
     assert not list(tmp_path.glob("**/tokens-*"))
+
+
+def test_preflight_asks_for_no_backbone_weights(compose_cfg, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from claid.preflight import prepare_run
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    cfg = compose_cfg("engine.threads=1", "cutter=from_file", "cutter.path=x.json",
+                      f"backbone.cache_dir={tmp_path}", "descriptor.pretrained=false")
+    assert prepare_run(cfg) == 1  # the backbone's weights are missing, and not needed
