@@ -241,6 +241,11 @@ class RegionsFile:
                 ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
                 region.box = (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))
         if region.grid_mask is not None:
+            grid = region.grid_mask.get("grid")
+            # a short RLE can claim a huge grid: no more cells than 16 per pixel of the image
+            if isinstance(grid, list) and len(grid) == 2 and all(isinstance(v, int) for v in grid) \
+                    and grid[0] * grid[1] > 16 * height * width:
+                raise self.error(where, f"claid_mask: grid {grid} is far finer than the {width}x{height} image")
             _grid_mask(region.grid_mask, lambda why: self.error(where, f"claid_mask: {why}"))
         x1, y1, x2, y2 = region.box
         if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:

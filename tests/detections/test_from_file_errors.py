@@ -136,3 +136,21 @@ def test_rle_parser_matches_pycocotools():
     assert (flat.reshape(53, 37).T == m).all()
     with pytest.raises(SegmentationError):
         rle_counts(b"0P")
+
+
+def test_a_bad_claid_mask_is_one_line(compose_cfg, tmp_path):
+    name = _db(compose_cfg)[0]
+    huge = {"grid": [100000, 100000], "cell": [1.0, 1.0], "counts": [10 ** 10]}
+    msg = _fail(compose_cfg, tmp_path, _one(name, claid_mask=huge, bbox=[1, 1, 5, 5]))
+    assert "claid_mask: grid [100000, 100000] is far finer" in msg
+    short = {"grid": [12, 16], "cell": [8.0, 8.0], "counts": [5]}
+    assert "claid_mask: RLE runs cover 5 pixels" in _fail(compose_cfg, tmp_path, _one(name, claid_mask=short, bbox=[1, 1, 5, 5]))
+
+
+def test_a_descriptor_that_pools_the_detectors_tokens_is_refused(compose_cfg, tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(_one(_db(compose_cfg)[0], bbox=[1, 1, 5, 5])))
+    cfg = compose_cfg(*SMALL, *TINY, "cutter=from_file", f"cutter.path={path}", "descriptor=vit_tokens",
+                      "backbone=dino_vits8")
+    with pytest.raises(SettingsError, match="needs a descriptor that reads the image"):
+        run(cfg, run_dir=tmp_path / "run")
