@@ -6,6 +6,7 @@
     python -m claid runs [--experiment NAME | --parent RUN_ID | --runs ID ...] [--param K=V] [--tag K=V]
                                              (the table of logged runs, e.g. a sweep's jobs)
     python -m claid verify DIR      (a region store or index dir: sizes + sha256 checksums)
+    python -m claid export-coco STORE_DIR out.json [--dataset-root DIR]   (the regions as COCO JSON)
 
 Each command prints what a user must fix as ``error: ...`` (no traceback); a bug in
 claid still shows its traceback.
@@ -16,7 +17,7 @@ import sys
 
 # command -> module whose main(argv) runs it (imported only when used: torch is slow to load)
 COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.reports",
-            "verify": "claid.verify", "serve": "claid.serve.app"}
+            "verify": "claid.verify", "serve": "claid.serve.app", "export-coco": "claid.detections.export"}
 
 
 def main() -> None:

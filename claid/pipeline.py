@@ -142,6 +142,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         upstream = {"regions": store_content_hash(store),
                     "whole_image_region": bool(cfg.search.whole_image_region)}
         report, metrics = new_report(cfg, bench, store)
+        if "regions_from_file" in (store.summary or {}):  # cutter=from_file: what the file gave
+            report["counts"]["regions_from_file"] = store.summary["regions_from_file"]
         report["settings"]["weights"] = weight_params({"backbone": cfg.backbone, "descriptor": cfg.descriptor})
         tracker.log_params(report["settings"]["weights"])  # which file, which hash
         searchable = searchable_queries(cfg, bench, report)

@@ -17,5 +17,9 @@ def prepare_run(cfg: DictConfig) -> int:
         threads = apply_threads(cfg.engine.get("threads", "auto"))
     except ValueError as err:  # a settings error reads as its one line, no traceback
         raise SettingsError(str(err)) from None
-    check_configured_weights({group: cfg.get(group) for group in ("backbone", "descriptor")})
+    from claid.cutters.from_file import reads_from_file
+
+    # cutter=from_file builds no backbone: its weights are not needed
+    groups = ("descriptor",) if reads_from_file(cfg.get("cutter")) else ("backbone", "descriptor")
+    check_configured_weights({group: cfg.get(group) for group in groups})
     return threads

@@ -14,7 +14,7 @@ from PIL import Image
 
 from claid.backbones.base import Backbone
 from claid.backbones.pos_embed import check_rule, default_rule, install_rule
-from claid.models.preprocessing import prepare_for_grid, reference_size
+from claid.models.preprocessing import GRID_FITS, RESAMPLING, prepare_for_grid, reference_size
 from claid.models.weights import build_timm_model
 
 FACETS = ("tokens", "keys", "queries", "values")
@@ -40,6 +40,11 @@ class TimmViTBackbone(Backbone):
             ``get_intermediate_layers`` and the reference code do).
         short_side, max_long_side, native_below: resize policy, see
             ``claid.models.preprocessing.reference_size``.
+        grid_fit: ``crop`` (top-left crop to the patch grid, CLAID's reference) or
+            ``pad`` (zeros at the bottom / right up to it, TokenCut's).
+        square_size: resize every image to this square, whatever its aspect
+            (MaskCut: 480), instead of the resize policy; None: the policy.
+        resample: PIL filter of the resize: ``bilinear``, ``lanczos`` (MaskCut), ``bicubic``.
         mean, std: per-channel normalisation of [0, 1] RGB.
         pos_resample: how the position table is resampled to each input's grid
             (``claid.backbones.pos_embed``): ``dino``, ``dinov2``, ``dinov2_reg``,
@@ -69,8 +74,17 @@ class TimmViTBackbone(Backbone):
         std: Sequence[float] = (0.229, 0.224, 0.225),
         pos_resample: str | None = None,
         gelu: str | None = None,
+        grid_fit: str = "crop",
+        square_size: int | None = None,
+        resample: str = "bilinear",
     ) -> None:
         super().__init__()
+        if grid_fit not in GRID_FITS or resample not in RESAMPLING:
+            raise ValueError(f"grid_fit must be one of {GRID_FITS}, resample one of {sorted(RESAMPLING)}; "
+                             f"got {grid_fit!r}, {resample!r}")
+        if square_size is not None and (not isinstance(square_size, int) or square_size < patch_size):
+            raise ValueError(f"square_size must be null or an integer >= the patch size, got {square_size!r}")
+        self.grid_fit, self.square_size, self.resample = grid_fit, square_size, resample
         if facet not in FACETS:
             raise ValueError(f"facet must be one of {FACETS}, got {facet!r}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -125,6 +139,8 @@ class TimmViTBackbone(Backbone):
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) pixels an image of (height, width) is resized to before the crop to
         the patch grid (what ``load_image(long_side_needed=...)`` decodes for)."""
+        if self.square_size is not None:
+            return self.square_size, self.square_size
         return reference_size(height, width, short_side=self.short_side,
                               max_long_side=self.max_long_side, native_below=self.native_below)
 
@@ -139,6 +155,9 @@ class TimmViTBackbone(Backbone):
             native_below=self.native_below,
             mean=self.mean,
             std=self.std,
+            fit=self.grid_fit,
+            square=self.square_size,
+            resample=self.resample,
         )
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

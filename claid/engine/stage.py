@@ -70,9 +70,10 @@ def store_key(cfg, bench) -> dict:
     images, backbone, cutter, region descriptor, stored dtype and everything else
     that changes the regions: the forward passes' ``engine.precision`` (fp16 or bf16
     tokens can flip a borderline cut) and how large photos are decoded."""
+    from claid.cutters.from_file import file_store_key
     from claid.images import decode_key
 
-    return {
+    return file_store_key(cfg.cutter, {  # cutter=from_file: the file's content, no backbone
         "dataset": database_key(bench),
         "backbone": plain(cfg.backbone),
         "cutter": plain(cfg.cutter),
@@ -80,7 +81,7 @@ def store_key(cfg, bench) -> dict:
         "dtype": cfg.store.dtype,
         "precision": engine_precision(cfg),
         "decode": decode_key(bench.decode),  # how files are decoded (claid/images.py)
-    }
+    })
 
 
 def _complete_store(store_dir: Path, bench, verify: str):
@@ -229,8 +230,13 @@ def _extract(cfg, bench, parts, cache_dir: Path, key: dict, store_dir: Path):
     """The images of ``bench`` not yet in ``store_dir`` -> the store; networks are
     built only for what the feature caches lack."""
     from claid.components import build
+    from claid.cutters.from_file import reads_from_file
     from claid.store import RegionStore
 
+    if reads_from_file(cfg.cutter):  # regions from a file: no backbone, no token cache
+        from claid.detections.stage import extract_from_file
+
+        return extract_from_file(cfg, bench, parts, store_dir, key)
     done: set[str] = set()
     if (store_dir / "manifest.json").exists():
         done = RegionStore.open(str(store_dir)).done_ids()

@@ -120,11 +120,19 @@ def crop_or_pad_to(pixels: torch.Tensor, height: int, width: int) -> torch.Tenso
     return pixels
 
 
-def resize_image(image: Image.Image, height: int, width: int) -> Image.Image:
-    """Bilinear resize (PIL, antialiased when shrinking, as torchvision's PIL path)."""
+#: PIL resampling filters a detector may resize with (MaskCut: LANCZOS)
+RESAMPLING = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC}
+#: how an input is fitted to the patch grid: top-left crop (CLAID's reference) or
+#: zero padding at the bottom / right (TokenCut's ``main_tokencut.py``)
+GRID_FITS = ("crop", "pad")
+
+
+def resize_image(image: Image.Image, height: int, width: int, resample: str = "bilinear") -> Image.Image:
+    """PIL resize (antialiased when shrinking, as torchvision's PIL path); bilinear
+    unless ``resample`` names another of ``RESAMPLING``."""
     if (image.height, image.width) == (height, width):
         return image
-    return image.convert("RGB").resize((width, height), Image.BILINEAR)
+    return image.convert("RGB").resize((width, height), RESAMPLING[resample])
 
 
 def prepare_for_grid(
@@ -136,9 +144,14 @@ def prepare_for_grid(
     native_below: int,
     mean: Sequence[float],
     std: Sequence[float],
+    fit: str = "crop",
+    square: int | None = None,
+    resample: str = "bilinear",
 ) -> tuple[torch.Tensor, tuple[float, float]]:
     """The detector's preprocessing: reference resize policy, top-left crop to a
-    multiple of ``patch_size``, normalisation.
+    multiple of ``patch_size``, normalisation. ``fit="pad"`` zero-pads up to the next
+    multiple instead of cropping (TokenCut); ``square`` resizes to ``square x square``
+    whatever the aspect (MaskCut's 480 x 480), with the ``resample`` filter.
 
     A side shorter than one patch is zero-padded at the bottom / right up to one
     patch, so every image yields at least a 1x1 grid; the padded patch maps to
@@ -150,16 +163,20 @@ def prepare_for_grid(
     """
     require_image(image)
     height, width = original_size(image)  # sizes follow the file, not a reduced decode
-    new_h, new_w = reference_size(
-        height,
-        width,
-        short_side=short_side,
-        max_long_side=max_long_side,
-        native_below=native_below,
-    )
-    pixels = image_to_tensor(resize_image(image, new_h, new_w), mean, std)
-    crop_h, crop_w = grid_crop_size(new_h, new_w, patch_size)
-    pixels = crop_or_pad_to(pixels, crop_h, crop_w)
+    if fit not in GRID_FITS or resample not in RESAMPLING:
+        raise ValueError(f"fit must be one of {GRID_FITS} and resample one of {sorted(RESAMPLING)}, "
+                         f"got {fit!r}, {resample!r}")
+    if square is not None:
+        new_h = new_w = int(square)
+    else:
+        new_h, new_w = reference_size(height, width, short_side=short_side,
+                                      max_long_side=max_long_side, native_below=native_below)
+    pixels = image_to_tensor(resize_image(image, new_h, new_w, resample), mean, std)
+    if fit == "pad":
+        fit_h, fit_w = (-(-side // patch_size) * patch_size for side in (new_h, new_w))
+    else:
+        fit_h, fit_w = grid_crop_size(new_h, new_w, patch_size)
+    pixels = crop_or_pad_to(pixels, fit_h, fit_w)
     return pixels, (height / new_h, width / new_w)
 
 
