@@ -60,3 +60,16 @@ def test_unknown_method_is_refused(compose_cfg):
     cfg = compose_cfg("+rerank.qe={}")
     with pytest.raises(SettingsError, match="rerank.qe is not a re-ranking method"):
         check_settings(cfg)
+
+
+@pytest.mark.parametrize("method", ["aqe", "dba", "diffusion"])
+def test_yaml_defaults_are_the_settings_defaults(compose_cfg, method):
+    """The CLI's defaults (the dataclasses) are the config group's."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from claid.rerank.settings import SETTINGS
+
+    node = OmegaConf.to_container(compose_cfg(f"rerank={method}").rerank[method])
+    assert node == dataclasses.asdict(SETTINGS[method]())
