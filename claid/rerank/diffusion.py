@@ -80,30 +80,32 @@ def truncated_ids(view, block: np.ndarray, start: int, truncation: int) -> np.nd
     return np.concatenate([own, others], axis=1)
 
 
-def block_solve(lap: sparse.csr_matrix, ids: np.ndarray, *, tol: float, max_iter: int) -> tuple[np.ndarray, int]:
+def block_solve(lap: sparse.csr_matrix, ids: np.ndarray, *, tol: float, max_iter: int,
+                position: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Solve ``L[T_b, T_b] f_b = e_0`` for every row b of ``ids`` (B, T; -1 pads)
     at once: one block-diagonal system, batched conjugate gradient with each
-    system frozen once converged. Returns (B, T) float32 and the iterations run."""
+    system frozen once converged. ``position``: a (B, N) int16 scratch map filled
+    with -1 (reused between blocks; allocated when None). Returns (B, T) float32
+    and the iterations run."""
     b_count, t = ids.shape
     n = lap.shape[0]
+    if position is None:
+        position = np.full((b_count, n), -1, dtype=np.int16 if t < 2**15 else np.int32)
+    block_rows, local_of = np.nonzero(ids >= 0)
+    position[block_rows, ids[block_rows, local_of]] = local_of  # item b: global id -> place in T_b
     flat = ids.ravel()
     present = np.flatnonzero(flat >= 0)
-    sub = lap[flat[present]].tocoo()  # rows of the truncated sets
-    position = present[sub.row]  # flat position of each entry's row
-    block_of = position // t
-    # the local place of each entry's column in its own block's list (or none)
-    keys = (present // t).astype(np.int64) * n + flat[present]
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
-    wanted = block_of.astype(np.int64) * n + sub.col
-    at = np.minimum(np.searchsorted(sorted_keys, wanted), sorted_keys.size - 1)
-    hit = sorted_keys[at] == wanted
-    local = present[order[at[hit]]]
-    pads = np.flatnonzero(flat < 0)
-    rows = np.concatenate([position[hit], pads])
-    cols = np.concatenate([local, pads])
-    vals = np.concatenate([sub.data[hit], np.ones(pads.size)])
-    a = sparse.csr_matrix((vals.astype(np.float64), (rows, cols)), shape=(b_count * t, b_count * t))
+    sub = lap[flat[present]]  # CSR rows of every truncated set, in order
+    counts = np.diff(sub.indptr)
+    row_of = np.repeat(present, counts)  # flat position of each entry's row
+    local = position[row_of // t, sub.indices]
+    hit = local >= 0
+    position[block_rows, ids[block_rows, local_of]] = -1  # clean for the next block
+    rows, cols = row_of[hit], local[hit].astype(np.int64) + (row_of[hit] // t) * t
+    indptr = np.zeros(b_count * t + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=b_count * t), out=indptr[1:])
+    a = sparse.csr_matrix((sub.data[hit], cols, indptr), shape=(b_count * t, b_count * t))
+    # pads have no entries and a zero right-hand side: they stay 0
     rhs = np.zeros((b_count, t))
     rhs[:, 0] = 1.0
     x = np.zeros_like(rhs)
@@ -129,10 +131,42 @@ def block_solve(lap: sparse.csr_matrix, ids: np.ndarray, *, tol: float, max_iter
     return x.astype(np.float32), done
 
 
+class OutOfReach(ValueError):
+    """The offline part would not fit this machine's measured budget; nothing was started."""
+
+
+def offline_estimate_gb(n: int, dim: int, settings) -> float:
+    """Peak memory of :func:`offline_part` (GiB): the offline matrix (T values + ids per
+    item), the whitened vectors, the graph (COO + CSR copies) and one block's scratch."""
+    t = min(settings.truncation, n)
+    graph = n * settings.kd * (8 + 4 + 4) * 4
+    block = settings.block_items * (n * 2 + t * settings.kd * 40)
+    return (n * t * (4 + 4 + 8) + n * dim * 4 + graph + block) / 2**30
+
+
+def check_reach(n: int, dim: int, settings) -> None:
+    """Stop before starting when the offline part is out of this machine's reach."""
+    estimate = offline_estimate_gb(n, dim, settings)
+    if estimate > settings.max_gb:
+        raise OutOfReach(f"offline diffusion over {n} regions needs about {estimate:.1f} GiB, more than "
+                         f"rerank.diffusion.max_gb={settings.max_gb}; lower rerank.diffusion.truncation "
+                         "or raise max_gb (experiments/bench_rerank/README.md has the measured figures)")
+    if settings.max_regions is not None and n > settings.max_regions:
+        raise OutOfReach(f"offline diffusion over {n} regions: the largest collection measured within "
+                         f"15 min on a 2-core machine is {settings.max_regions} regions "
+                         "(experiments/bench_rerank/README.md); set rerank.diffusion.max_regions=null "
+                         "(or larger) to run it anyway")
+
+
 def offline_part(index, rows, settings) -> tuple[sparse.csr_matrix, dict]:
-    """The offline diffusion matrix (N, N) CSR float32, row i = f_i on T_i, and timings."""
+    """The offline diffusion matrix (N, N) CSR float32, row i = f_i on T_i, and timings.
+
+    Raises:
+        OutOfReach: before any work, when :func:`check_reach` says so.
+    """
     from claid.rerank.common import ImageRows
 
+    check_reach(rows.n_rows, index.dim, settings)
     started = time.perf_counter()
     x = rows.all_vectors()  # a RowSource
     view = whitened_view(index)
@@ -148,10 +182,12 @@ def offline_part(index, rows, settings) -> tuple[sparse.csr_matrix, dict]:
     indices = np.empty(n * t, dtype=np.int32)
     data = np.empty(n * t, dtype=np.float32)
     iterations = []
+    scratch = np.full((min(settings.block_items, n), n), -1, dtype=np.int16 if t < 2**15 else np.int32)
     for start in range(0, n, settings.block_items):
         block = x[start : start + settings.block_items]
         ids = truncated_ids(view, block, start, t)
-        scores, its = block_solve(lap, ids, tol=settings.tol, max_iter=settings.max_iter)
+        scores, its = block_solve(lap, ids, tol=settings.tol, max_iter=settings.max_iter,
+                                  position=scratch[: block.shape[0]])
         iterations.append(its)
         scores[ids < 0] = 0.0
         lo, hi = start * t, (start + block.shape[0]) * t

@@ -44,10 +44,12 @@ class DiffusionSettings:
     aggregate: str = "max"
     block_items: int = 128
     max_gb: float = 8.0
+    max_regions: int | None = 200000
 
 
 SETTINGS = {"aqe": AQESettings, "dba": DBASettings, "diffusion": DiffusionSettings}
-_INTS = {"n": 1, "block_rows": 1, "kq": 1, "kd": 1, "truncation": 1, "max_iter": 1, "block_items": 1}
+_OPTIONAL_INTS = ("max_regions",)
+_INTS = {"max_regions": 1, "n": 1, "block_rows": 1, "kq": 1, "kd": 1, "truncation": 1, "max_iter": 1, "block_items": 1}
 _POSITIVE = ("alpha", "gamma", "tol", "max_gb")
 _CHOICES = {"same_image": SAME_IMAGE, "aggregate": AGGREGATES}
 
@@ -71,6 +73,8 @@ def parse_section(method: str, node):
     if unknown:
         raise ValueError(f"has unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
     for key, value in values.items():
+        if key in _OPTIONAL_INTS and value is None:
+            continue
         if key in _INTS:
             if isinstance(value, bool) or not isinstance(value, int) or value < _INTS[key]:
                 raise ValueError(f"{key} must be an integer >= {_INTS[key]}, got {value!r}")

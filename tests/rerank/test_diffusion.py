@@ -141,3 +141,14 @@ def test_on_planted_manifolds_diffusion_beats_the_plain_search(seeded):
     for r in diffused:
         for image, box in zip(r.images[:5], r.boxes[:5]):
             assert np.array_equal(box, table.boxes[int(image[3:])])
+
+
+def test_out_of_reach_stops_before_any_work(seeded):
+    from claid.rerank.diffusion import OutOfReach
+
+    x = seeded.normal(size=(300, 8)).astype(np.float32)
+    index, rows, _ = make_rows(x, np.repeat(np.arange(100), 3))
+    with pytest.raises(OutOfReach, match="largest collection measured within 15 min .* is 299 regions"):
+        offline_part(index, rows, DiffusionSettings(kd=5, truncation=50, max_regions=299))
+    with pytest.raises(OutOfReach, match="needs about .* GiB, more than rerank.diffusion.max_gb=1e-06"):
+        offline_part(index, rows, DiffusionSettings(kd=5, truncation=50, max_gb=1e-6))
