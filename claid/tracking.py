@@ -121,6 +121,10 @@ def key_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
             value = metrics.get(f"baseline/{baseline}/{headline}")
             if value is not None:
                 out[name] = round(float(value), 4)
+        before = metrics.get(f"rerank/before/{headline}")  # a re-ranked run: claid/rerank/stage.py
+        if before is not None:
+            out["key/before_rerank"] = round(float(before), 4)
+            out["key/rerank_gain"] = round(float(metrics[headline]) - float(before), 4)
     if "count/regions_per_image" in metrics:
         out["key/regions_per_image"] = round(float(metrics["count/regions_per_image"]), 4)
     return out

@@ -178,7 +178,8 @@ def offline_part(index, rows, settings) -> tuple[sparse.csr_matrix, dict]:
     graph_s = time.perf_counter() - started
     n = x.shape[0]
     t = min(settings.truncation, n)
-    indptr = np.arange(0, (n + 1) * t, t, dtype=np.int64)
+    index_type = np.int32 if n * t < 2**31 else np.int64  # scipy keeps int32 ids: no 2nd copy
+    indptr = np.arange(0, (n + 1) * t, t, dtype=index_type)
     indices = np.empty(n * t, dtype=np.int32)
     data = np.empty(n * t, dtype=np.float32)
     iterations = []

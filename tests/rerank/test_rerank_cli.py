@@ -63,3 +63,30 @@ def test_cli_says_what_is_missing(built, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--index-dir", str(index_dir), str(image), "--rerank", "dba", "--rerank-set", "dba.n=0"])
     assert "rerank.dba n must be an integer >= 1" in str(stop.value)
+
+
+@pytest.mark.slow
+def test_the_rerank_table_overlay_sweeps_and_summarises_with_and_without(tmp_path):
+    import subprocess
+    import sys
+
+    from claid.reports import search_runs
+
+    repo = Path(__file__).resolve().parents[2]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    done = subprocess.run(
+        [sys.executable, "run.py", "-m", "experiment=rerank_table", *SMALL[:-1], *TINY,
+         *(f"rerank.{o}" for o in FAST if False), f"paths.root_dir={tmp_path}", f"tracking.uri={uri}",
+         f"tracking.artifact_location={tmp_path}/art", f"hydra.sweep.dir={tmp_path}/sweep"],
+        cwd=repo, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = search_runs(uri, "rerank_table")
+    children = [r for r in runs if r.data.tags.get("claid.role") != "sweep"]
+    assert len(children) == 5
+    summary = (tmp_path / "sweep" / "summary" / "summary.csv").read_text().splitlines()
+    header = summary[0].split(",")
+    assert header[0] == "rerank" and "before re-ranking" in header and "re-ranking gain" in header
+    by_choice = {line.split(",")[0]: line.split(",") for line in summary[1:]}
+    assert set(by_choice) >= {"none", "aqe", "dba", "diffusion"}
+    gain = header.index("re-ranking gain")
+    assert by_choice["none"][gain] == "" and by_choice["aqe"][gain] != ""
