@@ -18,15 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from claid.rerank import cache
 from claid.rerank.apply import rerank
-from claid.rerank.cache import (
-    dba_dir,
-    dba_key,
-    diffusion_dir,
-    diffusion_key,
-    load_dba,
-    load_offline,
-)
 from claid.rerank.common import RowSource
 from claid.rerank.settings import ORDER, as_dict, parse_rerank
 
@@ -56,9 +49,9 @@ class _Finder:
 
     def __call__(self, name, index, rows, settings):
         if name == "dba":
-            key = dba_key(self.key, as_dict(settings))
-            directory = dba_dir(self.cache_dir, key)
-            found = load_dba(directory, key)
+            key = cache.dba_key(self.key, as_dict(settings))
+            directory = cache.dba_dir(self.cache_dir, key)
+            found = cache.load_dba(directory, key)
             if found is None:
                 raise RerankUnavailable(self._missing("DBA index", directory, "dba", settings))
             new_index, vectors = found
@@ -67,9 +60,9 @@ class _Finder:
             self.key = key
             new_rows = RowSource(new_index, rows.region_image, rows.boxes, rows.image_ids, whitened=vectors)
             return new_index, new_rows, {"dir": str(directory), "reused": True}
-        key = diffusion_key(self.key, as_dict(settings))
-        directory = diffusion_dir(self.cache_dir, key)
-        offline = load_offline(directory, key, rows.n_rows)
+        key = cache.diffusion_key(self.key, as_dict(settings))
+        directory = cache.diffusion_dir(self.cache_dir, key)
+        offline = cache.load_offline(directory, key, rows.n_rows)
         if offline is None:
             raise RerankUnavailable(self._missing("diffusion offline part", directory, "diffusion", settings))
         return offline, {"dir": str(directory), "reused": True}
