@@ -141,7 +141,7 @@ def offline_estimate_gb(n: int, dim: int, settings) -> float:
     t = min(settings.truncation, n)
     graph = n * settings.kd * (8 + 4 + 4) * 4
     block = settings.block_items * (n * 2 + t * settings.kd * 40)
-    return (n * t * (4 + 4 + 8) + n * dim * 4 + graph + block) / 2**30
+    return (n * t * (4 + 4) + n * dim * 4 + graph + block) / 2**30
 
 
 def check_reach(n: int, dim: int, settings) -> None:

@@ -100,9 +100,18 @@ def scale(args) -> dict:
         dba_index.search(queries, 100)
         result["online_s_per_query"] = round((time.perf_counter() - started) / len(queries), 5)
     elif args.method == "diffusion":
-        s = DiffusionSettings(truncation=args.truncation, max_regions=None)  # measured, not guarded
+        from claid.rerank.diffusion import OutOfReach
+
+        # measured, not guarded, unless --guarded (the defaults: the out-of-reach stop)
+        s = DiffusionSettings(truncation=args.truncation) if args.guarded else DiffusionSettings(
+            truncation=args.truncation, max_regions=None)
         started = time.perf_counter()
-        offline, info = offline_part(index, rows, s)
+        try:
+            offline, info = offline_part(index, rows, s)
+        except OutOfReach as err:
+            result.update(stopped=str(err), stopped_after_s=round(time.perf_counter() - started, 3))
+            print(json.dumps(result))
+            return result
         result["offline_s"] = round(time.perf_counter() - started, 1)
         result["peak_gb_offline"] = round(_peak_gb(), 2)
         result["graph_s"] = info["graph_seconds"]
@@ -169,6 +178,7 @@ def main(argv=None) -> None:
         p.add_argument("--timeout", type=int, default=900)
     one.add_argument("--n", type=int, required=True)
     one.add_argument("--method", choices=("aqe", "dba", "diffusion"), required=True)
+    one.add_argument("--guarded", action="store_true", help="diffusion with its default max_regions")
     everything.add_argument("--sizes", type=int, nargs="+", default=[20000, 60000])
     everything.add_argument("--methods", nargs="+", default=["aqe", "dba", "diffusion"])
     args = parser.parse_args(argv)
