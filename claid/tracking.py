@@ -174,8 +174,8 @@ def run_name(overrides: list[str], swept: list[str] | tuple[str, ...] = (), fall
 
 def component_tags(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Tags naming what ran: ``dataset``, ``backbone``, ``cutter``, ``descriptor``,
-    ``index`` (Hydra's group choices when known, else read off the config) and
-    ``study`` (the ``experiment=`` overlay, "none" without one)."""
+    ``index`` (Hydra's group choices when known, else read off the config),
+    ``study`` (the ``experiment=`` overlay, "none" without one) and ``rerank``."""
     choices = dict(choices or {})
 
     def from_cfg(group: str) -> str:
@@ -187,6 +187,8 @@ def component_tags(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = N
 
     tags = {g: str(choices.get(g) or from_cfg(g)) for g in ("dataset", "backbone", "cutter", "descriptor", "index")}
     tags["study"] = str(choices.get("experiment") or "none")
+    rerank = cfg.get("rerank") or {}  # the methods in running order (claid/rerank/), "none" without
+    tags["rerank"] = "+".join(m for m in ("dba", "aqe", "diffusion") if m in rerank) or "none"
     return tags
 
 

@@ -73,3 +73,15 @@ def test_yaml_defaults_are_the_settings_defaults(compose_cfg, method):
 
     node = OmegaConf.to_container(compose_cfg(f"rerank={method}").rerank[method])
     assert node == dataclasses.asdict(SETTINGS[method]())
+
+
+def test_rerank_settings_are_run_params_and_a_tag(compose_cfg):
+    from omegaconf import OmegaConf
+
+    from claid.tracking import component_tags, run_params
+
+    cfg = OmegaConf.to_container(compose_cfg("rerank=[dba,aqe]", "rerank.aqe.n=3"), resolve=True)
+    params = run_params(cfg)
+    assert params["rerank.aqe.n"] == "3" and params["rerank.dba.same_image"] == "exclude"
+    assert component_tags(cfg)["rerank"] == "dba+aqe"
+    assert component_tags(OmegaConf.to_container(compose_cfg(), resolve=True))["rerank"] == "none"
