@@ -36,6 +36,7 @@ import numpy as np
 from scipy import sparse
 
 from claid.rerank.common import first_valid, whitened_view
+from claid.settings import SettingsError
 
 GRAPH_EPS = 1e-12
 
@@ -131,8 +132,9 @@ def block_solve(lap: sparse.csr_matrix, ids: np.ndarray, *, tol: float, max_iter
     return x.astype(np.float32), done
 
 
-class OutOfReach(ValueError):
-    """The offline part would not fit this machine's measured budget; nothing was started."""
+class OutOfReach(SettingsError):
+    """The offline part would not fit this machine's measured budget; nothing was started
+    (a SettingsError: ``run.py`` prints its one line)."""
 
 
 def offline_estimate_gb(n: int, dim: int, settings) -> float:
