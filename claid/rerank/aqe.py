@@ -10,6 +10,7 @@ positives). For region search a result's vector is the **best-matching region of
 that image**: the region of the image most similar to ``q``, from the store's exact
 vectors (also for an IVF-PQ index, whose codes only ranked the images), and ``s_i``
 is that similarity (clipped at 0 before the power, so a weight is never negative).
+After DBA (``rerank=[dba,aqe]``) the result vectors are the DBA vectors of those regions.
 ``q'`` is then searched again through the same index (:func:`~claid.rerank.common.whitened_view`),
 and each image's box is the region that ranks it in that second search.
 """
