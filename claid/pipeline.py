@@ -38,6 +38,7 @@ from claid.settings import (
     SettingsError,
     check_group_keys,
     check_model_names,
+    check_rerank_settings,
     check_search_settings,
     check_values,
 )
@@ -77,6 +78,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise SettingsError(str(err)) from None
     check_model_names(cfg)
     check_search_settings(cfg.search)
+    check_rerank_settings(cfg.get("rerank"))
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
@@ -104,6 +106,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     from claid.index.search_table import region_table
     from claid.index.stage import index_stage, search_stage
     from claid.models.weight_files import weight_params
+    from claid.rerank.stage import rerank_stage
     from claid.store.integrity import store_content_hash
     from claid.tracking import figure_caption, tracker_for
 
@@ -157,6 +160,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
             qvecs = timed("queries", lambda: query_stage(cfg, queries, parts, cache_dir))
             rankings = timed("search", lambda: search_stage(index, table, qvecs, searchable, cfg.index.get("k"),
                                                          float(cfg.search.memory_gb)))
+            rankings = timed("rerank", lambda: rerank_stage(cfg, queries, index, index_dir, table, qvecs, rankings,
+                                                            report, metrics, cache_dir))
             index = None  # not needed after the search: its memory goes back before the baselines
             # a query without positives is searched (rankings.json) but scores nothing
             n_scorable = len(queries_with_positives(queries))

@@ -24,7 +24,10 @@ from collections.abc import Sequence
 KEY_METRICS = ["key/headline", "key/chance", "key/global", "key/regions_per_image"]
 # the key/ names as a table header says them
 KEY_LABELS = {"key/headline": "headline", "key/chance": "chance", "key/global": "global descr.",
-              "key/regions_per_image": "regions/img"}
+              "key/regions_per_image": "regions/img", "key/before_rerank": "before re-ranking",
+              "key/rerank_gain": "re-ranking gain"}
+# shown in a sweep summary when some run has them (a rerank=... sweep: claid/rerank/)
+RERANK_KEYS = ["key/before_rerank", "key/rerank_gain"]
 DEFAULT_URI = "sqlite:///outputs/mlflow/mlflow.db"
 
 

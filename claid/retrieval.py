@@ -40,6 +40,7 @@ def search(
     top: int = 100,
     k: int | None = None,
     descriptor=None,
+    rerank: dict | None = None,
 ) -> list[Ranking]:
     """Rank the indexed images for each query image (+ optional box).
 
@@ -54,6 +55,8 @@ def search(
         k: regions retrieved per query before image ranking (None: all).
         descriptor: an already built RegionDescriptor (default: built from the
             config recorded in the index dir, with its weights settings).
+        rerank: re-ranking methods and settings (``claid.rerank.cli.parse_methods("dba,aqe")``),
+            using the DBA index / diffusion offline part cached beside the index dir.
     Returns:
         One Ranking per query (qid "0", "1", ...): image ids, scores, localised boxes.
     """
@@ -76,7 +79,7 @@ def search(
             except ValueError as err:
                 raise QueryError(str(err)) from err
         rows.append(descriptor.describe_query(image, box))
-    return _rank(index_dir, rows, top=top, k=k)
+    return _rank(index_dir, rows, top=top, k=k, rerank=rerank)
 
 
 def search_text(
@@ -149,12 +152,19 @@ def _descriptor_of(meta: dict, index_dir: str | Path):
     return build_recorded_descriptor(meta.get("descriptor"), _where(index_dir))
 
 
-def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | None) -> list[Ranking]:
+def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | None,
+          rerank: dict | None = None) -> list[Ranking]:
     """Query vectors -> the first ``top`` images of each ranking."""
     from claid.index import RegionIndex, search_images
 
     if not rows:
         return []
+    if rerank:
+        from claid.rerank.cli import reranked_search
+
+        found = reranked_search(index_dir, np.stack(rows).astype(np.float32),
+                                [str(i) for i in range(len(rows))], k=k, methods=rerank)
+        return [Ranking(r.qid, r.images[:top], r.scores[:top], r.boxes[:top]) for r in found]
     meta, region_image, region_boxes = load_search_table(index_dir)
     rankings = search_images(
         RegionIndex.load(index_dir, mmap=True),  # a flat index stays in its file
@@ -176,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--text", help="a text query (index built with descriptor=siglip_tokens)")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--rerank", default="none", help="re-rank with the cached DBA index / diffusion "
+                        "offline part: none | aqe | dba | diffusion, or several: dba,aqe")
+    parser.add_argument("--rerank-set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="a setting of --rerank other than conf/rerank's default (repeatable)")
     args = parser.parse_args(argv)
     if args.image is None and args.text is None:
         parser.error("give a query image or --text")
@@ -189,14 +203,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     from claid.images import ImageError
     from claid.models.weights import WeightsUnavailableError
     from claid.registered import RecordedDescriptorError
+    from claid.rerank.cli import RerankUnavailable, parse_methods
+    from claid.settings import SettingsError
 
     try:
+        methods = parse_methods(args.rerank, args.rerank_set)
+        if methods and args.text is not None:
+            raise QueryError("--rerank goes with an image query")
         if args.text is not None:
             (ranking,) = search_text([args.text], index_dir=args.index_dir, top=args.top)
         else:
-            (ranking,) = search([args.image], index_dir=args.index_dir, boxes=[args.box], top=args.top)
+            (ranking,) = search([args.image], index_dir=args.index_dir, boxes=[args.box], top=args.top,
+                                rerank=methods)
     except (QueryError, ImageError, WeightsUnavailableError, FileNotFoundError,
-            RecordedDescriptorError, DamagedArtifactError) as err:
+            RecordedDescriptorError, DamagedArtifactError, RerankUnavailable, SettingsError) as err:
         sys.exit(f"error: {err}")
     rows = [
         {"rank": i + 1, "image": image, "score": float(score), "box": [round(float(v), 1) for v in box]}

@@ -80,6 +80,19 @@ def check_search_settings(search) -> None:
             raise SettingsError(f"search.{key} must be true or false, got {search.get(key)!r}")
 
 
+def check_rerank_settings(node) -> None:
+    """Refuse an unknown ``rerank.*`` method or a bad value of one (claid/rerank/settings.py)."""
+    from claid.rerank.settings import parse_rerank
+
+    parse_rerank(node)
+
+
+def _rerank_section(method: str, node) -> str | None:
+    from claid.rerank.settings import section_problem
+
+    return section_problem(method, node)
+
+
 # ----------------------------------------------------------------------------- values
 #: dtypes the region store and the token cache can hold (numpy names).
 STORED_DTYPES = ("float16", "float32")
@@ -200,6 +213,9 @@ VALUE_RULES: dict[str, object] = {
     "cache.tokens": _boolean,
     "cache.token_dtype": _one_of(*STORED_DTYPES),
     "cache.map_dtype": _one_of(*STORED_DTYPES),
+    "rerank.aqe": lambda v: _rerank_section("aqe", v),
+    "rerank.dba": lambda v: _rerank_section("dba", v),
+    "rerank.diffusion": lambda v: _rerank_section("diffusion", v),
 }
 
 

@@ -182,6 +182,7 @@ def summarise_sweep(uri: str, parent_run_id: str, out_dir: str | Path) -> SweepS
     from claid.reports import (
         KEY_LABELS,
         KEY_METRICS,
+        RERANK_KEYS,
         format_table,
         search_runs,
         sort_by_values,
@@ -194,17 +195,18 @@ def summarise_sweep(uri: str, parent_run_id: str, out_dir: str | Path) -> SweepS
     runs = search_runs(uri, parent=parent_run_id)
     headline = next((r.data.tags["claid.headline"] for r in runs if "claid.headline" in r.data.tags), "headline")
     labels = {**KEY_LABELS, "key/headline": headline}
+    shown = KEY_METRICS + [m for m in RERANK_KEYS if any(m in r.data.metrics for r in runs)]
     rows = []
     for run in runs:
         row = {key: swept_value(run, key) for key in swept}
         row.update({"run": run.info.run_name, "status": run.info.status})
-        row.update({labels[m]: run.data.metrics.get(m) for m in KEY_METRICS})
+        row.update({labels[m]: run.data.metrics.get(m) for m in shown})
         row["error"] = run.data.tags.get("claid.error", "")
         row["run_id"] = run.info.run_id
         rows.append(row)
     rows = sort_by_values(rows, swept)
     out_dir = Path(out_dir)
-    columns = [*swept, "run", "status", *(labels[m] for m in KEY_METRICS), "error"]
+    columns = [*swept, "run", "status", *(labels[m] for m in shown), "error"]
     title = f"{parent.info.run_name} ({parent.data.tags.get('dataset', '?')}, {len(rows)} jobs)"
     files = [write_csv(rows, out_dir / "summary.csv", [*columns, "run_id"])]
     table = format_table(rows, [c for c in columns if c != "run"])

@@ -121,6 +121,10 @@ def key_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
             value = metrics.get(f"baseline/{baseline}/{headline}")
             if value is not None:
                 out[name] = round(float(value), 4)
+        before = metrics.get(f"rerank/before/{headline}")  # a re-ranked run: claid/rerank/stage.py
+        if before is not None:
+            out["key/before_rerank"] = round(float(before), 4)
+            out["key/rerank_gain"] = round(float(metrics[headline]) - float(before), 4)
     if "count/regions_per_image" in metrics:
         out["key/regions_per_image"] = round(float(metrics["count/regions_per_image"]), 4)
     return out
@@ -170,8 +174,8 @@ def run_name(overrides: list[str], swept: list[str] | tuple[str, ...] = (), fall
 
 def component_tags(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Tags naming what ran: ``dataset``, ``backbone``, ``cutter``, ``descriptor``,
-    ``index`` (Hydra's group choices when known, else read off the config) and
-    ``study`` (the ``experiment=`` overlay, "none" without one)."""
+    ``index`` (Hydra's group choices when known, else read off the config),
+    ``study`` (the ``experiment=`` overlay, "none" without one) and ``rerank``."""
     choices = dict(choices or {})
 
     def from_cfg(group: str) -> str:
@@ -183,6 +187,8 @@ def component_tags(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = N
 
     tags = {g: str(choices.get(g) or from_cfg(g)) for g in ("dataset", "backbone", "cutter", "descriptor", "index")}
     tags["study"] = str(choices.get("experiment") or "none")
+    rerank = cfg.get("rerank") or {}  # the methods in running order (claid/rerank/), "none" without
+    tags["rerank"] = "+".join(m for m in ("dba", "aqe", "diffusion") if m in rerank) or "none"
     return tags
 
 

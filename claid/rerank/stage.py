@@ -1,0 +1,131 @@
+"""The re-ranking stage of a run (``rerank=none|aqe|dba|diffusion``, or several:
+``rerank=[dba,aqe]``), between the search and the evaluation.
+
+It returns the re-ranked rankings (what the run evaluates from then on) and writes
+into the run's metrics ``rerank/before/<metric>`` (the plain search, scored by the
+same protocol), ``rerank/after/<metric>`` and ``rerank/gain/<metric>`` (after -
+before), and into metrics.json ``settings.rerank`` what ran, with which settings,
+from which cached artifacts. The baselines (``baseline/*``) are not re-ranked: the
+global descriptor is its own plain search and the shuffled chance level shuffles
+whatever lists the run evaluates; ``settings.rerank.baselines`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from claid.artifacts import clean_stale_temps, file_lock, plain
+from claid.rerank.apply import rerank
+from claid.rerank.cache import (
+    dba_dir,
+    dba_key,
+    diffusion_dir,
+    diffusion_key,
+    load_dba,
+    load_offline,
+    save_dba,
+    save_offline,
+)
+from claid.rerank.common import RowSource, evaluated_exclusions
+from claid.rerank.settings import as_dict, parse_rerank
+
+log = logging.getLogger(__name__)
+
+BASELINES_NOTE = ("baseline/* are not re-ranked: the global descriptor baseline is its own plain "
+                  "search; the shuffled chance level shuffles the re-ranked lists")
+
+
+def rerank_stage(cfg, queries, index, index_dir, table, query_vectors, rankings, report: dict,
+                 metrics: dict, cache_dir: Path):
+    """Re-rank ``rankings`` as ``cfg.rerank`` asks (unchanged when it is empty).
+
+    Args:
+        queries: the benchmark restricted to the searched queries (its protocol decides
+            what alpha-QE and diffusion may use).
+        index, index_dir, table: the searched index, its dir, its rows.
+        query_vectors: (Q, D) as searched.
+        report, metrics: the run's report and flat metrics (written into).
+    """
+    methods = parse_rerank(cfg.get("rerank"))
+    if not methods:
+        return rankings
+    from claid.index.search_table import read_search_meta
+
+    notes = report["settings"].setdefault("rerank", {})
+    notes.update(methods=list(methods), settings={m: as_dict(s) for m, s in methods.items()},
+                 baselines=BASELINES_NOTE, before="rerank/before/*: the plain search")
+    before = _scores(rankings, queries)
+    builder = _Builder(cfg, Path(cache_dir), read_search_meta(index_dir)["key"], table)
+    qids = [q.qid for q in queries.queries]
+    rows = RowSource.of_table(index, table)
+    reranked, notes["methods_run"] = rerank(
+        methods, index=index, rows=rows, query_vectors=query_vectors, qids=qids,
+        own=[{q.image} if q.image else set() for q in queries.queries],
+        exclusions=evaluated_exclusions(queries, queries.queries), rankings=rankings,
+        k=cfg.index.get("k"), memory_gb=float(cfg.search.memory_gb), prepare=builder)
+    after = _scores(reranked, queries)
+    for key, value in before.items():
+        metrics[f"rerank/before/{key}"] = value
+        if key in after:
+            metrics[f"rerank/after/{key}"] = after[key]
+            metrics[f"rerank/gain/{key}"] = after[key] - value
+    return reranked
+
+
+def _scores(rankings, queries) -> dict:
+    from claid.evaluation import evaluate, scores_to_metrics
+    from claid.evaluation.protocols import queries_with_positives
+
+    if not queries_with_positives(queries):
+        return {}
+    return scores_to_metrics(evaluate(rankings, queries))
+
+
+class _Builder:
+    """``prepare`` for the pipeline: find the DBA index / offline part in the cache
+    or build and cache it (under a lock, as the index stage does)."""
+
+    def __init__(self, cfg, cache_dir: Path, source_key: dict, table) -> None:
+        self.cfg, self.cache_dir, self.key, self.table = cfg, cache_dir, source_key, table
+
+    def __call__(self, name, index, rows, settings):
+        return self.dba(index, rows, settings) if name == "dba" else self.diffusion(index, rows, settings)
+
+    def dba(self, index, rows, settings):
+        from claid.rerank.dba import augmented_index, augmented_vectors
+
+        key = dba_key(self.key, as_dict(settings))
+        directory = dba_dir(self.cache_dir, key)
+        clean_stale_temps(self.cache_dir)
+        with file_lock(self.cache_dir / f".{directory.name}.lock", what="building the DBA index"):
+            found = load_dba(directory, key)
+            if found is not None:
+                new_index, vectors = found
+                note = {"dir": str(directory), "reused": True, **new_index.meta.get("dba", {})}
+            else:
+                vectors, info = augmented_vectors(index, rows, n=settings.n, alpha=settings.alpha,
+                                                  same_image=settings.same_image, block_rows=settings.block_rows)
+                new_index = augmented_index(index, vectors, as_dict(settings))
+                save_dba(directory, new_index, vectors, self.table, plain(self.cfg.descriptor), key)
+                note = {"dir": str(directory), "reused": False, **info, **new_index.meta["dba"]}
+        if vectors is None:  # a flat DBA index holds its vectors
+            vectors = new_index.database_vectors()
+        self.key = key  # a diffusion after DBA diffuses the DBA vectors: keyed by them
+        self.table_rows = rows
+        new_rows = type(rows)(new_index, rows.region_image, rows.boxes, rows.image_ids, whitened=vectors)
+        return new_index, new_rows, note
+
+    def diffusion(self, index, rows, settings):
+        from claid.rerank.diffusion import offline_part
+
+        key = diffusion_key(self.key, as_dict(settings))
+        directory = diffusion_dir(self.cache_dir, key)
+        clean_stale_temps(self.cache_dir)
+        with file_lock(self.cache_dir / f".{directory.name}.lock", what="the diffusion offline part"):
+            offline = load_offline(directory, key, rows.n_rows)
+            if offline is not None:
+                return offline, {"dir": str(directory), "reused": True}
+            offline, info = offline_part(index, rows, settings)
+            save_offline(directory, offline, key, info)
+        return offline, {"dir": str(directory), "reused": False, **info}
