@@ -25,7 +25,7 @@ def test_a_damaged_index_dir_stops_the_server_at_start(tmp_path):
 
 
 def test_claid_serve_refuses_a_damaged_index_dir_with_one_line(tmp_path):
-    from claid.serve.app import main
+    from claid.serve.cli import main
 
     index_dir = _index_dir(tmp_path)
     (index_dir / "index.faiss").write_bytes(b"garbage")
