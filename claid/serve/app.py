@@ -76,8 +76,11 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         if offset < 0 or not 1 <= limit <= 5000:
             raise ApiError(400, f"need offset >= 0 and limit in [1, 5000], got {offset}, {limit}")
         chosen = range(offset, min(len(engine.image_ids), offset + limit))
-        return {"total": len(engine.image_ids),
-                "images": [{"index": i, "id": engine.image_ids[i]} for i in chosen]}
+        sizes = engine.store.image_sizes() if engine.store is not None else None
+        return {"total": len(engine.image_ids), "images": [
+            {"index": i, "id": engine.image_ids[i],
+             **({} if sizes is None else {"height": int(sizes[i][0]), "width": int(sizes[i][1])})}
+            for i in chosen]}
 
     @app.get("/api/images/{ref:path}")
     def image(ref: str, request: Request, size: int | None = None):
