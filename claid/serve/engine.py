@@ -39,6 +39,7 @@ class ApiError(Exception):
 #: Largest ``top`` (images per answer) and ``k`` (regions retrieved) a request may ask.
 MAX_TOP = 1000
 MAX_K = 100_000
+DEFAULT_APPROX_K = 1000  # regions retrieved on a compressed index (the ivfpq / hnsw presets' k)
 CACHE_SIZE = 4096  # cached database query vectors (dim x 4 B each)
 
 
@@ -177,7 +178,7 @@ class SearchEngine:
         if k is not None:
             k = _int_param("k", k, least=1, most=MAX_K)
         elif not self.index.is_exact:
-            k = min(MAX_K, max(1, self.index.ntotal))  # a compressed index cannot rank every region
+            k = DEFAULT_APPROX_K  # a compressed index cannot rank every region
         return top, k
 
     def rank(self, vector: np.ndarray, *, top: int, k: int | None) -> list[dict]:
