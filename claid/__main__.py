@@ -16,7 +16,7 @@ import sys
 
 # command -> module whose main(argv) runs it (imported only when used: torch is slow to load)
 COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.reports",
-            "verify": "claid.verify", "serve": "claid.serve.app"}
+            "verify": "claid.verify", "serve": "claid.serve.cli"}
 
 
 def main() -> None:
