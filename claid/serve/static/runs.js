@@ -54,7 +54,9 @@
                            `${query.n_relevant[grading]} relevant · ${query.n_ranked} ranked, first ${query.results.length} shown`));
     if (query.image) {
       const q = el("figure", { class: "run-query" });
-      q.append(el("img", { src: `api/images/${encodeURIComponent(query.image)}?size=160`, alt: query.image }));
+      const img = el("img", { src: `api/images/${encodeURIComponent(query.image)}?size=160`, alt: query.image });
+      img.addEventListener("error", () => img.replaceWith(el("span", {}, `${query.image} (not an image of the index)`)));
+      q.append(img);
       q.append(el("figcaption", {}, `query ${query.box ? "box " + query.box.map(Math.round).join(",") : "(whole image)"}`));
       box.append(q);
     }
