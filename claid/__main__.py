@@ -17,7 +17,7 @@ import sys
 
 # command -> module whose main(argv) runs it (imported only when used: torch is slow to load)
 COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.reports",
-            "verify": "claid.verify", "serve": "claid.serve.app", "export-coco": "claid.detections.export"}
+            "verify": "claid.verify", "serve": "claid.serve.cli", "export-coco": "claid.detections.export"}
 
 
 def main() -> None:

@@ -191,6 +191,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         if rankings:
             saved = rankings_report(searchable, rankings, bench, int(cfg.search.save_top))
             artifacts["rankings"] = str(atomic_write_json(run_dir / "rankings.json", saved))
+            from claid.evaluation.query_records import query_records  # per-query figures + marks
+
+            records = query_records(queries, rankings, int(cfg.search.save_top))
+            artifacts["queries"] = str(atomic_write_json(run_dir / "queries.json", records))
         artifacts.update(run_figures(bench, store, rankings, run_dir, report, caption=figure_caption(cfg, bench.name),
                                      n_images=tracker.n_figure_images, n_queries=tracker.n_figure_queries))
         tracker.log_metrics(metrics)

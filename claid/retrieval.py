@@ -72,14 +72,20 @@ def search(
     rows = []
     for i, (query, box) in enumerate(zip(queries, boxes)):
         image = query if isinstance(query, Image.Image) else load_image(str(query))
-        if box is not None:
-            where = f"query {i}" + ("" if isinstance(query, Image.Image) else f" ({query})")
-            try:
-                box = check_box(box, (image.height, image.width), where=where, tolerance=0.0)
-            except ValueError as err:
-                raise QueryError(str(err)) from err
-        rows.append(descriptor.describe_query(image, box))
+        where = f"query {i}" + ("" if isinstance(query, Image.Image) else f" ({query})")
+        rows.append(query_vector(descriptor, image, box, where=where))
     return _rank(index_dir, rows, top=top, k=k, rerank=rerank)
+
+
+def query_vector(descriptor, image: Image.Image, box: Sequence[float] | None, *, where: str) -> np.ndarray:
+    """One image query (+ optional box, checked as queries.jsonl boxes are) -> its
+    (D,) vector, described as the collection was (also what ``claid serve`` runs)."""
+    if box is not None:
+        try:
+            box = check_box(box, (image.height, image.width), where=where, tolerance=0.0)
+        except ValueError as err:
+            raise QueryError(str(err)) from err
+    return descriptor.describe_query(image, box)
 
 
 def search_text(

@@ -68,8 +68,14 @@ import numpy as np
 
 from claid.evaluation.ap import metric_function
 from claid.evaluation.conventions import N_RELEVANT, TIES, tie_ordered
+from claid.evaluation.ground_truth import (
+    all_positives,
+    ground_truths,
+    reachable_positives,
+    removed_images,
+)
 from claid.evaluation.localization import pairwise_box_iou
-from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
+from claid.evaluation.revisited import REVISITED_SETTINGS
 from claid.structures import Benchmark, Query, Ranking, Scores
 
 __all__ = ["FAMILIES", "RetrievalProtocol", "resolve_protocol", "evaluate", "queries_with_positives"]
@@ -219,20 +225,9 @@ def _rankings_by_query(rankings: Iterable[Ranking], queries: Sequence[Query]) ->
     return by_qid
 
 
-def _ground_truths(query: Query, spec: RetrievalProtocol) -> dict[str, tuple[set[str], set[str]]]:
-    """Setting name ("" outside revisited) -> (positives, junk)."""
-    if spec.family == "revisited":
-        return {s: revisited_ground_truth(query, s) for s in REVISITED_SETTINGS}
-    return {"": (set(query.positives), set(query.junk))}
-
-
 def _positions(position: dict[str, int], images: Iterable[str]) -> np.ndarray:
     """Sorted 0-based ranks of the given images among those the ranking holds."""
     return np.sort(np.fromiter((position[i] for i in images if i in position), dtype=np.int64))
-
-
-def _all_positives(query: Query, spec: RetrievalProtocol) -> set[str]:
-    return set().union(*(pos for pos, _ in _ground_truths(query, spec).values()))
 
 
 def queries_with_positives(benchmark: Benchmark, protocol: str | None = None) -> list[Query]:
@@ -240,7 +235,7 @@ def queries_with_positives(benchmark: Benchmark, protocol: str | None = None) ->
     its protocol: the ones :func:`evaluate` can score (a query without any is searched
     but left out of every mean, and counted)."""
     spec = resolve_protocol(benchmark.protocol, family=protocol)
-    return [q for q in benchmark.queries if _all_positives(q, spec)]
+    return [q for q in benchmark.queries if all_positives(q, spec)]
 
 
 def evaluate(
@@ -295,14 +290,7 @@ def evaluate(
     for query in benchmark.queries:
         ranking = tie_ordered(by_qid[query.qid], spec.ties, database_index)
         n_reordered += ranking is not by_qid[query.qid]
-        removed: set[str] = query_images if spec.remove_queries_from_db else set()
-        if query.image is not None and (
-            spec.remove_query_image == "always"
-            or (
-                spec.remove_query_image == "auto" and query.image not in _all_positives(query, spec)
-            )
-        ):
-            removed = removed | {query.image}
+        removed = removed_images(query, spec, query_images)
         # One dict pass per ranking; everything else works on the few ids the
         # ground truth names (rankings can hold the whole database).
         position = dict(zip(ranking.images, range(len(ranking.images))))
@@ -318,20 +306,17 @@ def evaluate(
                 )
         lengths.append(len(position) - removed_at.size)
         retrieved_positives: set[str] = set()
-        for setting, (positives, junk) in _ground_truths(query, spec).items():
+        for setting, (positives, junk) in ground_truths(query, spec).items():
             clash = positives & junk
             if clash:
                 raise ValueError(
                     f"query {query.qid!r}: {len(clash)} image(s) are both positive and junk, "
                     f"e.g. {sorted(clash)[:3]}"
                 )
-            reachable = positives - removed
-            if database:
-                reachable &= database
+            reachable, n_relevant = reachable_positives(positives, removed, database, spec)
             n_unreachable += len(positives) - len(reachable)
             junk_at = _positions(position, junk - removed) if spec.junk else removed_at[:0]
             n_junk_removed[setting] += junk_at.size
-            n_relevant = len(reachable) if spec.n_relevant == "reachable" else len(positives)
             if n_relevant == 0:
                 skipped[setting].append(query.qid)
                 continue

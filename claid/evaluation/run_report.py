@@ -23,6 +23,7 @@ def new_report(cfg, bench, store) -> tuple[dict, dict[str, float]]:
             "query": bench.protocol.get("query", "crop"),
             "k_regions": cfg.index.get("k"),
             "store": str(store.store_dir),
+            "image_root": str(bench.root),  # what the image ids are relative to (claid serve)
         },
         "counts": {
             "images": len(store.image_ids),

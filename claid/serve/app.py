@@ -1,54 +1,236 @@
-"""The FastAPI app over one index dir.
+"""The FastAPI app over one index dir (``python -m claid serve``).
 
 At start the index dir gets the same structural check ``python -m claid search`` makes
 (sizes, no checksums: ``claid verify`` stays the full check), so a damaged or missing
 index dir stops the server with that one-line error instead of failing per request.
+Every refused request is answered with a 4xx and ``{"error": "<one line>"}``.
 """
 
-from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
 
+from claid.serve.engine import ApiError, SearchEngine
+from claid.serve.files import MAX_THUMB, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 
-def create_app(index_dir: str | Path):
-    """A FastAPI app serving ``index_dir`` (checked now; raises its one-line error)."""
-    from fastapi import FastAPI
+STATIC = Path(__file__).parent / "static"
+MAX_JSON_BYTES = 64 * 1024
 
-    from claid.retrieval import _checked_meta
 
-    meta = _checked_meta(index_dir)
-    from claid.index import RegionIndex
+def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
+               image_root: str | Path | None = None, run_dirs=(), workers: int = 1,
+               queue: int = 32, threads: int | str | None = "auto",
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS):
+    """A FastAPI app serving ``index_dir`` (checked now; raises its one-line error).
 
-    index = RegionIndex.load(index_dir, mmap=True)  # a flat index stays in its file
-    image_ids = list(meta.get("image_ids", []))
-    descriptor = meta.get("descriptor")
+    Args:
+        index_dir: an index dir written by run.py.
+        store_dir: the region store it was built from (region-id queries, hierarchies).
+        image_root: the collection folder the image ids are relative to.
+        run_dirs: run dirs for the run explorer (``claid.serve.runs``, when present).
+        workers, queue: network forwards run at once / may wait (then 503).
+        threads: torch / BLAS / FAISS threads (``engine.threads`` rule).
+        max_upload_bytes, max_upload_pixels: this server's upload limits.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    from claid.serve import files
+
+    engine = SearchEngine(index_dir, store_dir=store_dir, workers=workers, queue=queue, threads=threads)
     app = FastAPI(title="claid serve")
+    app.state.engine = engine
+    descriptor = (engine.meta.get("descriptor") or {}).get("name")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_, err: ApiError):
+        return JSONResponse({"error": err.message}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"bad request: {where}: {first.get('msg', 'invalid')}"}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_, err: HTTPException):
+        return JSONResponse({"error": " ".join(str(err.detail).split())}, err.status_code)
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "images": len(image_ids),
-                "regions": int(index.ntotal),
-                "descriptor": descriptor}
+        return {"status": "ok", "images": len(engine.image_ids), "regions": int(engine.index.ntotal),
+                "descriptor": descriptor, "text": engine.text_capable,
+                "descriptor_loaded": engine.descriptor_loaded, "index_dir": str(engine.index_dir),
+                "store": engine.store is not None, "images_served": image_root is not None,
+                "workers": engine.workers, "queue": engine.queue, "threads": engine.threads,
+                "max_upload_bytes": max_upload_bytes, "max_upload_pixels": max_upload_pixels}
+
+    @app.get("/api/images")
+    def list_images(offset: int = 0, limit: int = 200) -> dict:
+        if offset < 0 or not 1 <= limit <= 5000:
+            raise ApiError(400, f"need offset >= 0 and limit in [1, 5000], got {offset}, {limit}")
+        chosen = range(offset, min(len(engine.image_ids), offset + limit))
+        sizes = engine.store.image_sizes() if engine.store is not None else None
+        return {"total": len(engine.image_ids), "images": [
+            {"index": i, "id": engine.image_ids[i],
+             **({} if sizes is None else {"height": int(sizes[i][0]), "width": int(sizes[i][1])})}
+            for i in chosen]}
+
+    @app.get("/api/images/{ref:path}")
+    def image(ref: str, request: Request, size: int | None = None):
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        parts = raw.split(b"?")[0].split(b"/api/images/", 1)[-1].split(b"/")
+        if len(parts) > 2 or (len(parts) == 2 and parts[1] != b"regions"):
+            raise ApiError(404, "unknown image path: percent-encode '/' in image ids (%2F) or use "
+                                "the image index, then /api/images/<id> or /api/images/<id>/regions")
+        number = files.image_number(engine, parts[0].decode("latin-1"))
+        if len(parts) == 2:
+            return files.regions_payload(engine, number)
+        path = files.image_path(engine, image_root, number)
+        if size is None:
+            return FileResponse(path)
+        if not 1 <= size <= MAX_THUMB:
+            raise ApiError(400, f"size must be in [1, {MAX_THUMB}], got {size}")
+        height, width = files.image_size(engine, image_root, number)
+        return Response(files.thumbnail(path, size), media_type="image/jpeg",
+                        headers={"X-Image-Size": f"{width}x{height}"})
+
+    @app.post("/api/search")
+    async def search(request: Request) -> dict:
+        start = time.perf_counter()
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            query, image = await _read_upload(request, max_upload_bytes, max_upload_pixels)
+        else:
+            query, image = _read_json(await _body(request)), None
+        top, k = engine.check_top_k(query.get("top", 10), query.get("k"))
+        kinds = [name for name in ("image_id", "region_id", "text") if query.get(name) is not None]
+        if image is not None:
+            kinds.append("upload")
+        if len(kinds) != 1:
+            raise ApiError(400, "give exactly one of image_id, region_id, text or an uploaded image, "
+                                f"got {kinds or 'none'}")
+        box = _box(query.get("box"))
+        if box is not None and kinds[0] in ("region_id", "text"):
+            raise ApiError(400, f"a box goes with an image query, not with {kinds[0]}")
+        vector, forward_ms, cached = await _vector(kinds[0], query, image, box)
+        results = await run_in_threadpool(engine.rank, vector, top=top, k=k)
+        return {"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
+                                               if query.get(n) is not None}, "box": box},
+                "top": top, "k": k, "results": results, "cached": cached, "forward_ms": forward_ms,
+                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
+
+    async def _vector(kind, query, image, box):
+        if kind == "region_id":
+            return await run_in_threadpool(engine.region_vector, query["region_id"]), None, False
+        if kind == "text":
+            if not isinstance(query["text"], str) or not query["text"].strip():
+                raise ApiError(400, "text must be a non-empty string")
+            if not engine.text_capable:
+                raise ApiError(400, f"this index was built with {descriptor}, which has no text "
+                                    "encoder; index with descriptor=siglip_tokens for text queries")
+            return (*await _forward(lambda: engine.text_vector(query["text"])), False)
+        if kind == "upload":
+            return (*await _forward(lambda: engine.image_query_vector(image, box, "the upload")), False)
+        ref = query["image_id"]
+        number = files.image_number(engine, str(ref)) if isinstance(ref, (str, int)) else None
+        if number is None or isinstance(ref, bool):
+            raise ApiError(400, f"image_id must be an image id or index, got {ref!r}")
+        key = (number, None if box is None else tuple(box))
+        vector = engine.cached(key)
+        if vector is not None:
+            return vector, None, True
+
+        def describe():
+            from claid.images import ImageError, load_image
+
+            try:
+                picture = load_image(files.image_path(engine, image_root, number))
+            except ImageError as err:
+                raise ApiError(422, f"cannot decode database image: {err.reason}") from None
+            return engine.image_query_vector(picture, box, f"query 0 ({engine.image_ids[number]})")
+
+        vector, ms = await _forward(describe)
+        engine.remember(key, vector)
+        return vector, ms, False
+
+    async def _forward(fn):
+        value, ms = await asyncio.wrap_future(engine.run_network(lambda: engine.timed(fn)))
+        return value, ms
+
+    _include_runs(app, run_dirs)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
 
     return app
 
 
-def main(argv=None) -> None:
-    """``python -m claid serve --index-dir D [--host 127.0.0.1] [--port 8000]``."""
-    import argparse
-    import sys
-
-    from claid.artifacts import DamagedArtifactError
-
-    parser = argparse.ArgumentParser(prog="python -m claid serve")
-    parser.add_argument("--index-dir", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    args = parser.parse_args(argv)
+def _include_runs(app, run_dirs) -> None:
+    """The run explorer's router (``claid.serve.runs``) when it exists and runs are given."""
+    if not run_dirs:
+        return
     try:
-        app = create_app(args.index_dir)
-    except (DamagedArtifactError, OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
-    import uvicorn
+        from claid.serve.runs import runs_router
+    except ImportError:
+        return
+    app.include_router(runs_router([Path(d) for d in run_dirs]))
 
-    uvicorn.run(app, host=args.host, port=args.port)
+
+async def _body(request) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, f"JSON body over {MAX_JSON_BYTES} bytes")
+    return body
+
+
+def _read_json(body: bytes) -> dict:
+    try:
+        query = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ApiError(400, f"malformed JSON: {err}") from None
+    if not isinstance(query, dict):
+        raise ApiError(400, "the search body must be a JSON object")
+    return query
+
+
+async def _read_upload(request, max_bytes: int, max_pixels: int) -> tuple[dict, object]:
+    from claid.serve.files import decode_upload
+
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes + 64 * 1024:
+        raise ApiError(413, f"upload of {length} bytes is over this server's limit of {max_bytes}")
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except Exception as err:  # noqa: BLE001 - a malformed multipart body
+        raise ApiError(400, f"malformed multipart form: {err}") from None
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise ApiError(400, "the multipart form needs a file field 'image'")
+    data = await upload.read(max_bytes + 1)
+    query = {}
+    for name in ("box", "top", "k"):
+        if form.get(name) not in (None, ""):
+            try:
+                query[name] = json.loads(form.get(name))
+            except json.JSONDecodeError:
+                raise ApiError(400, f"form field {name} must be JSON, got {form.get(name)[:80]!r}") from None
+    return query, await asyncio.to_thread(decode_upload, data, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def _box(box):
+    if box is None:
+        return None
+    if (not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+        raise ApiError(400, f"box must be [x1, y1, x2, y2] in original pixels, got {str(box)[:80]}")
+    return [float(v) for v in box]

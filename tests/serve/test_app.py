@@ -25,10 +25,26 @@ def test_a_damaged_index_dir_stops_the_server_at_start(tmp_path):
 
 
 def test_claid_serve_refuses_a_damaged_index_dir_with_one_line(tmp_path):
-    from claid.serve.app import main
+    from claid.serve.cli import main
 
     index_dir = _index_dir(tmp_path)
     (index_dir / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(SystemExit) as info:
         main(["--index-dir", str(index_dir)])
     assert str(info.value.code).startswith("error: index dir") and "\n" not in str(info.value.code)
+
+
+def test_a_run_dir_names_the_index_the_store_and_the_photos(served_run, tmp_path):
+    from claid.serve.cli import main, run_dir_paths
+
+    run_dir, settings = served_run
+    paths = run_dir_paths(run_dir)
+    assert paths == {"index_dir": settings["index"], "store_dir": settings["store"],
+                     "image_root": settings["image_root"]}
+    with pytest.raises(SystemExit) as info:
+        main(["--run-dir", str(tmp_path)])
+    assert "no metrics.json" in str(info.value.code)
+    (tmp_path / "metrics.json").write_text('{"settings": {}}')
+    with pytest.raises(SystemExit) as info:
+        main(["--run-dir", str(tmp_path)])
+    assert "names no index dir" in str(info.value.code)

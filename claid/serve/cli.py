@@ -1,0 +1,66 @@
+"""``python -m claid serve``: the command line of :func:`claid.serve.create_app`.
+
+    python -m claid serve --run-dir outputs/2026-12-06/run1 [--run-dir outputs/.../run2]
+    python -m claid serve --index-dir outputs/cache/index-ab12 --store outputs/cache/regions-cd34 \\
+        --images data/photos
+
+``--run-dir`` finds the index dir, region store and collection root in the run's
+metrics.json (``settings.index``, ``settings.store``, ``settings.image_root``); a
+second ``--run-dir`` is a run to compare with (the search uses the first run's index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def run_dir_paths(run_dir: str | Path) -> dict:
+    """index dir, store and image root a run dir's metrics.json names (one-line errors)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} is not a run dir (no metrics.json); pass a folder run.py wrote") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    settings = report.get("settings") if isinstance(report, dict) else None
+    if not isinstance(settings, dict) or not isinstance(settings.get("index"), str):
+        raise ValueError(f"{path} names no index dir (settings.index): the run indexed nothing to search")
+    return {"index_dir": settings["index"], "store_dir": settings.get("store"),
+            "image_root": settings.get("image_root")}
+
+
+def main(argv=None) -> None:
+    from claid.artifacts import DamagedArtifactError
+    from claid.registered import RecordedDescriptorError
+
+    parser = argparse.ArgumentParser(prog="python -m claid serve", description=__doc__.split("\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run-dir", action="append", help="a run dir (twice: two runs to compare)")
+    where.add_argument("--index-dir", help="an index dir written by run.py")
+    parser.add_argument("--store", help="the region store (default: the run's)")
+    parser.add_argument("--images", help="the collection root (default: the run's)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="network forwards at once (default 1)")
+    parser.add_argument("--threads", default="auto", help="torch/BLAS/FAISS threads (engine.threads rule)")
+    args = parser.parse_args(argv)
+    if args.run_dir and len(args.run_dir) > 2:
+        parser.error("give one or two --run-dir")
+    try:
+        paths = ({"index_dir": args.index_dir, "store_dir": None, "image_root": None}
+                 if args.index_dir else run_dir_paths(args.run_dir[0]))
+        from claid.serve.app import create_app
+
+        threads = int(args.threads) if str(args.threads).isdigit() else args.threads
+        app = create_app(paths["index_dir"], store_dir=args.store or paths["store_dir"],
+                         image_root=args.images or paths["image_root"], run_dirs=args.run_dir or (),
+                         workers=args.workers, threads=threads)
+    except (DamagedArtifactError, RecordedDescriptorError, OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port)
