@@ -35,7 +35,7 @@ class MaskCutSettings:
     alpha: float = 0.15  # CutLER README's tau for its ImageNet pseudo-labels
     eps: float = 1e-5
     n_masks: int = 3  # MaskCut's N
-    disjoint: bool = True  # each mask minus the earlier ones, as maskcut_forward returns them
+    disjoint: bool = False  # True: each mask minus the earlier ones (CutLER's post-processing)
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.alpha < 1.0 or not 0.0 < self.eps < 1.0 or self.n_masks < 1:

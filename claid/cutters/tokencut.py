@@ -80,13 +80,14 @@ def maskcut_masks(
     n_masks: int = 3,
     alpha: float = 0.15,
     eps: float = 1e-5,
-    disjoint: bool = True,
+    disjoint: bool = False,
 ) -> list[np.ndarray]:
     """MaskCut's masks: list of (H, W) bool, non-empty ones only.
 
-    ``disjoint`` (default, as ``maskcut_forward``'s returned ``bipartitions``, which
-    subtract the earlier masks): each mask minus the earlier ones; False gives the
-    raw, possibly overlapping seed components.
+    By default the raw seed components of the kept cuts (possibly overlapping, as
+    claid's own regions do; issue 18 asks for these). ``disjoint=True`` gives
+    CutLER's post-processing, each mask minus the earlier ones, which is what the
+    ``bipartitions`` list of ``maskcut_forward`` holds once upsampled.
     """
     _check(tokens, grid)
     if n_masks < 1:

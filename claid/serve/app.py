@@ -102,7 +102,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
                         headers={"X-Image-Size": f"{width}x{height}"})
 
     @app.post("/api/search")
-    async def search(request: Request) -> dict:
+    async def search(request: Request) -> JSONResponse:
         start = time.perf_counter()
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             query, image = await _read_upload(request, max_upload_bytes, max_upload_pixels)
@@ -120,10 +120,11 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
             raise ApiError(400, f"a box goes with an image query, not with {kinds[0]}")
         vector, forward_ms, cached = await _vector(kinds[0], query, image, box)
         results = await run_in_threadpool(engine.rank, vector, top=top, k=k)
-        return {"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
-                                               if query.get(n) is not None}, "box": box},
-                "top": top, "k": k, "results": results, "cached": cached, "forward_ms": forward_ms,
-                "took_ms": round((time.perf_counter() - start) * 1000, 3)}
+        # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
+        return JSONResponse({"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
+                                                            if query.get(n) is not None}, "box": box},
+                             "top": top, "k": k, "results": results, "cached": cached,
+                             "forward_ms": forward_ms, "took_ms": round((time.perf_counter() - start) * 1000, 3)})
 
     async def _vector(kind, query, image, box):
         if kind == "region_id":

@@ -63,4 +63,7 @@ def main(argv=None) -> None:
         sys.exit(f"error: {err}")
     import uvicorn
 
+    from claid.serve.engine import cap_malloc_arenas
+
+    cap_malloc_arenas()  # resident memory stays flat under a thread pool (bench_serve)
     uvicorn.run(app, host=args.host, port=args.port)

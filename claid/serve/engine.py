@@ -27,6 +27,32 @@ from pathlib import Path
 import numpy as np
 
 
+def cap_malloc_arenas(arenas: int = 2) -> None:
+    """glibc: at most ``arenas`` malloc arenas (a new thread otherwise gets its own
+    64 MiB arena, and the resident memory of a server grows with every thread the
+    thread pools start). A no-op where the C library is not glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-8, int(arenas))  # M_ARENA_MAX
+
+
+def trim_malloc() -> None:
+    """Hand freed heap pages back to the system (after a forward's large temporaries)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _glibc():
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 class ApiError(Exception):
     """A request claid serve refuses: ``status`` (4xx/5xx) and a one-line message."""
 
@@ -169,6 +195,8 @@ class SearchEngine:
         if self.table is None:
             raise ApiError(400, "region_id queries need the region store: start claid serve with "
                                 "--run-dir or --store")
+        if region_id < self.table.store_rows:  # one memory-mapped row, no shard copied
+            return np.asarray(self.store.vector(region_id), np.float32)
         return self.table.gather(np.array([region_id]))[0]
 
     # -- ranking
@@ -192,9 +220,16 @@ class SearchEngine:
             regions = self._best_regions_exact(query, ranking.images[:top])
         else:
             sims, ids = self.index.search(query, k)
-            (ranking,) = rank_images(sims, ids, self.region_image, self.region_boxes,
-                                     self.image_ids, ["0"])
-            regions = self._first_regions(sims[0], ids[0], ranking.images[:top])
+            # ranked over the k found regions and their images only: O(k), not O(N)
+            # per request (rank_images checks and indexes the tables it is given)
+            valid = ids[0] >= 0
+            found = ids[0][valid]
+            images, local_image = np.unique(self.region_image[found], return_inverse=True)
+            local_ids = np.full_like(ids, -1)
+            local_ids[0, valid] = np.arange(found.size)
+            (ranking,) = rank_images(sims, local_ids, local_image.astype(np.int64),
+                                     self.region_boxes[found], [self.image_ids[i] for i in images], ["0"])
+            regions = self._first_regions(sims[0][valid], found, ranking.images[:top])
         return [
             {"rank": i + 1, "image_id": image_id, "image_index": self.image_number[image_id],
              "score": float(score), "box": [float(v) for v in box], "region_id": int(region)}
@@ -224,5 +259,8 @@ class SearchEngine:
 
     def timed(self, fn):
         start = time.perf_counter()
-        value = fn()
-        return value, round((time.perf_counter() - start) * 1000, 3)
+        try:
+            value = fn()
+            return value, round((time.perf_counter() - start) * 1000, 3)
+        finally:
+            trim_malloc()  # the forward's activations: freed, and given back

@@ -104,13 +104,8 @@ class RegionStore:
         """The resolved config that produced this store."""
         return self.manifest["config"]
 
-    @property
-    def config_hash(self) -> str:
-        return self.manifest["config_hash"]
-
-    @property
-    def schema_version(self) -> int:
-        return int(self.manifest["schema_version"])
+    config_hash = property(lambda self: self.manifest["config_hash"])
+    schema_version = property(lambda self: int(self.manifest["schema_version"]))
 
     @property
     def dim(self) -> int:
@@ -248,6 +243,11 @@ class RegionStore:
         within = region - int(self._first_region[image])
         shard = self._shards[int(self._image_shard[image])]
         return shard, int(self._image_row[image]) + within, image
+
+    def vector(self, region: int) -> np.ndarray:
+        """(dim,) stored vector of one region: one memory-mapped row, no shard copy."""
+        shard, row, _ = self._locate(int(region))
+        return np.asarray(shard.vectors[row])
 
     def _decode_mask(self, shard: Shard, row: int, image: int) -> np.ndarray:
         grid = self._grids[image]

@@ -88,13 +88,19 @@ def test_tokencut_equals_reference_on_planted_maps(seed, grid):
 @pytest.mark.parametrize("grid", [(12, 12), (10, 14)])
 def test_maskcut_equals_reference_on_planted_maps(seed, grid):
     planted = planted_token_map(grid=grid, dim=64, n_objects=3, n_clutter=0, noise=0.5, seed=seed)
-    ours = maskcut_masks(planted.tokens, grid)
+    ours = maskcut_masks(planted.tokens, grid, disjoint=True)
     ref = _reference_maskcut(planted.tokens, grid)
     assert len(ours) == len(ref) >= 1
     for a, b in zip(ours, ref):
         assert _iou(a, b) >= 0.99
-    # default masks are disjoint, as maskcut_forward returns them
+    # disjoint=True: each mask minus the earlier ones, as maskcut_forward's list holds them
     assert np.sum(ours, axis=0).max() <= 1
+    # default: the raw kept cuts; same union, each disjoint part inside a raw mask
+    raw = maskcut_masks(planted.tokens, grid)
+    assert len(raw) >= len(ours)
+    assert np.array_equal(np.any(raw, axis=0), np.any(ours, axis=0))
+    for d in ours:
+        assert any(not (d & ~r).any() for r in raw)
 
 
 def test_strict_threshold_and_eps_nonedges():
@@ -121,8 +127,9 @@ def test_maskcut_drop_empties_current_mask_so_the_cut_repeats():
     three = maskcut_masks(planted.tokens, (12, 12), n_masks=3, disjoint=False)
     assert len(two) == 1
     assert len(three) == 2 and np.array_equal(three[0], three[1])
+    assert len(maskcut_masks(planted.tokens, (12, 12), n_masks=3)) == 2  # raw is the default
     # disjoint (maskcut_forward's returned masks): the repeat is subtracted away
-    assert len(maskcut_masks(planted.tokens, (12, 12), n_masks=3)) == 1
+    assert len(maskcut_masks(planted.tokens, (12, 12), n_masks=3, disjoint=True)) == 1
     assert len(_reference_maskcut(planted.tokens, (12, 12), n=3)) == 1
 
 

@@ -135,7 +135,8 @@ def test_workers_decode_a_large_photo_at_the_size_the_networks_use(tmp_path, mon
     # the real resize policies, without building the networks
     backbone = TimmViTBackbone.__new__(TimmViTBackbone)
     backbone.__dict__.update(short_side=360, max_long_side=800, native_below=356, patch_size=16,
-                             mean=(0.5,) * 3, std=(0.5,) * 3)
+                             mean=(0.5,) * 3, std=(0.5,) * 3, grid_fit="crop", square_size=None,
+                             resample="bilinear")
     descriptor = CNNRegionDescriptor.__new__(CNNRegionDescriptor)
     descriptor.__dict__.update(max_long_side=1024, stride=32, mean=(0.5,) * 3, std=(0.5,) * 3)
     assert datamodule.long_side_used([backbone, descriptor], 3000, 4000) == 1024

@@ -219,3 +219,30 @@ def test_the_listing_and_the_page_and_the_openapi_page(client):
     assert listing["total"] == 4 and [i["index"] for i in listing["images"]] == [0, 1]
     assert client.get("/").status_code == 200 and "claid" in client.get("/").text
     assert client.get("/docs").status_code == 200
+
+
+def test_search_with_k_regions_equals_the_cli_with_k(client, served_run):
+    """The k-region path (ranked over the found regions' own tables) equals the CLI."""
+    settings = served_run[1]
+    path = os.path.join(settings["image_root"], "a/cat.png")
+    for k in (1, 3, 50):
+        (ranking,) = claid.search([path], index_dir=settings["index"], top=4, k=k)
+        body = client.post("/api/search", json={"image_id": "a/cat.png", "top": 4, "k": k}).json()
+        _same_as_cli(body, ranking)
+        assert body["k"] == k and len(body["results"]) <= min(k, 4)
+        from claid.store import RegionStore
+
+        store = RegionStore.open(settings["store"])
+        for result in body["results"]:
+            assert store.image_ids[store.region_image()[result["region_id"]]] == result["image_id"]
+
+
+def test_region_vector_is_the_stored_row(client, served_run):
+    from claid.store import RegionStore
+
+    store = RegionStore.open(served_run[1]["store"])
+    everything = store.vectors(np.float32)
+    for region in (0, int(store.num_regions) // 2, int(store.num_regions) - 1):
+        np.testing.assert_array_equal(store.vector(region).astype(np.float32), everything[region])
+    with pytest.raises(IndexError):
+        store.vector(int(store.num_regions))
