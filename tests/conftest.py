@@ -10,6 +10,22 @@ CONF = REPO / "conf"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+CHROMIUM = os.environ.get("CLAID_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium's path, for Playwright's ``executable_path`` (its own browser
+    download cannot work here). Skipped without it, unless CLAID_REQUIRE_BROWSER=1
+    (set by .ci/run, which installs it) makes that a failure."""
+    if not Path(CHROMIUM).exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
+        if os.environ.get("CLAID_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    pytest.importorskip("playwright.sync_api")
+    return CHROMIUM
+
 
 @pytest.fixture
 def compose_cfg(tmp_path):

@@ -8,7 +8,6 @@ reason, unless CLAID_REQUIRE_BROWSER=1 (set by .ci/run) makes it fail instead.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("CLAID_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture
-def chromium():
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
-        if os.environ.get("CLAID_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def _sweep(tmp_path) -> tuple[str, str]:

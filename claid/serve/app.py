@@ -119,7 +119,10 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         if box is not None and kinds[0] in ("region_id", "text"):
             raise ApiError(400, f"a box goes with an image query, not with {kinds[0]}")
         vector, forward_ms, cached = await _vector(kinds[0], query, image, box)
-        results = await run_in_threadpool(engine.rank, vector, top=top, k=k)
+        if engine.bounded_search:  # a millisecond: a thread hop would cost as much
+            results = engine.rank(vector, top=top, k=k)
+        else:
+            results = await run_in_threadpool(engine.rank, vector, top=top, k=k)
         # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
         return JSONResponse({"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
                                                             if query.get(n) is not None}, "box": box},
@@ -128,7 +131,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
 
     async def _vector(kind, query, image, box):
         if kind == "region_id":
-            return await run_in_threadpool(engine.region_vector, query["region_id"]), None, False
+            return engine.region_vector(query["region_id"]), None, False  # one row: no thread hop
         if kind == "text":
             if not isinstance(query["text"], str) or not query["text"].strip():
                 raise ApiError(400, "text must be a non-empty string")

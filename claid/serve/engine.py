@@ -77,6 +77,19 @@ def _int_param(name: str, value, *, least: int, most: int) -> int:
     return value
 
 
+def first_appearances(sims: np.ndarray, ids: np.ndarray, region_image: np.ndarray,
+                      top: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rule of :func:`claid.index.rank_images` for one query, over its ``k`` found
+    regions only (O(k), where ``rank_images`` checks and indexes the whole region table):
+    walking the region ranking best first, each image's first region with similarity
+    > 0 ranks the image. Returns the first ``top`` such regions and their similarities."""
+    keep = (ids >= 0) & (sims > 0)
+    found, found_sims = ids[keep], sims[keep]
+    _, first = np.unique(region_image[found], return_index=True)
+    first = np.sort(first)[:top]
+    return found[first].astype(np.int64), found_sims[first].astype(np.float64)
+
+
 class SearchEngine:
     """The index dir's index, search table, store and (lazily) descriptor."""
 
@@ -209,41 +222,33 @@ class SearchEngine:
             k = DEFAULT_APPROX_K  # a compressed index cannot rank every region
         return top, k
 
+    @property
+    def bounded_search(self) -> bool:
+        """True when a ranking costs a bounded, small time (a compressed index searched
+        for ``k`` regions, a millisecond at 1M regions): the server runs it on its event
+        loop. An exact index (a scan of every vector) is ranked in a worker thread."""
+        return not self.index.is_exact
+
     def rank(self, vector: np.ndarray, *, top: int, k: int | None) -> list[dict]:
         """One query vector -> the first ``top`` images: score, box, matching region."""
-        from claid.index import rank_images, search_images
+        from claid.index import search_images
 
         query = np.asarray(vector, np.float32).reshape(1, -1)
         if k is None:  # exhaustive, as the CLI's default
             (ranking,) = search_images(self.index, query, self.region_image, self.region_boxes,
                                        self.image_ids, ["0"], k=None)
             regions = self._best_regions_exact(query, ranking.images[:top])
-        else:
-            sims, ids = self.index.search(query, k)
-            # ranked over the k found regions and their images only: O(k), not O(N)
-            # per request (rank_images checks and indexes the tables it is given)
-            valid = ids[0] >= 0
-            found = ids[0][valid]
-            images, local_image = np.unique(self.region_image[found], return_inverse=True)
-            local_ids = np.full_like(ids, -1)
-            local_ids[0, valid] = np.arange(found.size)
-            (ranking,) = rank_images(sims, local_ids, local_image.astype(np.int64),
-                                     self.region_boxes[found], [self.image_ids[i] for i in images], ["0"])
-            regions = self._first_regions(sims[0][valid], found, ranking.images[:top])
-        return [
-            {"rank": i + 1, "image_id": image_id, "image_index": self.image_number[image_id],
-             "score": float(score), "box": [float(v) for v in box], "region_id": int(region)}
-            for i, (image_id, score, box, region) in enumerate(
-                zip(ranking.images[:top], ranking.scores[:top], ranking.boxes[:top], regions))
-        ]
+            return [self._result(i, region, score) for i, (region, score) in
+                    enumerate(zip(regions, ranking.scores[:top].tolist()))]
+        sims, ids = self.index.search(query, k)
+        regions, scores = first_appearances(sims[0], ids[0], self.region_image, top)
+        return [self._result(i, region, score) for i, (region, score) in
+                enumerate(zip(regions.tolist(), scores.tolist()))]
 
-    def _first_regions(self, sims, ids, images: list[str]) -> list[int]:
-        """Per ranked image, its best-ranked region of the search (what rank_images kept)."""
-        keep = (ids >= 0) & (sims > 0)
-        found = ids[keep]
-        numbers, first = np.unique(self.region_image[found], return_index=True)
-        where = dict(zip(numbers.tolist(), found[first].tolist()))
-        return [where[self.image_number[image_id]] for image_id in images]
+    def _result(self, i: int, region: int, score: float) -> dict:
+        number = int(self.region_image[region])
+        return {"rank": i + 1, "image_id": self.image_ids[number], "image_index": number,
+                "score": score, "box": self.region_boxes[region].tolist(), "region_id": region}
 
     def _best_regions_exact(self, query, images: list[str]) -> list[int]:
         if not images:

@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 DIM = 2048
 FILES = 16  # database images given a JPEG (image-id and upload queries)
+KINDS = ["region_id", "image_id (cached)", "image_id + box (forward)", "upload (forward)"]
 
 
 def build(work: Path, regions: int, per_image: int) -> dict:
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--forward-requests", type=int, default=24, help="requests per forward kind and client count")
     parser.add_argument("--mixed", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS,
+                        help="request kinds to time (the warm-up and the mixed run use all)")
     args = parser.parse_args()
     work = args.work / f"r{args.regions}"
     setup = build(work, args.regions, args.regions_per_image)
@@ -185,7 +188,7 @@ def main() -> None:
             raise SystemExit("the server did not start: " + server.stderr.read1().decode()[-2000:])
         rng = random.Random(0)
         photo = (setup["photos"] / setup["image_ids"][1]).read_bytes()
-        kinds = ["region_id", "image_id (cached)", "image_id + box (forward)", "upload (forward)"]
+        kinds = KINDS
         makers = {kind: request_maker(kind, setup, rng, photo) for kind in kinds}
         # warm-up: every request type (the network loads here), each image's vector cached
         for image_id in setup["image_ids"]:
@@ -194,7 +197,7 @@ def main() -> None:
             Client(port).post(*makers[kinds[i % 4]]())
         rss_warm = rss_anon_kib(server.pid)
         rows = []
-        for kind in kinds:
+        for kind in args.kinds:
             forward = "forward" in kind
             for clients in (1, 4, 16):
                 per = max(1, args.forward_requests // clients) if forward else args.per_client

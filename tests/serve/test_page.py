@@ -14,18 +14,6 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("CLAID_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture
-def chromium():
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
-        if os.environ.get("CLAID_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    pytest.importorskip("playwright.sync_api")
-
 
 @pytest.fixture
 def server(served_run):
@@ -59,7 +47,7 @@ def test_draw_a_box_search_and_open_a_hierarchy(chromium, server, tmp_path):
     screens = Path(os.environ.get("CLAID_SERVE_SCREENS", tmp_path))
     screens.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors = []
         page.on("pageerror", lambda err: errors.append(str(err)))

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.serve.run_dirs import make_runs
-from tests.serve.test_page import chromium  # noqa: F401  (the fixture)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ def _serve(run_dirs):
 
 
 @pytest.mark.browser
-def test_open_the_worst_query_then_click_a_scatter_point(chromium, runs, tmp_path):  # noqa: F811
+def test_open_the_worst_query_then_click_a_scatter_point(chromium, runs, tmp_path):
     from playwright.sync_api import sync_playwright
 
     screens = Path(os.environ.get("CLAID_SERVE_SCREENS", tmp_path))
@@ -55,7 +54,7 @@ def test_open_the_worst_query_then_click_a_scatter_point(chromium, runs, tmp_pat
         server, thread, url = _serve(run_dirs)
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=os.environ.get("CLAID_CHROMIUM", "/usr/bin/chromium"))
+                browser = p.chromium.launch(executable_path=chromium)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(url)
                 rows = page.locator("#run-explorer tr.run-query-row")

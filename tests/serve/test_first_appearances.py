@@ -1,0 +1,27 @@
+"""claid serve's O(k) ranking of one query equals rank_images on the whole region table."""
+
+import numpy as np
+import pytest
+
+from claid.index import rank_images
+from claid.serve.engine import first_appearances
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_first_appearances_equal_rank_images(seed):
+    rng = np.random.default_rng(seed)
+    n_regions, n_images, k = 500, 40, 120
+    region_image = rng.integers(0, n_images, n_regions).astype(np.int64)
+    boxes = rng.uniform(0, 100, (n_regions, 4)).astype(np.float32)
+    image_ids = [f"img/{i:03d}.jpg" for i in range(n_images)]
+    ids = rng.choice(n_regions, k, replace=False).astype(np.int64)
+    sims = np.sort(rng.uniform(-0.3, 1.0, k).astype(np.float32))[::-1].copy()
+    sims[10:14] = sims[10]  # ties keep their search order
+    ids[-7:] = -1  # fewer than k found
+    (ranking,) = rank_images(sims[None], ids[None], region_image, boxes, image_ids, ["q"])
+    for top in (1, 5, 1000):
+        regions, scores = first_appearances(sims, ids, region_image, top)
+        assert [image_ids[region_image[r]] for r in regions] == ranking.images[:top]
+        np.testing.assert_array_equal(scores.astype(np.float32), ranking.scores[:top])
+        np.testing.assert_array_equal(boxes[regions], ranking.boxes[:top])
+    assert (scores > 0).all() and len(set(region_image[regions])) == len(regions)
