@@ -119,6 +119,20 @@ def test_table_x_runs_image_and_text_queries_on_an_ilias_layout(compose_cfg, tmp
     np.testing.assert_allclose(ranking.scores, [r["score"] for r in cat["results"][:3]], atol=1e-5)
     search_cli(["--index-dir", index_dir, "--text", "a photo of a cat", "--top", "3", "--json"])
 
+    # and claid serve's text box on that text-capable index answers the same ranking
+    from fastapi.testclient import TestClient
+
+    from claid.serve import create_app
+
+    client = TestClient(create_app(index_dir))
+    assert client.get("/api/health").json()["text"] is True
+    body = client.post("/api/search", json={"text": "a photo of a cat", "top": 3}).json()
+    assert body["query"]["kind"] == "text" and body["forward_ms"] > 0
+    assert [r["image_id"] for r in body["results"]] == ranking.images
+    np.testing.assert_allclose([r["score"] for r in body["results"]], ranking.scores, atol=1e-5)
+    bad = client.post("/api/search", json={"text": "  ", "top": 3})
+    assert bad.status_code == 400 and "non-empty" in bad.json()["error"]
+
 
 def test_render_reads_any_experiment_and_plots_a_sweep(tmp_path):
     import os

@@ -38,7 +38,6 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
     from claid.serve import files
@@ -119,10 +118,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         if box is not None and kinds[0] in ("region_id", "text"):
             raise ApiError(400, f"a box goes with an image query, not with {kinds[0]}")
         vector, forward_ms, cached = await _vector(kinds[0], query, image, box)
-        if engine.bounded_search:  # a millisecond: a thread hop would cost as much
-            results = engine.rank(vector, top=top, k=k)
-        else:
-            results = await run_in_threadpool(engine.rank, vector, top=top, k=k)
+        results = await asyncio.wrap_future(engine.search(vector, top=top, k=k))
         # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
         return JSONResponse({"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
                                                             if query.get(n) is not None}, "box": box},
