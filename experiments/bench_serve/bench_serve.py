@@ -68,7 +68,37 @@ def build(work: Path, regions: int, per_image: int) -> dict:
                                work / "cache")
     print(f"index dir ready: {time.perf_counter() - started:.0f} s ({index_dir})", flush=True)
     return {"store": store_dir, "index": index_dir, "photos": work / "photos",
-            "regions": int(store.num_regions), "image_ids": store.image_ids[:FILES]}
+            "regions": int(store.num_regions), "image_ids": store.image_ids[:FILES],
+            "sizes": {image_id: (640, 480) for image_id in store.image_ids[:FILES]},
+            "label": "IVF1024,PQ64 (index=ivfpq, whitened to 256-D)"}
+
+
+def build_synthetic(work: Path) -> dict:
+    """The synthetic benchmark's run (reused when present): run.py's default dataset and
+    index (``index=flat``, exact), with the small ``dino_vits16`` detector (random
+    weights) so that it builds in minutes on a CPU; its database images are the files."""
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+
+    from claid.pipeline import run
+    from claid.store import RegionStore
+
+    run_dir = work / "run"
+    if not (run_dir / "metrics.json").exists():
+        overrides = [f"paths.root_dir={work}", f"paths.output_dir={run_dir}", "backbone=dino_vits16",
+                     "backbone.pretrained=false", "descriptor.pretrained=false", "tracking=none"]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        started = time.perf_counter()
+        run(cfg, run_dir=run_dir)
+        print(f"synthetic run: {time.perf_counter() - started:.0f} s", flush=True)
+    settings = json.loads((run_dir / "metrics.json").read_text())["settings"]
+    store = RegionStore.open(settings["store"])
+    sizes = {image_id: Image.open(Path(settings["image_root"]) / image_id).size
+             for image_id in store.image_ids[:FILES]}
+    return {"store": settings["store"], "index": settings["index"], "photos": Path(settings["image_root"]),
+            "regions": int(store.num_regions), "image_ids": store.image_ids[:FILES], "sizes": sizes,
+            "label": f"the synthetic benchmark's run ({store.num_images} images, flat exact index)"}
 
 
 class Client:
@@ -119,10 +149,12 @@ def request_maker(kind: str, setup: dict, rng: random.Random, photo: bytes):
     def cached():
         return json.dumps({"image_id": rng.choice(setup["image_ids"]), "top": 10}).encode(), "application/json"
 
-    def boxed():  # a new box each time: one forward per request
-        x, y = rng.randrange(0, 300), rng.randrange(0, 200)
-        box = [x, y, x + rng.randrange(64, 300), y + rng.randrange(64, 250)]
-        return json.dumps({"image_id": rng.choice(setup["image_ids"]), "box": box, "top": 10}).encode(), \
+    def boxed():  # a new box each time, inside the image: one forward per request
+        image_id = rng.choice(setup["image_ids"])
+        width, height = setup["sizes"][image_id]
+        w, h = rng.randrange(width // 5, width // 2), rng.randrange(height // 5, height // 2)
+        x, y = rng.randrange(0, width - w), rng.randrange(0, height - h)
+        return json.dumps({"image_id": image_id, "box": [x, y, x + w, y + h], "top": 10}).encode(), \
             "application/json"
 
     def upload():
@@ -180,6 +212,8 @@ def rss_anon_kib(pid: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--regions", type=int, default=1_000_000)
+    parser.add_argument("--synthetic", action="store_true",
+                        help="serve the synthetic benchmark's run instead of generated vectors")
     parser.add_argument("--regions-per-image", type=int, default=20)
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "bench_serve")
     parser.add_argument("--per-client", type=int, default=200, help="requests per client, fast kinds")
@@ -189,8 +223,9 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS,
                         help="request kinds to time (the warm-up and the mixed run use all)")
     args = parser.parse_args()
-    work = args.work / f"r{args.regions}"
-    setup = build(work, args.regions, args.regions_per_image)
+    name = "synthetic" if args.synthetic else f"r{args.regions}"
+    setup = (build_synthetic(args.work / name) if args.synthetic
+             else build(args.work / name, args.regions, args.regions_per_image))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -251,11 +286,11 @@ def main() -> None:
     memory = {"rss_anon_after_warmup_MiB": rss_warm / 1024, "rss_anon_after_mixed_MiB": rss_after / 1024,
               "mixed_requests": done["requests"], "mixed_errors": done["errors"],
               "ratio": rss_after / rss_warm, "rss_anon_after_the_latency_rows_MiB": rss_end / 1024}
-    result = {"regions": setup["regions"], "index": "IVF1024,PQ64 (index=ivfpq, whitened to 256-D)",
+    result = {"regions": setup["regions"], "index": setup["label"],
               "descriptor": health["descriptor"], "workers": health["workers"], "threads": health["threads"],
               "rows": rows, "memory": memory}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"bench_serve_r{args.regions}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"bench_serve_{name}.json").write_text(json.dumps(result, indent=1))
     print(f"\n{setup['regions']} regions, {result['index']}, descriptor {health['descriptor']} (random weights), "
           f"pool {health['workers']} worker x {health['threads']} thread(s)\n")
     print("| query | clients | requests | p50 ms | p99 ms | req/s | forward ms (p50) |")
