@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -45,6 +46,7 @@ def trim_malloc() -> None:
         libc.malloc_trim(0)
 
 
+@functools.cache
 def _glibc():
     import ctypes
 
@@ -69,7 +71,7 @@ MAX_TOP = 1000
 MAX_K = 100_000
 DEFAULT_APPROX_K = 1000  # regions retrieved on a compressed index (the ivfpq / hnsw presets' k)
 CACHE_SIZE = 4096  # cached database query vectors (dim x 4 B each)
-PREFIX_K = 100  # regions searched first for a k-region query (SearchEngine._search_prefix)
+PREFIX_K = 100  # regions searched first for a k-region query (SearchEngine.rank)
 
 
 def _int_param(name: str, value, *, least: int, most: int) -> int:
@@ -246,24 +248,18 @@ class SearchEngine:
             regions = self._best_regions_exact(query, ranking.images[:top])
             return [self._result(i, region, score) for i, (region, score) in
                     enumerate(zip(regions, ranking.scores[:top].tolist()))]
-        sims, ids = self._search_prefix(query, top, k)
+        # The first PREFIX_K (or 10 x top) regions first: when they already hold ``top``
+        # images, or every positive region, those images are the k search's (the ranking
+        # walks the regions best first; a FAISS search for fewer regions returns the
+        # prefix of the longer one), for a third less time at 1M regions (bench_serve).
+        small = min(k, max(PREFIX_K, 10 * top))
+        sims, ids = self.index.search(query, small)
         regions, scores = first_appearances(sims[0], ids[0], self.region_image, top)
+        if small < k and len(regions) < top and ids[0, -1] >= 0 and sims[0, -1] > 0:
+            sims, ids = self.index.search(query, k)  # the prefix fell short
+            regions, scores = first_appearances(sims[0], ids[0], self.region_image, top)
         return [self._result(i, region, score) for i, (region, score) in
                 enumerate(zip(regions.tolist(), scores.tolist()))]
-
-    def _search_prefix(self, query: np.ndarray, top: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k-region search's results, or its first ``PREFIX_K`` (or 10 x top) when
-        they already hold ``top`` images: the first ``top`` images are then the same
-        (the ranking walks the regions best first; a FAISS search for fewer regions
-        returns the prefix of the longer one), for a third less time at 1M regions
-        (bench_serve). Searched again with ``k`` when the prefix falls short."""
-        small = min(k, max(PREFIX_K, 10 * top))
-        if small < k:
-            sims, ids = self.index.search(query, small)
-            positive = (ids[0] >= 0) & (sims[0] > 0)
-            if not positive[-1] or np.unique(self.region_image[ids[0][positive]]).size >= top:
-                return sims, ids  # every positive region found, or enough images
-        return self.index.search(query, k)
 
     def _result(self, i: int, region: int, score: float) -> dict:
         number = int(self.region_image[region])

@@ -246,7 +246,7 @@ def main() -> None:
             raise SystemExit("the server did not start: " + server.stderr.read1().decode()[-2000:])
         rng = random.Random(0)
         photo = (setup["photos"] / setup["image_ids"][1]).read_bytes()
-        kinds = KINDS
+        kinds = KINDS  # the warm-up and the mixed run use every kind, whatever --kinds times
         makers = {kind: request_maker(kind, setup, rng, photo) for kind in kinds}
         # warm-up: every request type (the network loads here), each image's vector cached
         first = []  # each image's first query: one whole-image forward, then cached

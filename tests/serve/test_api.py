@@ -223,16 +223,16 @@ def test_the_listing_and_the_page_and_the_openapi_page(client):
 
 def test_search_with_k_regions_equals_the_cli_with_k(client, served_run):
     """The k-region path (ranked over the found regions' own tables) equals the CLI."""
+    from claid.store import RegionStore
+
     settings = served_run[1]
+    store = RegionStore.open(settings["store"])
     path = os.path.join(settings["image_root"], "a/cat.png")
     for k in (1, 3, 50):
         (ranking,) = claid.search([path], index_dir=settings["index"], top=4, k=k)
         body = client.post("/api/search", json={"image_id": "a/cat.png", "top": 4, "k": k}).json()
         _same_as_cli(body, ranking)
         assert body["k"] == k and len(body["results"]) <= min(k, 4)
-        from claid.store import RegionStore
-
-        store = RegionStore.open(settings["store"])
         for result in body["results"]:
             assert store.image_ids[store.region_image()[result["region_id"]]] == result["image_id"]
 
