@@ -87,7 +87,16 @@ def first_appearances(sims: np.ndarray, ids: np.ndarray, region_image: np.ndarra
     """The rule of :func:`claid.index.rank_images` for one query, over its ``k`` found
     regions only (O(k), where ``rank_images`` checks and indexes the whole region table):
     walking the region ranking best first, each image's first region with similarity
-    > 0 ranks the image. Returns the first ``top`` such regions and their similarities."""
+    > 0 ranks the image.
+
+    Args:
+        sims: (k,) float32 similarities of the search, sorted descending (padding any).
+        ids: (k,) int64 row ids into ``region_image``, -1 = padding.
+        region_image: (N,) int image number of every row.
+        top: images wanted.
+    Returns:
+        (m,) int64 rows and (m,) float64 similarities of the first m <= ``top`` images'
+        best regions, best first."""
     keep = (ids >= 0) & (sims > 0)
     found, found_sims = ids[keep], sims[keep]
     _, first = np.unique(region_image[found], return_index=True)

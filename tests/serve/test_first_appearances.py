@@ -25,3 +25,20 @@ def test_first_appearances_equal_rank_images(seed):
         np.testing.assert_array_equal(scores.astype(np.float32), ranking.scores[:top])
         np.testing.assert_array_equal(boxes[regions], ranking.boxes[:top])
     assert (scores > 0).all() and len(set(region_image[regions])) == len(regions)
+
+
+def test_the_malloc_controls_reach_glibc_where_there_is_one():
+    """cap_malloc_arenas / trim_malloc are live on glibc (bench_serve's flat memory relies on
+    them) and no-ops elsewhere."""
+    import platform
+
+    from claid.serve import engine
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: the controls are no-ops")
+    libc = engine._glibc()
+    assert libc is not None and libc is engine._glibc()  # loaded once
+    engine.cap_malloc_arenas()
+    blocks = [bytearray(1 << 20) for _ in range(64)]
+    del blocks
+    engine.trim_malloc()
