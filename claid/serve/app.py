@@ -102,11 +102,18 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
 
     @app.post("/api/search")
     async def search(request: Request) -> JSONResponse:
+        """JSON bodies are answered by :class:`JsonSearch` before they reach this route;
+        uploads (multipart forms) come here."""
         start = time.perf_counter()
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             query, image = await _read_upload(request, max_upload_bytes, max_upload_pixels)
         else:
-            query, image = _read_json(await _body(request)), None
+            query, image = _read_json(await _receive_body(request.receive)), None
+        # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
+        return JSONResponse(await answer(query, image, start))
+
+    async def answer(query: dict, image, start: float) -> dict:
+        """The search's answer to one parsed query (raises ApiError)."""
         top, k = engine.check_top_k(query.get("top", 10), query.get("k"))
         kinds = [name for name in ("image_id", "region_id", "text") if query.get(name) is not None]
         if image is not None:
@@ -119,11 +126,10 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
             raise ApiError(400, f"a box goes with an image query, not with {kinds[0]}")
         vector, forward_ms, cached = await _vector(kinds[0], query, image, box)
         results = await asyncio.wrap_future(engine.search(vector, top=top, k=k))
-        # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
-        return JSONResponse({"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
-                                                            if query.get(n) is not None}, "box": box},
-                             "top": top, "k": k, "results": results, "cached": cached,
-                             "forward_ms": forward_ms, "took_ms": round((time.perf_counter() - start) * 1000, 3)})
+        return {"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
+                                               if query.get(n) is not None}, "box": box},
+                "top": top, "k": k, "results": results, "cached": cached,
+                "forward_ms": forward_ms, "took_ms": round((time.perf_counter() - start) * 1000, 3)}
 
     async def _vector(kind, query, image, box):
         if kind == "region_id":
@@ -164,6 +170,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return value, ms
 
     _include_runs(app, run_dirs)
+    app.add_middleware(JsonSearch, answer=answer)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -184,13 +191,50 @@ def _include_runs(app, run_dirs) -> None:
     app.include_router(runs_router([Path(d) for d in run_dirs]))
 
 
-async def _body(request) -> bytes:
+class JsonSearch:
+    """Pure ASGI middleware: a ``POST /api/search`` with a JSON body is answered here,
+    ahead of FastAPI's routing, dependency and exception layers (a third of the event
+    loop's time per fast search: bench_serve); uploads (multipart forms) and every other
+    request go on to the app. Errors are the API's: 4xx and ``{"error": "<one line>"}``."""
+
+    def __init__(self, app, answer) -> None:
+        self.app, self.answer = app, answer
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] != "http" or scope["path"] != "/api/search" or scope["method"] != "POST"
+                or _content_type(scope).startswith(b"multipart/form-data")):
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        try:
+            payload, status = await self.answer(_read_json(await _receive_body(receive)), None, start), 200
+        except ApiError as err:
+            payload, status = {"error": err.message}, err.status
+        body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_type(scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.lower()
+    return b""
+
+
+async def _receive_body(receive) -> bytes:
+    """The request body from the ASGI ``receive`` (413 past MAX_JSON_BYTES)."""
     body = b""
-    async for chunk in request.stream():
-        body += chunk
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "the client went away before sending its body")
+        body += message.get("body", b"")
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, f"JSON body over {MAX_JSON_BYTES} bytes")
-    return body
+        if not message.get("more_body", False):
+            return body
 
 
 def _read_json(body: bytes) -> dict:
