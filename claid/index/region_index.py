@@ -315,9 +315,12 @@ class RegionIndex:
         k = int(k)
         queries = self.transform(queries)
         n_q = queries.shape[0]
+        k_found = min(k, self.ntotal)
+        if n_q and k_found == k:  # nothing to pad beyond FAISS's own -1s (a one-query search's path)
+            found_sims, found_ids = self.faiss_index.search(queries, k)
+            return np.where(found_ids >= 0, found_sims, np.float32(-np.inf)), found_ids
         sims = np.full((n_q, k), -np.inf, dtype=np.float32)
         ids = np.full((n_q, k), -1, dtype=np.int64)
-        k_found = min(k, self.ntotal)
         if n_q and k_found:
             found_sims, found_ids = self.faiss_index.search(queries, k_found)
             sims[:, :k_found] = np.where(found_ids >= 0, found_sims, -np.inf)

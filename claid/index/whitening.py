@@ -66,6 +66,13 @@ def _unit_rows(vectors, what: str, overwrite: bool, first_row: int) -> np.ndarra
     vectors = converted
     if vectors.ndim != 2:
         raise ValueError(f"{what} must be a 2-D (N, D) array, got shape {vectors.shape}")
+    if vectors.shape[0] <= NORM_BLOCK:  # one block: the norms alone tell that all is well
+        norms = np.sqrt(np.add.reduce(vectors * vectors, axis=1, keepdims=True))  # = np.linalg.norm's
+        if np.isfinite(norms).all() and norms.all():  # else the checks below say what is wrong
+            if owned and vectors.flags.writeable:
+                vectors /= norms
+                return vectors
+            return vectors / norms
     # checks and row norms a block at a time: np.isfinite and np.linalg.norm would
     # each make an (N, D) temporary
     finite = np.empty(vectors.shape[0], dtype=bool)

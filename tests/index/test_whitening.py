@@ -85,3 +85,22 @@ def test_non_finite_and_zero_rows_are_errors(bad):
         l2_normalize(x)
     with pytest.raises(ValueError, match="all-zero"):
         l2_normalize(np.zeros((2, 4)))
+
+
+def test_one_block_normalisation_equals_the_blockwise_one_bit_for_bit(monkeypatch):
+    """l2_normalize's one-block path (a query's) divides by np.linalg.norm's exact norms,
+    so a query normalised alone equals the same row normalised in a large batch."""
+    import claid.index.whitening as whitening
+
+    rng = np.random.default_rng(3)
+    vectors = (rng.standard_normal((300, 64)) * rng.uniform(1e-3, 1e3, (300, 1))).astype(np.float32)
+    one_block = whitening.l2_normalize(vectors)
+    expected = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_array_equal(one_block, expected)
+    monkeypatch.setattr(whitening, "NORM_BLOCK", 7)  # the blockwise path
+    np.testing.assert_array_equal(whitening.l2_normalize(vectors), one_block)
+    np.testing.assert_array_equal(whitening.l2_normalize(vectors[5:6]), one_block[5:6])
+    copy = vectors.copy()
+    assert whitening.l2_normalize(copy, overwrite=True) is copy  # in place when given away
+    huge = np.full((1, 4), 3e38, np.float32)  # finite entries whose squares overflow
+    np.testing.assert_array_equal(whitening.l2_normalize(huge), np.zeros((1, 4), np.float32))
