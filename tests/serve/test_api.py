@@ -219,6 +219,8 @@ def test_the_listing_and_the_page_and_the_openapi_page(client):
     assert listing["total"] == 4 and [i["index"] for i in listing["images"]] == [0, 1]
     assert client.get("/").status_code == 200 and "claid" in client.get("/").text
     assert client.get("/docs").status_code == 200
+    # answered by the JsonSearch middleware, still documented by the route
+    assert "post" in client.get("/openapi.json").json()["paths"]["/api/search"]
 
 
 def test_search_with_k_regions_equals_the_cli_with_k(client, served_run):
