@@ -316,16 +316,14 @@ class RegionIndex:
         queries = self.transform(queries)
         n_q = queries.shape[0]
         k_found = min(k, self.ntotal)
-        if n_q and k_found == k:  # nothing to pad beyond FAISS's own -1s (a one-query search's path)
-            found_sims, found_ids = self.faiss_index.search(queries, k)
-            return np.where(found_ids >= 0, found_sims, np.float32(-np.inf)), found_ids
-        sims = np.full((n_q, k), -np.inf, dtype=np.float32)
-        ids = np.full((n_q, k), -1, dtype=np.int64)
-        if n_q and k_found:
-            found_sims, found_ids = self.faiss_index.search(queries, k_found)
-            sims[:, :k_found] = np.where(found_ids >= 0, found_sims, -np.inf)
-            ids[:, :k_found] = found_ids
-        return sims, ids
+        if not n_q or not k_found:
+            return np.full((n_q, k), -np.inf, np.float32), np.full((n_q, k), -1, np.int64)
+        found_sims, found_ids = self.faiss_index.search(queries, k_found)
+        sims = np.where(found_ids >= 0, found_sims, np.float32(-np.inf))
+        if k_found == k:  # nothing to pad beyond FAISS's own -1s (a query's usual path: no copies)
+            return sims, found_ids
+        pad = ((0, 0), (0, k - k_found))
+        return np.pad(sims, pad, constant_values=-np.inf), np.pad(found_ids, pad, constant_values=-1)
 
     def database_vectors(self) -> np.ndarray:
         """(ntotal, D') float32 view of the indexed vectors (exact indexes only)."""

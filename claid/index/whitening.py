@@ -66,15 +66,26 @@ def _unit_rows(vectors, what: str, overwrite: bool, first_row: int) -> np.ndarra
     vectors = converted
     if vectors.ndim != 2:
         raise ValueError(f"{what} must be a 2-D (N, D) array, got shape {vectors.shape}")
-    if vectors.shape[0] <= NORM_BLOCK:  # one block: the norms alone tell that all is well
-        norms = np.sqrt(np.add.reduce(vectors * vectors, axis=1, keepdims=True))  # = np.linalg.norm's
-        if np.isfinite(norms).all() and norms.all():  # else the checks below say what is wrong
-            if owned and vectors.flags.writeable:
-                vectors /= norms
-                return vectors
-            return vectors / norms
-    # checks and row norms a block at a time: np.isfinite and np.linalg.norm would
-    # each make an (N, D) temporary
+    norms = _one_block_norms(vectors) if vectors.shape[0] <= NORM_BLOCK else None
+    if norms is None:
+        norms = _checked_norms(vectors, what, first_row)
+    if owned and vectors.flags.writeable:
+        vectors /= norms
+        return vectors
+    return vectors / norms
+
+
+def _one_block_norms(vectors: np.ndarray) -> np.ndarray | None:
+    """(N, 1) row norms of one block (np.linalg.norm's own sqrt(add.reduce(x*x))), or
+    None when one is not finite or zero: then :func:`_checked_norms` says what is wrong.
+    A finite, non-zero norm needs no entry check, so a query row costs two numpy calls."""
+    norms = np.sqrt(np.add.reduce(vectors * vectors, axis=1, keepdims=True))
+    return norms if np.isfinite(norms).all() and norms.all() else None
+
+
+def _checked_norms(vectors: np.ndarray, what: str, first_row: int) -> np.ndarray:
+    """(N, 1) row norms, a block at a time (np.isfinite and np.linalg.norm would each
+    make an (N, D) temporary); ValueError naming NaN/inf or all-zero rows."""
     finite = np.empty(vectors.shape[0], dtype=bool)
     norms = np.empty((vectors.shape[0], 1), dtype=np.float32)
     for start in range(0, vectors.shape[0], NORM_BLOCK):
@@ -92,10 +103,7 @@ def _unit_rows(vectors, what: str, overwrite: bool, first_row: int) -> np.ndarra
             f"{what} contain {bad.size} all-zero rows (first: {bad[:5].tolist()}); "
             "a zero vector has no direction to search with"
         )
-    if owned and vectors.flags.writeable:
-        vectors /= norms
-        return vectors
-    return vectors / norms
+    return norms
 
 
 def fit_pca_whitening(

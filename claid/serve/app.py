@@ -102,13 +102,10 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
 
     @app.post("/api/search")
     async def search(request: Request) -> JSONResponse:
-        """JSON bodies are answered by :class:`JsonSearch` before they reach this route;
-        uploads (multipart forms) come here."""
+        """Uploads (multipart forms): a JSON body is answered by :class:`JsonSearch`
+        before it reaches this route, which documents both in the OpenAPI page."""
         start = time.perf_counter()
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            query, image = await _read_upload(request, max_upload_bytes, max_upload_pixels)
-        else:
-            query, image = _read_json(await _receive_body(request.receive)), None
+        query, image = await _read_upload(request, max_upload_bytes, max_upload_pixels)
         # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
         return JSONResponse(await answer(query, image, start))
 
