@@ -16,14 +16,14 @@ import hydra
 from omegaconf import DictConfig
 
 from claid.artifacts import DamagedArtifactError, DiskFullError
+from claid.config.preflight import prepare_run
+from claid.config.rules import SettingsError
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
+from claid.engine.extraction_stage import IncompleteStoreError
 from claid.engine.ranks import hydra_job_args, rank_argv, remember_job
-from claid.engine.stage import IncompleteStoreError
 from claid.models.weights import WeightsUnavailableError
 from claid.pipeline import check_settings, run
-from claid.preflight import prepare_run
-from claid.settings import SettingsError
-from claid.sweeps import job_failed
+from claid.tracking.sweep_parent import job_failed
 
 log = logging.getLogger("claid")
 

@@ -16,7 +16,7 @@ import importlib
 import sys
 
 # command -> module whose main(argv) runs it (imported only when used: torch is slow to load)
-COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.reports",
+COMMANDS = {"search": "claid.retrieval", "fit-whitening": "claid.index.fit_whitening", "runs": "claid.tracking.run_table",
             "verify": "claid.verify", "serve": "claid.serve.cli", "export-coco": "claid.detections.export"}
 
 

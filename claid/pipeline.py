@@ -1,11 +1,11 @@
 """``run(cfg)``: the stages of one experiment, top to bottom.
 
-    dataset -> extract_stage (regions in a RegionStore)   claid/engine/stage.py
+    dataset -> extract_stage (regions in a RegionStore)   claid/engine/extraction_stage.py
     -> region_table + index_stage (FAISS index dir)       claid/index/
     -> query_stage (one vector per query)                 claid/descriptors/queries.py
-    -> search_stage (Ranking per query)                   claid/index/stage.py
+    -> search_stage (Ranking per query)                   claid/index/index_stage.py
     -> evaluate + baselines + detection (Scores)          claid/evaluation/
-    -> metrics.json, rankings.json, pictures, MLflow      claid/figures.py, claid/tracking.py
+    -> metrics.json, rankings.json, pictures, MLflow      claid/figures.py, claid/tracking/
 
 Under several ranks (DDP on one node or many: Lightning's own launcher, ``ddp_spawn``,
 torchrun, SLURM) every rank runs the extraction and only global rank 0 the rest, after
@@ -33,15 +33,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from claid.artifacts import atomic_write_json
-from claid.images import DecodeOptions
-from claid.settings import (
-    SettingsError,
+from claid.config.checks import (
     check_group_keys,
     check_model_names,
     check_rerank_settings,
     check_search_settings,
     check_values,
 )
+from claid.config.rules import SettingsError
+from claid.images import DecodeOptions
 
 __all__ = ["RunResult", "SettingsError", "check_settings", "run"]
 
@@ -64,9 +64,9 @@ class RunResult:
 def check_settings(cfg: DictConfig) -> None:
     """Every check that needs no data and no network, before hours of extraction:
     unknown keys in any group that builds an object, value ranges and choices
-    (``claid.settings.VALUE_RULES``), timm model names, and ``search.*``."""
-    from claid.engine.stage import RUN_KEYS
-    from claid.index.stage import SEARCH_KEYS
+    (``claid.config.checks.VALUE_RULES``), timm model names, and ``search.*``."""
+    from claid.engine.extraction_stage import RUN_KEYS
+    from claid.index.index_stage import SEARCH_KEYS
 
     read_by_the_run = {"index": SEARCH_KEYS, "engine": RUN_KEYS}  # not the target's keywords
     for group in BUILT_GROUPS:
@@ -91,10 +91,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         The run's result on global rank 0; None on any other rank, which only
         extracts its share of the database images.
     """
-    from claid.components import Components, build
+    from claid.config.build import Components, build
     from claid.descriptors.queries import check_query_images, query_stage, searchable_queries
+    from claid.engine.extraction_stage import extract_stage, whole_image_stage
     from claid.engine.ranks import is_global_zero
-    from claid.engine.stage import extract_stage, whole_image_stage
     from claid.evaluation import evaluate, scores_to_metrics
     from claid.evaluation.baselines import baseline_scores, shuffle_repeats_of
     from claid.evaluation.conventions import with_conventions
@@ -102,13 +102,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
     from claid.evaluation.protocols import queries_with_positives
     from claid.evaluation.run_report import new_report, rankings_report
     from claid.figures import run_figures
+    from claid.index.index_stage import index_stage, search_stage
     from claid.index.memory_estimate import check_run_memory
     from claid.index.search_table import region_table
-    from claid.index.stage import index_stage, search_stage
     from claid.models.weight_files import weight_params
-    from claid.rerank.stage import rerank_stage
+    from claid.rerank.rerank_stage import rerank_stage
     from claid.store.integrity import store_content_hash
-    from claid.tracking import figure_caption, tracker_for
+    from claid.tracking.run_identity import figure_caption, tracker_for
 
     check_settings(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
@@ -120,7 +120,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         return None
     run_dir = Path(run_dir or _hydra_run_dir() or os.getcwd())
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = tracker_for(cfg)  # run name, tags, params, sweep parent: claid/tracking.py
+    tracker = tracker_for(cfg)  # run name, tags, params, sweep parent: claid/tracking/
     timing: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:

@@ -113,7 +113,7 @@ def search_text(
     meta = _checked_meta(index_dir)
     record = meta.get("descriptor") or {}
     if descriptor is None:
-        from claid.registered import descriptor_class
+        from claid.config.registered import descriptor_class
 
         # checked on the class, before building a network that could not read the text
         if hasattr(descriptor_class(record, _where(index_dir)), "encode_text"):
@@ -136,7 +136,7 @@ def _checked_meta(index_dir: str | Path) -> dict:
     """search.json of an index dir whose files have their recorded sizes (a quick
     check; ``python -m claid verify`` also compares checksums)."""
     from claid.artifacts import DamagedArtifactError
-    from claid.integrity import index_dir_problems
+    from claid.index.index_dir_check import index_dir_problems
 
     meta = read_search_meta(index_dir)
     problems = index_dir_problems(index_dir, checksums=False)
@@ -153,7 +153,7 @@ def _where(index_dir: str | Path) -> str:
 def _descriptor_of(meta: dict, index_dir: str | Path):
     """The descriptor the index was built with, from its recorded name and settings
     (checked against claid's registered classes: nothing the file names is run)."""
-    from claid.registered import build_recorded_descriptor
+    from claid.config.registered import build_recorded_descriptor
 
     return build_recorded_descriptor(meta.get("descriptor"), _where(index_dir))
 
@@ -206,11 +206,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
     from claid.artifacts import DamagedArtifactError
+    from claid.config.registered import RecordedDescriptorError
+    from claid.config.rules import SettingsError
     from claid.images import ImageError
     from claid.models.weights import WeightsUnavailableError
-    from claid.registered import RecordedDescriptorError
     from claid.rerank.cli import RerankUnavailable, parse_methods
-    from claid.settings import SettingsError
 
     try:
         methods = parse_methods(args.rerank, args.rerank_set)

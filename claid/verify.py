@@ -27,7 +27,7 @@ def verify_path(path: str | Path, *, checksums: bool = True) -> tuple[bool, list
     Raises:
         ValueError: ``path`` is neither a region store nor an index dir.
     """
-    from claid.integrity import index_dir_problems
+    from claid.index.index_dir_check import index_dir_problems
     from claid.store.integrity import verify_store
 
     path = Path(path)

@@ -46,8 +46,8 @@ def test_misspelled_component_key_is_an_error(compose_cfg):
 @pytest.mark.parametrize("group", ["dataset", "backbone", "cutter", "descriptor", "index",
                                    "engine", "tracking"])
 def test_unknown_key_in_any_built_group_is_one_settings_error(compose_cfg, group):
+    from claid.config.rules import SettingsError
     from claid.pipeline import check_settings
-    from claid.settings import SettingsError
 
     check_settings(compose_cfg())  # the defaults pass
     with pytest.raises(SettingsError, match=rf"^{group}\.bogus_key is not a setting of "):

@@ -139,7 +139,7 @@ def test_render_reads_any_experiment_and_plots_a_sweep(tmp_path):
     import subprocess
     import sys
 
-    from claid.tracking import RunIdentity, Tracker
+    from claid.tracking.mlflow_run import RunIdentity, Tracker
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     for tau2 in ("0.3", "0.1"):

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from claid.integrity import index_dir_problems, load_checked_npy, save_checked_npy
+from claid.checksums import load_checked_npy, save_checked_npy
+from claid.index.index_dir_check import index_dir_problems
 from claid.store import RegionStore, RegionStoreWriter
 from claid.store.integrity import drop_damaged_shards, store_content_hash, verify_store
 from claid.structures import RegionDescriptors
@@ -135,8 +136,8 @@ def _index_dir(tmp_path):
 def test_a_damaged_index_dir_is_reported_and_rebuilt_by_the_index_stage(tmp_path, damage, message):
     from omegaconf import OmegaConf
 
+    from claid.index.index_stage import index_stage
     from claid.index.search_table import RegionTable
-    from claid.index.stage import index_stage
 
     index_dir = _index_dir(tmp_path)
     assert index_dir_problems(index_dir, key={"upstream": "u"}) == []

@@ -77,7 +77,7 @@ def test_metrics_and_datasets_never_reach_networks(package):
 def test_the_import_walker_sees_function_level_imports():
     # the pipeline imports its stages inside run(): the walker must follow them
     seen = _reachable("claid.pipeline")
-    assert "claid.engine.stage" in seen and "claid.backbones.base" in seen
+    assert "claid.engine.extraction_stage" in seen and "claid.backbones.base" in seen
     # `import claid` (e.g. for its version) leads through the lazy accessors to networks
     assert any(m.startswith(NETWORKS) for m in _reachable("claid"))
 

@@ -23,8 +23,8 @@ def _sweep(tmp_path) -> tuple[str, str]:
     """A logged two-job sweep (one finished, one failed) with its summary."""
     from mlflow.tracking import MlflowClient
 
-    from claid.sweeps import summarise_sweep
-    from claid.tracking import EXPERIMENT_KIND, RunIdentity, Tracker
+    from claid.tracking.mlflow_run import EXPERIMENT_KIND, RunIdentity, Tracker
+    from claid.tracking.sweep_parent import summarise_sweep
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)

@@ -128,8 +128,8 @@ def test_manifest_with_zero_region_and_corrupt_images(compose_cfg, tmp_path, who
 
 
 def test_cutter_sweep_recuts_cached_tokens(compose_cfg, tmp_path, monkeypatch):
-    from claid.components import Components
-    from claid.engine.stage import extract_stage
+    from claid.config.build import Components
+    from claid.engine.extraction_stage import extract_stage
     from claid.store import RegionStore
 
     tokens = [*SMALL, *TINY_SYNTHETIC, "cache.tokens=true", "tracking=none", "search.global_baseline=false"]
@@ -305,7 +305,7 @@ def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path
 
 
 def test_a_bad_query_image_stops_the_run_before_extraction(compose_cfg, tmp_path, monkeypatch):
-    import claid.engine.stage as engine_stage
+    import claid.engine.extraction_stage as engine_stage
     from claid.datasets import DatasetFormatError
 
     root = tmp_path / "photos"
@@ -319,8 +319,8 @@ def test_a_bad_query_image_stops_the_run_before_extraction(compose_cfg, tmp_path
 
 
 def test_a_run_that_cannot_fit_in_memory_stops_before_extraction(compose_cfg, tmp_path, monkeypatch):
-    import claid.engine.stage as engine_stage
-    from claid.settings import SettingsError
+    import claid.engine.extraction_stage as engine_stage
+    from claid.config.rules import SettingsError
 
     monkeypatch.setattr(engine_stage, "extract_stage", lambda *a, **k: pytest.fail("extraction ran"))
     with pytest.raises(SettingsError, match=r"estimated memory .* exceeds the limit of 0.5 GiB"):

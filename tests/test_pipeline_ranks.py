@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import claid.engine.stage as stage
+import claid.engine.extraction_stage as stage
 from claid.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def test_ddp_multirun_runs_each_job_once_and_its_pipeline_on_rank_zero(tmp_path)
 
     # the relaunched ranks ran their parent's job, not the sweep again
     assert output.count("Launching 2 jobs locally") == 1
-    # two job dirs (beside Hydra's record and the sweep parent's files, claid/sweeps.py)
+    # two job dirs (beside Hydra's record and the sweep parent's files, claid/tracking/sweep_parent.py)
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
     for job in ("0", "1"):
         rank_log = (sweep / job / "rank_1.log").read_text()

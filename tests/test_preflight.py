@@ -1,8 +1,8 @@
 import pytest
 
+from claid.config.preflight import prepare_run
 from claid.models.weights import WeightsUnavailableError
 from claid.pipeline import SettingsError
-from claid.preflight import prepare_run
 
 
 def test_a_bad_thread_setting_is_a_settings_error(compose_cfg):

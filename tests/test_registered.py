@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from claid.registered import (
+from claid.config.registered import (
     RecordedDescriptorError,
     build_recorded_descriptor,
     descriptor_class,

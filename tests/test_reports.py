@@ -1,7 +1,7 @@
 import pytest
 
-from claid.reports import format_table, main, runs_table, search_runs, sort_by_values
-from claid.tracking import RunIdentity, Tracker
+from claid.tracking.mlflow_run import RunIdentity, Tracker
+from claid.tracking.run_table import format_table, main, runs_table, search_runs, sort_by_values
 
 
 def _log(uri, tmp_path, experiment, tau2, fails=False, parent=None, swept=True):

@@ -60,7 +60,7 @@ def test_damaged_artifacts_and_a_full_disk_are_user_errors():
     import importlib.util
 
     from claid.artifacts import DamagedArtifactError, DiskFullError
-    from claid.settings import SettingsError
+    from claid.config.rules import SettingsError
 
     spec = importlib.util.spec_from_file_location("run_entry", REPO / "run.py")
     entry = importlib.util.module_from_spec(spec)

@@ -1,12 +1,13 @@
-"""claid/settings.py: a bad value is one SettingsError naming its full key, before any
+"""claid/config/checks.py: a bad value is one SettingsError naming its full key, before any
 model is built; every shipped option passes."""
 
 from pathlib import Path
 
 import pytest
 
+from claid.config.checks import check_model_names, check_values
+from claid.config.rules import SettingsError
 from claid.pipeline import check_settings
-from claid.settings import SettingsError, check_model_names, check_values
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["backbone", "cutter", "descriptor", "index", "engine"]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from claid.reports import runs_table, search_runs
-from claid.sweeps import markdown_table, swept_keys
+from claid.tracking.run_table import runs_table, search_runs
+from claid.tracking.sweep_parent import swept_keys
+from claid.tracking.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["backbone=dino_vits8", "backbone.pretrained=false", "descriptor.pretrained=false",
@@ -71,7 +72,7 @@ def test_a_three_point_sweep_has_a_parent_named_children_and_a_summary(store):
     assert [line.split(",")[0] for line in lines] == ["0.1", "0.2", "0.3"]
     # the same table in the terminal at the end of the multirun
     assert "sweep summary" in done.stdout and "lab/mAP-all" in done.stdout
-    # one reader: the parent's children through claid.reports and `python -m claid runs`
+    # one reader: the parent's children through claid.tracking.run_table and `python -m claid runs`
     rows = runs_table(f"sqlite:///{store}/mlflow.db", parent=parent.info.run_id)
     assert sorted(r["cutter.tau2"] for r in rows) == ["0.1", "0.2", "0.3"]
     cli = subprocess.run([sys.executable, "-m", "claid", "runs", "--uri", f"sqlite:///{store}/mlflow.db",
@@ -119,8 +120,8 @@ def test_markdown_table_escapes_and_rounds():
 def test_a_two_key_sweep_is_summarised_as_a_heat_map_and_closes_its_parent(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from claid.sweeps import summarise_sweep
-    from claid.tracking import RunIdentity, Tracker
+    from claid.tracking.mlflow_run import RunIdentity, Tracker
+    from claid.tracking.sweep_parent import summarise_sweep
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)

@@ -1,11 +1,8 @@
 import pytest
 
-from claid.tracking import (
-    EXPERIMENT_KIND,
-    Tracker,
-    flatten_config,
+from claid.tracking.mlflow_run import EXPERIMENT_KIND, Tracker, flatten_config, key_metrics
+from claid.tracking.run_identity import (
     git_commit,
-    key_metrics,
     record_failed_job,
     run_identity,
     run_name,

@@ -4,7 +4,7 @@ The shell of :mod:`claid.detections`: it holds the settings (a misspelled key is
 error) and says what keys the store: the file's and the images file's **content**
 (sha256), never their paths, and no backbone (none is built or loaded, and no token
 cache is read). Its regions are described, stored, indexed, searched, evaluated and
-logged by the same stages as any cutter's (:func:`claid.detections.stage.extract_from_file`).
+logged by the same stages as any cutter's (:func:`claid.detections.file_regions.extract_from_file`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class FromFileSettings:
     mask_cell: int = 1  # pixels per cell of the stored masks of pixel segmentations
 
     def __post_init__(self) -> None:
-        from claid.settings import SettingsError
+        from claid.config.rules import SettingsError
 
         if not isinstance(self.path, str):
             raise SettingsError(f"cutter.path must be a file path, got {self.path!r}")
@@ -87,7 +87,7 @@ def file_sha256(path: str) -> str:
 
 
 def file_store_key(cutter_node, key: dict) -> dict:
-    """``key`` (:func:`claid.engine.stage.store_key`) for a ``from_file`` cutter: the
+    """``key`` (:func:`claid.engine.extraction_stage.store_key`) for a ``from_file`` cutter: the
     files' paths replaced by their contents' sha256 and no backbone; other cutters'
     keys unchanged."""
     if not reads_from_file(cutter_node):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from claid.cutters.affinity import gram_matrix, high_energy_mask, normalise_rows, token_matrix
-from claid.cutters.components import get_objects
+from claid.cutters.connected_parts import get_objects
 from claid.cutters.connectivity import average_connectivity, node_degrees
 from claid.cutters.ksums import INITS, ksums_bisect
 from claid.cutters.ncut import ncut_bisect

@@ -22,7 +22,7 @@ class RegionCutter:
     kernels release the GIL).
     """
 
-    SETTINGS = CutSettings  # what **settings may hold (claid.settings.check_group_keys)
+    SETTINGS = CutSettings  # what **settings may hold (claid.config.checks.check_group_keys)
 
     def __init__(self, **settings: Any) -> None:
         # no defaults repeated here: CutSettings holds them, and rejects unknown keys

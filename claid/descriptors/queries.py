@@ -15,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from claid.artifacts import config_hash, dataset_key, plain
+from claid.checksums import load_checked_npy, save_checked_npy
 from claid.images import decode_entry
-from claid.integrity import load_checked_npy, save_checked_npy
 
 log = logging.getLogger(__name__)
 

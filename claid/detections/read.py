@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from claid.config.rules import SettingsError
 from claid.detections.coco_masks import SegmentationError, decode_segmentation
-from claid.settings import SettingsError
 
 __all__ = ["FileRegion", "ImageRegions", "RegionsFile", "RegionsFileError"]
 

@@ -16,8 +16,8 @@ from claid.engine.datamodule import ImageListDataModule, ImageListDataset, colla
 from claid.engine.extract import extract_regions, format_summary
 from claid.engine.feature_cache import FeatureCache
 from claid.engine.module import ExtractionModule, describe_regions
+from claid.engine.prediction_writer import ExtractionProgress, StoreWriter
 from claid.engine.query_device import described_like_extraction
-from claid.engine.writer import ExtractionProgress, StoreWriter
 
 __all__ = [
     "ExtractionModule",

@@ -14,7 +14,7 @@ from claid.backbones.base import Backbone
 from claid.engine.datamodule import ImageListDataModule
 from claid.engine.feature_cache import FeatureCache
 from claid.engine.module import ExtractionModule
-from claid.engine.writer import ExtractionProgress, StoreWriter
+from claid.engine.prediction_writer import ExtractionProgress, StoreWriter
 from claid.images import DEFAULT_DECODE, DecodeOptions
 from claid.store import RegionStore, ensure_store, write_summary
 from claid.structures import PatchGrid, RegionTree

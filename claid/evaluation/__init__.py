@@ -47,7 +47,7 @@ from claid.evaluation.localization import (
 )
 from claid.evaluation.protocols import FAMILIES, RetrievalProtocol, evaluate, resolve_protocol
 from claid.evaluation.report import read_scores_json, scores_to_metrics, write_scores_json
-from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
+from claid.evaluation.revisited_settings import REVISITED_SETTINGS, revisited_ground_truth
 
 __all__ = [
     "FAMILIES",

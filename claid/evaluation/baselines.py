@@ -105,9 +105,9 @@ def global_rankings(cfg, bench, query_vectors: np.ndarray, whole, store,
     preset and k; None (and ``notes["skipped"]``) when the preset's database
     whitening asks for more dimensions than the images can give."""
     from claid.artifacts import plain
-    from claid.components import build
+    from claid.config.build import build
+    from claid.index.index_stage import SEARCH_KEYS, search_stage
     from claid.index.search_table import whole_image_table
-    from claid.index.stage import SEARCH_KEYS, search_stage
 
     node = {key: v for key, v in plain(cfg.index).items() if key not in SEARCH_KEYS}
     width = node.get("whitening_dim")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
+from claid.evaluation.revisited_settings import REVISITED_SETTINGS, revisited_ground_truth
 from claid.structures import Query
 
 if TYPE_CHECKING:

@@ -75,7 +75,7 @@ from claid.evaluation.ground_truth import (
     removed_images,
 )
 from claid.evaluation.localization import pairwise_box_iou
-from claid.evaluation.revisited import REVISITED_SETTINGS
+from claid.evaluation.revisited_settings import REVISITED_SETTINGS
 from claid.structures import Benchmark, Query, Ranking, Scores
 
 __all__ = ["FAMILIES", "RetrievalProtocol", "resolve_protocol", "evaluate", "queries_with_positives"]

@@ -49,7 +49,7 @@ from claid.evaluation.ap import metric_function
 from claid.evaluation.conventions import tie_ordered
 from claid.evaluation.ground_truth import ground_truths, reachable_positives, removed_images
 from claid.evaluation.protocols import evaluate, queries_with_positives, resolve_protocol
-from claid.evaluation.revisited import REVISITED_SETTINGS
+from claid.evaluation.revisited_settings import REVISITED_SETTINGS
 from claid.structures import Benchmark, Ranking
 
 __all__ = ["MARKS", "SCHEMA_VERSION", "headline_key", "metric_keys", "query_records", "result_marks"]
@@ -86,7 +86,7 @@ def grading_of(key: str) -> str:
 def headline_key(family: str, keys: list[str]) -> str:
     """The protocol's headline among ``keys`` (the first of ``HEADLINE_METRICS`` of the
     family present), else the first key."""
-    from claid.tracking import HEADLINE_METRICS
+    from claid.tracking.mlflow_run import HEADLINE_METRICS
 
     prefix = f"{family}/"
     named = [h[len(prefix):] for h in HEADLINE_METRICS if h.startswith(prefix)]

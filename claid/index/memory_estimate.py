@@ -23,7 +23,7 @@ from pathlib import Path
 
 import faiss
 
-from claid.settings import SettingsError
+from claid.config.rules import SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ On disk, in an index dir (schema ``SCHEMA_VERSIONS["search_table"]``)::
                    "descriptor": {"name": <registered claid name>, "settings": {...}}}
 
 The descriptor is recorded by name and plain settings, never as a ``_target_``, so
-reading an index dir runs no code it names (:mod:`claid.registered`).
+reading an index dir runs no code it names (:mod:`claid.config.registered`).
 
 ``search.json`` is written last: an index dir without it is an interrupted build.
 """
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from claid.artifacts import DamagedArtifactError, atomic_save_npz, atomic_write_json, schema_version
-from claid.integrity import folder_records
-from claid.registered import record_descriptor
+from claid.checksums import folder_records
+from claid.config.registered import record_descriptor
 
 SCHEMA_VERSION = schema_version("search_table")
 
@@ -186,7 +186,7 @@ def save_search_table(index_dir: Path, table: RegionTable, descriptor: dict, key
         index_dir / "search.json",
         {"schema_version": SCHEMA_VERSION, "image_ids": table.image_ids,
          "descriptor": record_descriptor(descriptor), "key": key,
-         # size + sha256 of every other file of the dir (claid.integrity.index_dir_problems)
+         # size + sha256 of every other file of the dir (claid.checksums.index_dir_problems)
          "files": folder_records(index_dir, exclude=("search.json",))},
     )
 

@@ -5,7 +5,7 @@
     diffusion  -> region scores from the offline part, then image scores
 
 The caller says how a DBA index and a diffusion offline part are obtained
-(``prepare``): the pipeline builds and caches them (:mod:`claid.rerank.stage`),
+(``prepare``): the pipeline builds and caches them (:mod:`claid.rerank.rerank_stage`),
 ``python -m claid search`` only finds them in the cache.
 """
 

@@ -31,7 +31,7 @@ from claid.artifacts import (
     fsync_file,
     temp_path,
 )
-from claid.integrity import folder_records, record_problems
+from claid.checksums import folder_records, record_problems
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def diffusion_dir(cache_dir: Path, key: dict) -> Path:
 def load_dba(directory: Path, key: dict):
     """(RegionIndex, its whitened database vectors or None) from a DBA index dir, or
     None when it is absent or unusable (warned)."""
-    from claid.index.stage import _reusable_index
+    from claid.index.index_stage import _reusable_index
 
     if not (directory / "search.json").exists():
         return None

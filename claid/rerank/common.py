@@ -109,7 +109,7 @@ def evaluated_exclusions(bench, queries: Sequence) -> list[set[str]]:
     ``auto`` rule reads whether the own image is listed as positive, as the protocol
     does)."""
     from claid.evaluation.protocols import resolve_protocol
-    from claid.evaluation.revisited import REVISITED_SETTINGS, revisited_ground_truth
+    from claid.evaluation.revisited_settings import REVISITED_SETTINGS, revisited_ground_truth
 
     spec = resolve_protocol(bench.protocol)
     all_query_images = {q.image for q in bench.queries if q.image is not None}

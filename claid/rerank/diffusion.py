@@ -5,7 +5,7 @@ online decomposition of Yang et al. (AAAI 2019). Reference: github fyang93/diffu
 graph and the offline part; not ``rank.py: search`` (the default there, which adds
 the queries to the graph and compares normalised offline rows).
 
-Offline, once per index (cached by :mod:`claid.rerank.stage`):
+Offline, once per index (cached by :mod:`claid.rerank.rerank_stage`):
 
 1. kNN graph: each region's ``kd`` nearest *other* regions from the index's own
    search (in blocks; self dropped by row number, not by rank, so identical
@@ -35,8 +35,8 @@ import time
 import numpy as np
 from scipy import sparse
 
+from claid.config.rules import SettingsError
 from claid.rerank.common import first_valid, whitened_view
-from claid.settings import SettingsError
 
 GRAPH_EPS = 1e-12
 

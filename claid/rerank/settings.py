@@ -56,7 +56,7 @@ _CHOICES = {"same_image": SAME_IMAGE, "aggregate": AGGREGATES}
 
 def section_problem(method: str, node) -> str | None:
     """What is wrong with ``rerank.<method>`` (None when nothing): unknown keys,
-    non-integers, values out of range. Used by ``claid.settings.VALUE_RULES``."""
+    non-integers, values out of range. Used by ``claid.config.checks.VALUE_RULES``."""
     try:
         parse_section(method, node)
     except ValueError as err:
@@ -97,7 +97,7 @@ def parse_rerank(node) -> dict:
     Raises:
         ValueError: an unknown method or a bad value, naming ``rerank.<key>``.
     """
-    from claid.settings import SettingsError
+    from claid.config.rules import SettingsError
 
     values = dict(node or {})
     unknown = sorted(set(values) - set(ORDER))

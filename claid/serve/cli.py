@@ -35,7 +35,7 @@ def run_dir_paths(run_dir: str | Path) -> dict:
 
 def main(argv=None) -> None:
     from claid.artifacts import DamagedArtifactError
-    from claid.registered import RecordedDescriptorError
+    from claid.config.registered import RecordedDescriptorError
 
     parser = argparse.ArgumentParser(prog="python -m claid serve", description=__doc__.split("\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)

@@ -157,7 +157,7 @@ class SearchEngine:
         self.first_region = np.concatenate([[0], np.cumsum(store.region_counts())]).astype(np.int64)
 
     def _text_capable(self) -> bool:
-        from claid.registered import RecordedDescriptorError, descriptor_class
+        from claid.config.registered import RecordedDescriptorError, descriptor_class
         from claid.retrieval import _where
 
         try:

@@ -212,7 +212,7 @@ def shard_size_problems(path: str, info: dict, *, checksums: bool = False) -> li
     """What is wrong with a shard's files against the records in its shard.json
     (missing, truncated or grown; with ``checksums`` also altered content). A shard
     written before files were recorded has nothing to check (empty list)."""
-    from claid.integrity import record_problems
+    from claid.checksums import record_problems
 
     records = info.get("files")
     if records is None:

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from claid.artifacts import fsync_dir
-from claid.integrity import file_record
+from claid.checksums import file_record
 from claid.store.format import open_shard, read_manifest, shard_size_problems
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from claid.artifacts import (
     temp_path,
     write_synced,
 )
-from claid.integrity import bytes_record
+from claid.checksums import bytes_record
 from claid.store.format import (
     FORMAT_NAME,
     REGION_DTYPE,

@@ -22,8 +22,8 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from claid.components import Components
-from claid.engine.stage import extract_stage
+from claid.config.build import Components
+from claid.engine.extraction_stage import extract_stage
 from claid.structures import PatchGrid
 from claid.threads import apply_threads
 

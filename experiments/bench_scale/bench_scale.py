@@ -1,6 +1,6 @@
 """Scale benchmark: every stage after extraction, on generated region stores.
 
-Writes a region store with the real writer (``claid.store.synthetic``: random unit
+Writes a region store with the real writer (``claid.store.generated``: random unit
 vectors, ``--regions`` per image, float16), then calls the functions ``pipeline.run``
 calls, in its order: region_table, index_stage, search_stage, evaluate,
 baseline_scores, detection_stage. For each stage it records the wall time and the
@@ -77,12 +77,12 @@ def run(args) -> dict:
     import faiss
     from omegaconf import OmegaConf
 
-    from claid.engine.stage import whole_image_stage
+    from claid.engine.extraction_stage import whole_image_stage
     from claid.evaluation import evaluate, scores_to_metrics
     from claid.evaluation.baselines import baseline_scores, shuffle_repeats_of
     from claid.evaluation.detection_stage import detection_stage
+    from claid.index.index_stage import index_stage, search_stage
     from claid.index.search_table import region_table
-    from claid.index.stage import index_stage, search_stage
     from claid.store import RegionStore
 
     faiss.omp_set_num_threads(1)  # k-means spin-waits on a shared 2-core machine
@@ -93,7 +93,7 @@ def run(args) -> dict:
         # in a child process: the generator's freed buffers must not count as this
         # process's memory (in a real run, extraction writes through bounded batches)
         shutil.rmtree(store_dir, ignore_errors=True)
-        code = ("import sys; from claid.store.synthetic import write_synthetic_store as w; "
+        code = ("import sys; from claid.store.generated import write_synthetic_store as w; "
                 f"w({str(store_dir)!r}, n_images={args.images}, regions_per_image={args.regions}, "
                 f"dim={args.dim}, seed={args.seed})")
         subprocess.run([sys.executable, "-c", code], check=True)

@@ -42,10 +42,10 @@ def build(work: Path, regions: int, per_image: int) -> dict:
     from PIL import Image
     from skimage import data
 
+    from claid.index.index_stage import index_stage
     from claid.index.search_table import region_table
-    from claid.index.stage import index_stage
     from claid.store import RegionStore
-    from claid.store.synthetic import write_synthetic_store
+    from claid.store.generated import write_synthetic_store
 
     store_dir = work / "store"
     if not (store_dir / "manifest.json").exists():

@@ -1,6 +1,6 @@
 """Render tables (and a plot) from logged MLflow runs: a paper study, any other
 experiment, or one sweep (its parent run), through the same reader as
-``python -m claid runs`` (``claid.reports``).
+``python -m claid runs`` (``claid.tracking.run_table``).
 
     .venv/bin/python experiments/paper_tables/render.py table7_ablation
     .venv/bin/python experiments/paper_tables/render.py all --uri sqlite:///outputs/mlflow/mlflow.db
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from claid.reports import format_table, runs_table, sort_by_values
+from claid.tracking.run_table import format_table, runs_table, sort_by_values
 
 LAB = ["lab/mAP-50", "lab/mAP-100", "lab/mAP-all"]
 # study (= MLflow experiment name set by conf/experiment/<study>.yaml) -> (params, metrics)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from claid.cutters.components import get_objects
+from claid.cutters.connected_parts import get_objects
 
 
 def _grid_indices(mask):

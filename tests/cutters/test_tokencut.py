@@ -147,7 +147,7 @@ def test_cutter_config_builds_a_region_tree(name):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from claid.settings import check_group_keys
+    from claid.config.checks import check_group_keys
     from claid.structures import PatchGrid
 
     node = OmegaConf.load(Path(__file__).parents[2] / "conf" / "cutter" / f"{name}.yaml")

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from claid.components import build
+from claid.config.build import build
+from claid.config.rules import SettingsError
 from claid.detections.coco_masks import SegmentationError, rle_counts
 from claid.pipeline import run
-from claid.settings import SettingsError
 
 SMALL = ["descriptor.pretrained=false", "backbone.pretrained=false"]
 TINY = ["dataset.n_scenes=6", "dataset.n_queries=3", "dataset.image_size=[96,128]"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from claid.components import build
+from claid.config.build import build
 from claid.pipeline import run
 from claid.store import RegionStore
 
@@ -135,7 +135,7 @@ def test_from_file_builds_no_backbone(compose_cfg, tmp_path, monkeypatch):
 def test_preflight_asks_for_no_backbone_weights(compose_cfg, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from claid.preflight import prepare_run
+    from claid.config.preflight import prepare_run
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     cfg = compose_cfg("engine.threads=1", "cutter=from_file", "cutter.path=x.json",

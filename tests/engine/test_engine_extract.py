@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from claid.engine import extract_regions
-from claid.engine.writer import StoreWriter
+from claid.engine.prediction_writer import StoreWriter
 from claid.images import load_image
 from claid.store import RegionStore, config_hash
 from tests.engine.tiny_parts import BAD, GOOD, ODD, TinyBackbone, TinyDescriptor, tiny_cutter

@@ -1,4 +1,4 @@
-"""claid.engine.stage: the store key; rank 0 lists the store afresh after extraction and
+"""claid.engine.extraction_stage: the store key; rank 0 lists the store afresh after extraction and
 refuses an incomplete one; what a rank other than 0 does; store.verify."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-import claid.engine.stage as stage
+import claid.engine.extraction_stage as stage
 from claid.engine import extract_regions
-from claid.engine.stage import IncompleteStoreError, extract_stage
+from claid.engine.extraction_stage import IncompleteStoreError, extract_stage
 
 TINY_SYNTHETIC = ["dataset.n_scenes=6", "dataset.n_queries=2", "dataset.image_size=[64,80]",
                   "tracking=none"]
@@ -94,7 +94,7 @@ def _bench(tmp_path):
 
 def test_precision_is_part_of_the_store_key(compose_cfg, tmp_path):
     from claid.artifacts import config_hash
-    from claid.engine.stage import store_key
+    from claid.engine.extraction_stage import store_key
 
     def key(*overrides):
         return config_hash(store_key(compose_cfg(*overrides), _bench(tmp_path)))
@@ -105,7 +105,7 @@ def test_precision_is_part_of_the_store_key(compose_cfg, tmp_path):
 
 
 def test_a_bad_store_verify_setting_is_one_clear_error(compose_cfg, tmp_path):
-    from claid.settings import SettingsError
+    from claid.config.rules import SettingsError
 
     with pytest.raises(SettingsError, match=r"store.verify must be one of checksums, sizes \(got 'md5'\)"):
         extract_stage(compose_cfg("store.verify=md5"), _bench(tmp_path), None, tmp_path)

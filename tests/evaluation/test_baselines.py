@@ -5,8 +5,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
+from claid.config.checks import check_search_settings
 from claid.evaluation.baselines import SHUFFLE_BUDGET, shuffle_repeats, shuffled_scores
-from claid.settings import check_search_settings
 from claid.structures import Benchmark, Query, Ranking
 
 

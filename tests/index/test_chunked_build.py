@@ -16,7 +16,7 @@ import claid
 from claid.index import RegionIndex, build_index
 from claid.index.chunked_build import training_rows
 from claid.index.search_table import region_table
-from claid.store.synthetic import write_synthetic_store
+from claid.store.generated import write_synthetic_store
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ _CHILD = textwrap.dedent("""
     from omegaconf import OmegaConf
     from claid.index import build_index
     from claid.index.search_table import region_table
-    from claid.index.stage import index_stage, search_stage
+    from claid.index.index_stage import index_stage, search_stage
     from claid.evaluation.detection_stage import boxes_by_image
     from claid.store import RegionStore
     from claid.structures import Query

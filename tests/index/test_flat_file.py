@@ -15,7 +15,7 @@ from claid.index import RegionIndex, build_index
 from claid.index.flat_file import flat_header, write_flat_index
 from claid.index.search_table import region_table
 from claid.index.whitening import l2_normalize
-from claid.store.synthetic import write_synthetic_store
+from claid.store.generated import write_synthetic_store
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_the_streamed_build_holds_no_copy_of_the_collection(tmp_path):
 def test_the_index_stage_returns_the_flat_index_mapped_from_its_dir(store, tmp_path):
     from omegaconf import OmegaConf
 
-    from claid.index.stage import index_stage
+    from claid.index.index_stage import index_stage
 
     node = OmegaConf.load("conf/index/flat.yaml")
     cfg = OmegaConf.create({"index": node, "descriptor": {"name": "test"}, "seed": 0})

@@ -4,13 +4,13 @@ names the estimate and a preset that fits."""
 import pytest
 from omegaconf import OmegaConf
 
+from claid.config.rules import SettingsError
 from claid.index.memory_estimate import (
     GIB,
     check_run_memory,
     estimate_run_memory,
     index_bytes_per_row,
 )
-from claid.settings import SettingsError
 from claid.structures import Benchmark, Query
 
 ROOT_CONF = __import__("pathlib").Path(__file__).resolve().parents[2] / "conf"

@@ -11,7 +11,7 @@ import pytest
 from claid.index import RegionIndex, build_index
 from claid.index.search_table import region_table
 from claid.index.whitening import fit_pca_whitening, l2_normalize, whiten_and_normalize
-from claid.store.synthetic import write_synthetic_store
+from claid.store.generated import write_synthetic_store
 
 N, D = 30000, 256
 F32 = N * D * 4

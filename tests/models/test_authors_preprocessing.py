@@ -183,8 +183,8 @@ def test_transparency_and_16_bit_are_named_deviations(files, networks):
 def test_decode_options_enter_the_keys_and_reject_bad_values(compose_cfg):
     from dataclasses import replace
 
-    from claid.components import build
-    from claid.engine.stage import feature_cache_keys, store_key
+    from claid.config.build import build
+    from claid.engine.extraction_stage import feature_cache_keys, store_key
     from claid.images import DECODE_VERSION
     from claid.pipeline import SettingsError, check_settings
 

@@ -70,7 +70,7 @@ def test_the_rerank_table_overlay_sweeps_and_summarises_with_and_without(tmp_pat
     import subprocess
     import sys
 
-    from claid.reports import search_runs
+    from claid.tracking.run_table import search_runs
 
     repo = Path(__file__).resolve().parents[2]
     uri = f"sqlite:///{tmp_path}/mlflow.db"

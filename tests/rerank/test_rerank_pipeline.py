@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from claid.config.rules import SettingsError
 from claid.pipeline import check_settings, run
-from claid.settings import SettingsError
 
 SMALL = ["backbone=dino_vits8", "backbone.pretrained=false", "descriptor.pretrained=false",
          "engine.batch_size=4", "tracking=none"]
@@ -78,7 +78,7 @@ def test_yaml_defaults_are_the_settings_defaults(compose_cfg, method):
 def test_rerank_settings_are_run_params_and_a_tag(compose_cfg):
     from omegaconf import OmegaConf
 
-    from claid.tracking import component_tags, run_params
+    from claid.tracking.run_identity import component_tags, run_params
 
     cfg = OmegaConf.to_container(compose_cfg("rerank=[dba,aqe]", "rerank.aqe.n=3"), resolve=True)
     params = run_params(cfg)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from claid.artifacts import clean_stale_temps, config_hash, database_key, file_lock, plain
-from claid.integrity import load_checked_npy, save_checked_npy
+from claid.checksums import load_checked_npy, save_checked_npy
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def open_feature_caches(cfg, bench, cache_dir: Path):
     the descriptor needs no image. Both None when ``cache.tokens`` is off."""
     from hydra.utils import get_class
 
+    from claid.config.checks import VALUE_RULES, check_values
     from claid.engine.feature_cache import FeatureCache
-    from claid.settings import VALUE_RULES, check_values
 
     if not cfg.cache.tokens:
         return None, None
@@ -140,7 +140,7 @@ def _extraction_descriptor(cfg, parts, map_cache, todo_ids: list[str]):
     pools the detector's tokens), else the run's own (``parts``, built once)."""
     from hydra.utils import get_class
 
-    from claid.components import build
+    from claid.config.build import build
 
     cls = get_class(cfg.descriptor._target_)
     if cls.poolable_without_network:
@@ -164,7 +164,7 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
     Args:
         cfg: the run's config (backbone, cutter, descriptor, engine, store, cache).
         bench: the Benchmark whose ``database`` images are extracted.
-        parts: :class:`claid.components.Components`, networks built on first use.
+        parts: :class:`claid.config.build.Components`, networks built on first use.
         cache_dir: where ``regions-<hash>`` (and the feature caches) live.
     Returns:
         The opened ``RegionStore`` at ``<cache>/regions-<hash>``; a store that
@@ -184,9 +184,9 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
     store is checked (``store.verify``: every file's sha256, or only sizes); a damaged
     shard is moved out of the store with a warning and its images are extracted again.
     """
+    from claid.config.checks import VALUE_RULES, check_values
     from claid.engine.rank_reports import clear_rank_reports, gather_rank_reports
     from claid.engine.ranks import is_global_zero, is_lone_process, launcher_state_restored
-    from claid.settings import VALUE_RULES, check_values
 
     check_values(cfg, {"store.verify": VALUE_RULES["store.verify"]})  # also for direct callers
     verify = cfg.store.get("verify", "checksums")
@@ -229,12 +229,12 @@ def extract_stage(cfg, bench, parts, cache_dir: Path):
 def _extract(cfg, bench, parts, cache_dir: Path, key: dict, store_dir: Path):
     """The images of ``bench`` not yet in ``store_dir`` -> the store; networks are
     built only for what the feature caches lack."""
-    from claid.components import build
+    from claid.config.build import build
     from claid.cutters.from_file import reads_from_file
     from claid.store import RegionStore
 
     if reads_from_file(cfg.cutter):  # regions from a file: no backbone, no token cache
-        from claid.detections.stage import extract_from_file
+        from claid.detections.file_regions import extract_from_file
 
         return extract_from_file(cfg, bench, parts, store_dir, key)
     done: set[str] = set()

@@ -1,9 +1,9 @@
 """Read logged runs back from MLflow as tables: one reader for a whole experiment,
 a sweep's parent run, or a list of run ids, used by ``python -m claid runs``, the
-sweep summary (``claid/sweeps.py``), ``experiments/paper_tables/render.py`` and
+sweep summary (:mod:`claid.tracking.sweep_parent`), ``experiments/paper_tables/render.py`` and
 ``notebooks/compare_runs.ipynb``.
 
-    from claid.reports import format_table, runs_table
+    from claid.tracking.run_table import format_table, runs_table
     rows = runs_table("sqlite:///outputs/mlflow/mlflow.db", "table7_ablation",
                       params=["cutter.init", "cutter.filter_dummies"],
                       metrics=["lab/mAP-50", "lab/mAP-all", "count/regions"])
@@ -232,6 +232,6 @@ def main(argv: Sequence[str]) -> None:
                            and k not in (args.metric or KEY_METRICS)]
     print(format_table(sort_by_values(rows, keys) if args.parent else rows))
     if args.csv:
-        from claid.sweeps import write_csv
+        from claid.tracking.tables import write_csv
 
         write_csv(rows, args.csv)

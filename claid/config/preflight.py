@@ -9,8 +9,8 @@ def prepare_run(cfg: DictConfig) -> int:
     """Apply ``engine.threads`` (claid/threads.py) and check the weights of every
     configured model at once (one WeightsUnavailableError naming each missing one,
     not one per build). Returns the thread count."""
+    from claid.config.rules import SettingsError
     from claid.models.weights import check_configured_weights
-    from claid.settings import SettingsError
     from claid.threads import apply_threads
 
     try:

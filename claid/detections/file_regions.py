@@ -2,7 +2,7 @@
 image, described by the run's descriptor, into the run's region store.
 
 It takes the place of the Lightning extraction (:func:`claid.engine.extract_regions`)
-inside :func:`claid.engine.stage.extract_stage` (same store key, lock, reuse and
+inside :func:`claid.engine.extraction_stage.extract_stage` (same store key, lock, reuse and
 checks): no backbone forward and no cut, only one descriptor forward per image, so a
 plain loop on global rank 0 does it. A region with a segmentation is pooled under
 its mask when the descriptor pools by mask; a box-only region by its box. Images the
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from claid.settings import SettingsError
+from claid.config.rules import SettingsError
 from claid.structures import RegionDescriptors
 
 log = logging.getLogger(__name__)

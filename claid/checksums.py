@@ -119,27 +119,3 @@ def load_checked_npy(path: str | os.PathLike, *, built_from: dict) -> np.ndarray
     warnings.warn(f"rebuilding {path}: {reason}", stacklevel=2)
     log.warning("rebuilding %s: %s", path, reason)
     return None
-
-
-def index_dir_problems(index_dir: str | os.PathLike, *, key: dict | None = None,
-                       checksums: bool = True) -> list[str]:
-    """What is wrong with an index dir (``index.faiss``, ``index.json``, optional
-    ``whitening.npz``, ``regions.npz``, and ``search.json`` holding their records):
-    an unreadable or other-schema search.json, a file missing, resized or (with
-    ``checksums``) altered, or, given ``key``, a dir built from other inputs (another
-    region store content). Empty when it can be used."""
-    from claid.index.search_table import read_search_meta
-
-    try:
-        meta = read_search_meta(index_dir)
-    except (OSError, ValueError) as err:
-        return [str(err)]
-    problems = []
-    records = meta.get("files")
-    if not isinstance(records, dict) or not {"index.faiss", "index.json", "regions.npz"} <= set(records):
-        problems.append("search.json does not record index.faiss, index.json and regions.npz")
-    else:
-        problems += record_problems(index_dir, records, checksums=checksums)
-    if key is not None and meta.get("key") != json.loads(json.dumps(key)):
-        problems.append("built from other inputs than this run's (e.g. the region store changed)")
-    return problems

@@ -33,7 +33,7 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
     Returns:
         (RegionIndex, index dir); the dir also holds the search table.
     """
-    from claid.components import build
+    from claid.config.build import build
 
     node = {k: v for k, v in plain(cfg.index).items() if k not in SEARCH_KEYS}
     params = {k: v for k, v in node.items() if not k.startswith("_")}
@@ -62,7 +62,7 @@ def _reusable_index(index_dir: Path, key: dict):
     """The index in ``index_dir`` when its files match their checksums and it was
     built from ``key``; else None, with a warning (the caller rebuilds it)."""
     from claid.index import RegionIndex
-    from claid.integrity import index_dir_problems
+    from claid.index.index_dir_check import index_dir_problems
 
     problems = index_dir_problems(index_dir, key=key)
     if not problems:

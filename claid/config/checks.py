@@ -1,7 +1,5 @@
-"""Settings checked before any work: a bad value is one line naming its full key.
-
-``SettingsError`` is what ``run.py`` prints as ``error: <message>`` without a
-traceback. :func:`check_group_keys` refuses keys that the component a config group
+"""The config-wide checks, before any work: a bad value is one line naming its full key
+(:class:`claid.config.rules.SettingsError`). :func:`check_group_keys` refuses keys that the component a config group
 builds does not take (a misspelled key is an error, never silently ignored);
 :func:`check_search_settings` checks ``search.*``.
 """
@@ -12,12 +10,10 @@ import dataclasses
 import inspect
 from collections.abc import Iterable
 
+from claid.config.rules import SettingsError, at_least, boolean, in_range, one_of, positive
+
 #: Hydra's own instantiation keys, never passed to the target.
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
-
-
-class SettingsError(ValueError):
-    """A config value the run cannot use; the message names the key."""
 
 
 def check_group_keys(group: str, node, extra: Iterable[str] = ()) -> None:
@@ -98,121 +94,60 @@ def _rerank_section(method: str, node) -> str | None:
 STORED_DTYPES = ("float16", "float32")
 
 
-def _is_number(value) -> bool:
-    import math
-
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _in_range(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
-    """A rule: a finite number between ``low`` and ``high`` (open ends as asked)."""
-    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def rule(value) -> str | None:
-        if not _is_number(value):
-            return f"must be a number in {text}"
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        return None if above and below else f"must be in {text}"
-
-    return rule
-
-
-def _at_least(low: int, *, optional: bool = False):
-    """A rule: an integer >= ``low`` (or null when ``optional``)."""
-
-    def rule(value) -> str | None:
-        if value is None and optional:
-            return None
-        if not _is_int(value):
-            return f"must be an integer >= {low}" + (" or null" if optional else "")
-        return None if value >= low else f"must be >= {low}"
-
-    return rule
-
-
-def _positive(*, optional: bool = False):
-    def rule(value) -> str | None:
-        if value is None and optional:
-            return None
-        return None if _is_number(value) and value > 0 else (
-            "must be a number > 0" + (" or null" if optional else ""))
-
-    return rule
-
-
-def _one_of(*choices, optional: bool = False):
-    def rule(value) -> str | None:
-        if value is None and optional:
-            return None
-        return None if value in choices and not isinstance(value, bool) else (
-            f"must be one of {', '.join(map(str, choices))}")
-
-    return rule
-
-
-def _boolean(value) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
 #: Range rules by full key. A key a config does not have is not checked (a group
 #: variant may lack it), and a key that is not listed is left to its component.
 #: The cutter's own ranges (claid/cutters/hierarchy.py CutSettings) are at least as
 #: strict: tau2 = 1 and alpha = 1 would keep no node and no edge, hence the open ends.
 VALUE_RULES: dict[str, object] = {
-    "cutter.tau1": _in_range(0, 1, low_open=True),
-    "cutter.tau2": _in_range(0, 1, low_open=True, high_open=True),
-    "cutter.alpha": _in_range(-1, 1, high_open=True),
-    "cutter.energy_quantile": _in_range(0, 1, low_open=True),
-    "cutter.min_patches": _at_least(1),
-    "cutter.max_passes": _at_least(1),
-    "cutter.seed": _at_least(0),
-    "cutter.max_depth": _at_least(1, optional=True),
-    "cutter.filter_dummies": _boolean,
-    "cutter.count_diagonal": _boolean,
-    "cutter.cutter": _one_of("ksums", "ncut"),
-    "cutter.init": _one_of("seed", "random"),
-    "cutter.cut_root": _one_of("always", "tau1"),
-    "engine.batch_size": _at_least(1),
-    "engine.shard_size": _at_least(1),
-    "engine.num_workers": _at_least(0, optional=True),  # null: from the CPU affinity
-    "engine.cut_workers": _at_least(0, optional=True),
-    "engine.cut_queue": _at_least(1),
-    "engine.cut_pool": _one_of("thread", "process"),
-    "engine.num_nodes": _at_least(1),
-    "engine.profile": _boolean,
-    "engine.accelerator": _one_of("cpu", "gpu", "cuda", "mps", "auto"),
-    "backbone.patch_size": _at_least(1),
-    "backbone.embed_dim": _at_least(1),
-    "backbone.seed": _at_least(0),
-    "backbone.short_side": _at_least(1, optional=True),
-    "backbone.max_long_side": _at_least(1, optional=True),
-    "backbone.native_below": _at_least(0),
-    "backbone.pretrained": _boolean,
-    "descriptor.max_long_side": _at_least(1, optional=True),
-    "descriptor.dim": _at_least(1),
-    "descriptor.seed": _at_least(0),
-    "descriptor.gem_p": _positive(),
-    "descriptor.pooling": _one_of("gem", "max", "mean"),
-    "descriptor.query": _one_of("crop", "pool"),
-    "descriptor.mask_pooling": _boolean,
-    "descriptor.max_text_length": _at_least(1),
-    "index.k": _at_least(1, optional=True),
-    "index.nprobe": _at_least(1, optional=True),
-    "index.ef_search": _at_least(1, optional=True),
-    "index.train_size": _at_least(1, optional=True),
-    "index.whitening_dim": _at_least(1, optional=True),
-    "index.refine_factor": _positive(optional=True),
-    "index.whitening": _one_of("none", "database", "file"),
-    "store.dtype": _one_of(*STORED_DTYPES),
-    "store.verify": _one_of("checksums", "sizes"),
-    "cache.tokens": _boolean,
-    "cache.token_dtype": _one_of(*STORED_DTYPES),
-    "cache.map_dtype": _one_of(*STORED_DTYPES),
+    "cutter.tau1": in_range(0, 1, low_open=True),
+    "cutter.tau2": in_range(0, 1, low_open=True, high_open=True),
+    "cutter.alpha": in_range(-1, 1, high_open=True),
+    "cutter.energy_quantile": in_range(0, 1, low_open=True),
+    "cutter.min_patches": at_least(1),
+    "cutter.max_passes": at_least(1),
+    "cutter.seed": at_least(0),
+    "cutter.max_depth": at_least(1, optional=True),
+    "cutter.filter_dummies": boolean,
+    "cutter.count_diagonal": boolean,
+    "cutter.cutter": one_of("ksums", "ncut"),
+    "cutter.init": one_of("seed", "random"),
+    "cutter.cut_root": one_of("always", "tau1"),
+    "engine.batch_size": at_least(1),
+    "engine.shard_size": at_least(1),
+    "engine.num_workers": at_least(0, optional=True),  # null: from the CPU affinity
+    "engine.cut_workers": at_least(0, optional=True),
+    "engine.cut_queue": at_least(1),
+    "engine.cut_pool": one_of("thread", "process"),
+    "engine.num_nodes": at_least(1),
+    "engine.profile": boolean,
+    "engine.accelerator": one_of("cpu", "gpu", "cuda", "mps", "auto"),
+    "backbone.patch_size": at_least(1),
+    "backbone.embed_dim": at_least(1),
+    "backbone.seed": at_least(0),
+    "backbone.short_side": at_least(1, optional=True),
+    "backbone.max_long_side": at_least(1, optional=True),
+    "backbone.native_below": at_least(0),
+    "backbone.pretrained": boolean,
+    "descriptor.max_long_side": at_least(1, optional=True),
+    "descriptor.dim": at_least(1),
+    "descriptor.seed": at_least(0),
+    "descriptor.gem_p": positive(),
+    "descriptor.pooling": one_of("gem", "max", "mean"),
+    "descriptor.query": one_of("crop", "pool"),
+    "descriptor.mask_pooling": boolean,
+    "descriptor.max_text_length": at_least(1),
+    "index.k": at_least(1, optional=True),
+    "index.nprobe": at_least(1, optional=True),
+    "index.ef_search": at_least(1, optional=True),
+    "index.train_size": at_least(1, optional=True),
+    "index.whitening_dim": at_least(1, optional=True),
+    "index.refine_factor": positive(optional=True),
+    "index.whitening": one_of("none", "database", "file"),
+    "store.dtype": one_of(*STORED_DTYPES),
+    "store.verify": one_of("checksums", "sizes"),
+    "cache.tokens": boolean,
+    "cache.token_dtype": one_of(*STORED_DTYPES),
+    "cache.map_dtype": one_of(*STORED_DTYPES),
     "rerank.aqe": lambda v: _rerank_section("aqe", v),
     "rerank.dba": lambda v: _rerank_section("dba", v),
     "rerank.diffusion": lambda v: _rerank_section("diffusion", v),

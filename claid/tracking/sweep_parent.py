@@ -7,10 +7,10 @@ and launcher (``python run.py -m cutter.tau2=0.1,0.2,0.3``, ``experiment=fig8_ta
 
 * ``on_multirun_start`` creates the parent run (named after the sweep, tagged with
   the swept keys) and writes ``<sweep dir>/mlflow_sweep.json``; every job reads it
-  (:func:`job_sweep`) and opens its run as a child (``claid/tracking.py``);
+  (:func:`job_sweep`) and opens its run as a child (:mod:`claid.tracking.run_identity`);
 * a job that fails records its error on its own run and returns (``run.py``), so
   the other jobs run and the summary sees every job;
-* ``on_multirun_end`` reads the children back (``claid/reports.py``), writes the
+* ``on_multirun_end`` reads the children back (:mod:`claid.tracking.run_table`), writes the
   summary (``summary.csv``, ``summary.md``, ``summary.html``: swept values x key
   metrics, the chance level and the global-descriptor baseline as columns; a plot
   of each key metric against a single swept key, a heat map for two; the recall
@@ -20,21 +20,18 @@ and launcher (``python run.py -m cutter.tau2=0.1,0.2,0.3``, ``experiment=fig8_ta
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from claid.artifacts import atomic_write_bytes
+from claid.tracking.tables import html_table, markdown_table, write_csv, write_text
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +65,7 @@ def job_failed(cfg, err: BaseException, traceback: bool = True) -> bool:
     the other jobs run and the summary lists this one. Outside a multirun: False."""
     if not in_multirun():
         return False
-    from claid.tracking import record_failed_job
+    from claid.tracking.run_identity import record_failed_job
 
     record_failed_job(cfg, err)
     log.error("job failed: %s", err, exc_info=err if traceback else None)
@@ -104,21 +101,6 @@ def swept_keys(hydra_cfg) -> list[str]:
     return list(keys)
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically (:func:`claid.artifacts.atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_csv(rows: Sequence[dict], path: str | Path, columns: Sequence[str] | None = None) -> Path:
-    """``rows`` as CSV (atomically), columns in first-seen order unless given."""
-    columns = list(columns or dict.fromkeys(c for row in rows for c in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return _write_text(Path(path), buffer.getvalue())
-
-
 class SweepParent(Callback):
     """Hydra callback: the MLflow parent run of a multirun and its summary."""
 
@@ -127,7 +109,8 @@ class SweepParent(Callback):
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
-        from claid.tracking import component_tags, open_experiment, run_name, set_tracking_uri
+        from claid.tracking.mlflow_run import open_experiment, set_tracking_uri
+        from claid.tracking.run_identity import component_tags, run_name
 
         HydraConfig.instance().set_config(config)  # so ${hydra:...} in paths resolves
         tracking = OmegaConf.to_container(config.tracking, resolve=True)
@@ -144,7 +127,7 @@ class SweepParent(Callback):
         name = "sweep " + run_name(overrides, swept)
         parent = mlflow.MlflowClient().create_run(experiment_id, run_name=name, tags=tags)
         sweep_dir = Path(config.hydra.sweep.dir)
-        _write_text(sweep_dir / PARENT_FILE, json.dumps({
+        write_text(sweep_dir / PARENT_FILE, json.dumps({
             "parent_run_id": parent.info.run_id, "swept": swept, "uri": mlflow.get_tracking_uri(),
             "experiment": tracking["experiment"],
         }))
@@ -179,7 +162,7 @@ def summarise_sweep(uri: str, parent_run_id: str, out_dir: str | Path) -> SweepS
     from mlflow.tracking import MlflowClient
 
     from claid.figures import draw_recall, draw_sweep_heatmap, draw_sweep_metrics, save_figure
-    from claid.reports import (
+    from claid.tracking.run_table import (
         KEY_LABELS,
         KEY_METRICS,
         RERANK_KEYS,
@@ -210,7 +193,7 @@ def summarise_sweep(uri: str, parent_run_id: str, out_dir: str | Path) -> SweepS
     title = f"{parent.info.run_name} ({parent.data.tags.get('dataset', '?')}, {len(rows)} jobs)"
     files = [write_csv(rows, out_dir / "summary.csv", [*columns, "run_id"])]
     table = format_table(rows, [c for c in columns if c != "run"])
-    files.append(_write_text(out_dir / "summary.md", f"# {title}\n\n{markdown_table(rows, columns)}\n"))
+    files.append(write_text(out_dir / "summary.md", f"# {title}\n\n{markdown_table(rows, columns)}\n"))
     figures = []
     finished = [r for r in rows if r["status"] == "FINISHED" and r[headline] is not None]
     if len(swept) == 1 and finished:
@@ -234,7 +217,7 @@ def summarise_sweep(uri: str, parent_run_id: str, out_dir: str | Path) -> SweepS
     # pictures inline, so that the page shows them in MLflow's artifact viewer too
     images = "".join(f'<h2>{html.escape(n)}</h2><img src="data:image/png;base64,{_base64(out_dir / n)}">'
                      for n, _ in figures)
-    files.append(_write_text(out_dir / "summary.html", (
+    files.append(write_text(out_dir / "summary.html", (
         f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
         f"<h1>{html.escape(title)}</h1>{html_table(rows, columns)}{images}</body></html>")))
     for path in files:
@@ -272,23 +255,3 @@ def _recall_curve(metrics: dict[str, float]) -> tuple[list[float], list[float]] 
     return thresholds, [points[t] for t in thresholds]
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return "" if value is None else str(value)
-
-
-def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """``rows`` as a Markdown table (floats to 3 decimals, '|' escaped)."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def html_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """``rows`` as an HTML table (escaped, floats to 3 decimals)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
-    )
-    return f"<table border='1' cellpadding='4'><tr>{head}</tr>{body}</table>"
