@@ -19,11 +19,11 @@ run: setup
 	$(BIN)/python run.py $(ARGS)
 
 test: setup
-	$(BIN)/ruff check claid tests experiments run.py
+	$(BIN)/ruff check claid tests experiments examples run.py
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check claid tests experiments run.py
+	$(BIN)/ruff check claid tests experiments examples run.py
 
 clean:
 	rm -rf $(VENV)

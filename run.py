@@ -16,13 +16,15 @@ import hydra
 from omegaconf import DictConfig
 
 from claid.artifacts import DamagedArtifactError, DiskFullError
+from claid.config.checks import check_settings
 from claid.config.preflight import prepare_run
 from claid.config.rules import SettingsError
+from claid.config.run_settings import tracking_setup
 from claid.datasets import DatasetFormatError, DatasetNotFoundError
 from claid.engine.extraction_stage import IncompleteStoreError
 from claid.engine.ranks import hydra_job_args, rank_argv, remember_job
 from claid.models.weights import WeightsUnavailableError
-from claid.pipeline import check_settings, run
+from claid.pipeline import run
 from claid.tracking.sweep_parent import job_failed
 
 log = logging.getLogger("claid")
@@ -42,7 +44,7 @@ def main(cfg: DictConfig) -> float | None:
         prepare_run(cfg)  # threads, every missing weight file at once: before any MLflow run
         result = run(cfg)
     except Exception as err:
-        if job_failed(cfg, err, traceback=not isinstance(err, USER_ERRORS)):  # a multirun's job: recorded
+        if job_failed(tracking_setup(cfg), err, traceback=not isinstance(err, USER_ERRORS)):  # a multirun's job: recorded
             return None  # on its MLflow run; the other jobs go on and the sweep summary lists it
         if isinstance(err, USER_ERRORS):
             sys.exit(f"error: {err}")

@@ -50,7 +50,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "index": 1,  # index-<hash>/index.json (claid/index/region_index.py)
     # 2: the descriptor recorded by registered name + settings (no _target_), file checksums
     "search_table": 2,  # index-<hash>/search.json + regions.npz (claid/index/search_table.py)
-    "report": 1,  # <run dir>/metrics.json and rankings.json (claid/evaluation/run_report.py)
+    "report": 1,  # <run dir>/metrics.json and rankings.json (claid/report/run_report.py)
     "run_queries": 1,  # <run dir>/queries.json: per-query figures and marks (claid/evaluation/query_records.py)
     "scores": 1,  # scores JSON (claid/evaluation/report.py)
     "feature_cache": 1,  # tokens-<hash>/, featuremaps-<hash>/ (claid/engine/feature_cache.py)
@@ -114,32 +114,32 @@ def schema_version(kind: str) -> int:
 
 
 # ----------------------------------------------------------------------------- keys
-def config_hash(cfg: dict, length: int = 12) -> str:
+def config_hash(key: dict, length: int = 12) -> str:
     """Stable short hex hash of a JSON-able dict (key order does not matter).
 
     Args:
-        cfg: the resolved config (nested dicts, lists, str, numbers, bool, None).
+        key: what an artifact is built from (nested dicts, lists, str, numbers, bool, None).
         length: number of hex characters kept (of sha256).
     Raises:
         ValueError: ``cfg`` holds something JSON cannot represent.
     """
     try:
-        text = json.dumps(cfg, sort_keys=True, separators=(",", ":"), allow_nan=True)
+        text = json.dumps(key, sort_keys=True, separators=(",", ":"), allow_nan=True)
     except TypeError as err:
         raise ValueError(f"config_hash needs a JSON-able dict: {err}") from err
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def plain(cfg: Any) -> dict:
+def plain(node: Any) -> dict:
     """A config node (OmegaConf ``DictConfig`` or mapping) as a plain, resolved dict;
     None gives ``{}``."""
-    if cfg is None:
+    if node is None:
         return {}
     from omegaconf import DictConfig, OmegaConf
 
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    return dict(node)
 
 
 def database_key(bench) -> dict:

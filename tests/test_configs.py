@@ -33,8 +33,16 @@ def test_option_composes_and_resolves(compose_cfg, group, option):
 
 @pytest.mark.parametrize("option", [o for g, o in OPTIONS if g == "cutter"])
 def test_cutters_instantiate(compose_cfg, option):
-    cutter = instantiate(compose_cfg(f"cutter={option}").cutter)
-    assert callable(cutter)
+    """Every cutter option is a cutter the cut source builds, or a region source of its
+    own (cutter=from_file): the one decision, claid.config.run_settings.region_source."""
+    from claid.config.run_settings import region_source
+    from claid.engine.cut_source import CutRegions
+
+    source = region_source(compose_cfg(f"cutter={option}"))
+    if isinstance(source, CutRegions):
+        assert callable(source.networks.get("cutter"))
+    else:
+        assert option == "from_file" and source.makes_regions and "backbone" not in source.weight_groups()
 
 
 def test_misspelled_component_key_is_an_error(compose_cfg):
@@ -46,8 +54,8 @@ def test_misspelled_component_key_is_an_error(compose_cfg):
 @pytest.mark.parametrize("group", ["dataset", "backbone", "cutter", "descriptor", "index",
                                    "engine", "tracking"])
 def test_unknown_key_in_any_built_group_is_one_settings_error(compose_cfg, group):
+    from claid.config.checks import check_settings
     from claid.config.rules import SettingsError
-    from claid.pipeline import check_settings
 
     check_settings(compose_cfg())  # the defaults pass
     with pytest.raises(SettingsError, match=rf"^{group}\.bogus_key is not a setting of "):

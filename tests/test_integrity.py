@@ -134,9 +134,7 @@ def _index_dir(tmp_path):
     (lambda d: (d / "index.json").unlink(), "index.json: missing"),
 ])
 def test_a_damaged_index_dir_is_reported_and_rebuilt_by_the_index_stage(tmp_path, damage, message):
-    from omegaconf import OmegaConf
-
-    from claid.index.index_stage import index_stage
+    from claid.index.index_stage import IndexSettings, index_stage
     from claid.index.search_table import RegionTable
 
     index_dir = _index_dir(tmp_path)
@@ -147,19 +145,17 @@ def test_a_damaged_index_dir_is_reported_and_rebuilt_by_the_index_stage(tmp_path
     assert problems and message in " ".join(problems)
 
     # the stage owning it: warns and rebuilds, then reuses the rebuilt one silently
-    cfg = OmegaConf.create({"index": {"_target_": "claid.index.build_index", "_partial_": True,
-                                      "factory": "Flat", "k": None},
-                            "descriptor": {"_target_": "claid.descriptors.cnn.CNNRegionDescriptor"},
-                            "seed": 0})
+    settings = IndexSettings(node={"_target_": "claid.index.build_index", "_partial_": True, "factory": "Flat"},
+                             descriptor={"_target_": "claid.descriptors.cnn.CNNRegionDescriptor"})
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(12, DIM)).astype(np.float32)
     table = RegionTable(store=None, extra_vectors=vectors, region_image=np.arange(12) % 3,
                         boxes=np.zeros((12, 4), np.float32), image_ids=list("abc"), dim=DIM)
     cache = tmp_path / "cache"
-    _, built = index_stage(cfg, table, {"regions": "h"}, cache)
+    _, built = index_stage(settings, table, {"regions": "h"}, cache)
     damage(built)
     with pytest.warns(UserWarning, match="rebuilding index"):
-        index, again = index_stage(cfg, table, {"regions": "h"}, cache)
+        index, again = index_stage(settings, table, {"regions": "h"}, cache)
     assert again == built and index_dir_problems(built) == [] and index.ntotal == 12
 
 

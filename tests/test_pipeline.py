@@ -8,6 +8,7 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
+from claid.config.run_settings import run_settings
 from claid.pipeline import run
 
 SMALL = [
@@ -146,7 +147,8 @@ def test_cutter_sweep_recuts_cached_tokens(compose_cfg, tmp_path, monkeypatch):
                         or real_get(self, name))
     cfg = compose_cfg(*tokens, "cutter.tau2=0.4")
     bench = instantiate(cfg.dataset)
-    recut = extract_stage(cfg, bench, Components(cfg), Path(cfg.paths.cache_dir))
+    settings = run_settings(cfg)
+    recut = extract_stage(settings.extraction, bench, settings.regions, settings.cache_dir)
     assert built == ["cutter"] and recut.summary["new_images"] == 12
 
     # the same cutter with the backbone run afresh (another cache) gives the same regions
@@ -201,15 +203,13 @@ def test_query_stage_encodes_text_queries_and_refuses_what_it_cannot(compose_cfg
     bench = Benchmark(name="t", root=str(tmp_path), database=["a.jpg"],
                       queries=[Query(image=None, text="a cat", qid="t0"), Query(image=None, text="a dog", qid="t1")],
                       protocol={"family": "gldv2", "query": "crop"})
-    cfg = compose_cfg("tracking=none")
-    parts = SimpleNamespace(get=lambda name: _TextDescriptor())
-    vectors = query_stage(cfg, bench, parts, tmp_path)
+    settings = run_settings(compose_cfg("tracking=none")).queries
+    vectors = query_stage(settings, bench, _TextDescriptor, tmp_path)
     np.testing.assert_array_equal(vectors[:, :2], [[1, 0], [0, 1]])
 
-    blind = SimpleNamespace(get=lambda name: SimpleNamespace(dim=4))
     other = replace(bench, queries=[Query(image=None, text="x", qid="new")])  # another cache key
     with pytest.raises(ValueError, match="no text this descriptor can encode"):
-        query_stage(cfg, other, blind, tmp_path)
+        query_stage(settings, other, lambda: SimpleNamespace(dim=4), tmp_path)
 
 
 def test_collection_without_queries_is_indexed_for_later_search(compose_cfg, tmp_path):
@@ -297,9 +297,9 @@ def test_unreadable_query_image_stops_with_the_query_named(compose_cfg, tmp_path
     (tmp_path / "q.jpg").write_bytes(blob[: len(blob) // 2])  # header intact, pixels cut
     bench = Benchmark(name="t", root=str(tmp_path), database=["a.jpg"],
                       queries=[Query(image="q.jpg", qid="q7")], protocol={"family": "lab", "query": "crop"})
-    parts = SimpleNamespace(get=lambda name: SimpleNamespace(dim=4))
     with pytest.raises(DatasetFormatError, match=r"query 'q7' \(q.jpg\): truncated"):
-        query_stage(compose_cfg("tracking=none"), bench, parts, tmp_path)
+        query_stage(run_settings(compose_cfg("tracking=none")).queries, bench,
+                    lambda: SimpleNamespace(dim=4), tmp_path)
     with pytest.raises(DatasetFormatError, match=r"query 'q7' \(q.jpg\): truncated"):
         check_query_images(bench)  # what run() calls before extracting anything
 

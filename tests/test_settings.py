@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from claid.config.checks import check_model_names, check_values
+from claid.config.checks import check_model_names, check_settings, check_values
 from claid.config.rules import SettingsError
-from claid.pipeline import check_settings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["backbone", "cutter", "descriptor", "index", "engine"]
@@ -20,9 +19,9 @@ def test_every_shipped_option_passes(compose_cfg, option):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("cutter.tau1=1.5", "cutter.tau1 must be in (0, 1] (got 1.5)"),
-    ("cutter.tau1=0", "cutter.tau1 must be in (0, 1] (got 0)"),
-    ("cutter.tau2=-1", "cutter.tau2 must be in (0, 1) (got -1)"),
+    ("cutter.tau1=1.5", "cutter.tau1 must be in [0, 1] (got 1.5)"),
+    ("cutter.tau1=-0.5", "cutter.tau1 must be in [0, 1] (got -0.5)"),
+    ("cutter.tau2=-1", "cutter.tau2 must be in [0, 1) (got -1)"),
     ("cutter.alpha=5", "cutter.alpha must be in [-1, 1) (got 5)"),
     ("cutter.alpha=abc", "cutter.alpha must be a number in [-1, 1) (got 'abc')"),
     ("cutter.init=middle", "cutter.init must be one of seed, random (got 'middle')"),

@@ -1,5 +1,6 @@
 import pytest
 
+from claid.config.run_settings import tracking_setup
 from claid.tracking.mlflow_run import EXPERIMENT_KIND, Tracker, flatten_config, key_metrics
 from claid.tracking.run_identity import (
     git_commit,
@@ -116,7 +117,7 @@ def test_disabled_tracker_is_a_no_op(tmp_path):
 
 def test_run_identity_outside_hydra_names_the_components(compose_cfg):
     cfg = compose_cfg("backbone=dino_vits16", "cutter.tau2=0.2")
-    identity = run_identity(cfg)
+    identity = run_identity(tracking_setup(cfg))
     assert identity.name.startswith("vit_small_patch16_224.dino · ksums · res") and len(identity.name) <= 48
     assert identity.tags["backbone"] == "vit_small_patch16_224.dino" and identity.tags["cutter"] == "ksums"
     assert identity.tags["dataset"] == "synthetic" and identity.tags["study"] == "none"
@@ -126,13 +127,13 @@ def test_run_identity_outside_hydra_names_the_components(compose_cfg):
     assert identity.params["cutter.tau2"] == "0.2"
     assert not any(k.startswith(("paths.", "tracking.")) or k.endswith(".root") for k in identity.params)
     assert identity.parent_run_id is None
-    assert run_identity(compose_cfg("tracking.run_name=mine")).name == "mine"
+    assert run_identity(tracking_setup(compose_cfg("tracking.run_name=mine"))).name == "mine"
 
 
 def test_a_job_that_failed_before_its_run_gets_a_failed_run(compose_cfg, tmp_path):
     cfg = compose_cfg("tracking.experiment=fails")
     err = ValueError("search.save_top must be an integer >= 1, got 0")
-    run_id = record_failed_job(cfg, err)
+    run_id = record_failed_job(tracking_setup(cfg), err)
     run = _client(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
     assert run.info.status == "FAILED" and "save_top" in run.data.tags["claid.error"]
-    assert record_failed_job(cfg, err) == run_id  # recorded once, not twice
+    assert record_failed_job(tracking_setup(cfg), err) == run_id  # recorded once, not twice

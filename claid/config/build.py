@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,14 +31,18 @@ def build(node, **overrides: Any) -> Any:
 @dataclass
 class Components:
     """The run's networks (``backbone``, ``cutter``, ``descriptor``), each built from
-    its config group on first use only, so a run whose stages are all cached builds
-    none."""
+    its config group's node on first use only, so a run whose stages are all cached
+    builds none.
 
-    cfg: Any
+    Args:
+        nodes: group name -> its resolved node (a mapping with ``_target_``).
+    """
+
+    nodes: Mapping[str, Any]
     _built: dict = field(default_factory=dict)
 
     def get(self, name: str) -> Any:
         if name not in self._built:
             log.info("building %s from config", name)
-            self._built[name] = build(self.cfg[name])
+            self._built[name] = build(self.nodes[name])
         return self._built[name]

@@ -1,7 +1,7 @@
 """The config-wide checks, before any work: a bad value is one line naming its full key
 (:class:`claid.config.rules.SettingsError`). :func:`check_group_keys` refuses keys that the component a config group
 builds does not take (a misspelled key is an error, never silently ignored);
-:func:`check_search_settings` checks ``search.*``.
+:func:`check_settings` runs every check.
 """
 
 from __future__ import annotations
@@ -10,8 +10,20 @@ import dataclasses
 import inspect
 from collections.abc import Iterable
 
-from claid.config.rules import SettingsError, at_least, boolean, in_range, one_of, positive
+from claid.config.rules import (
+    SettingsError,
+    at_least,
+    boolean,
+    field_rules,
+    one_of,
+    positive,
+    problem_of,
+)
 
+#: Keys of the ``engine`` group that the run applies itself (claid/threads.py), not the extraction.
+RUN_KEYS = ("threads",)
+#: Keys of the ``index`` group read by the search, not by ``build_index``.
+SEARCH_KEYS = ("k",)
 #: Hydra's own instantiation keys, never passed to the target.
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 
@@ -55,27 +67,6 @@ def check_group_keys(group: str, node, extra: Iterable[str] = ()) -> None:
         )
 
 
-def check_search_settings(search) -> None:
-    """Refuse ``search.*`` values the later stages cannot use (SettingsError naming the key)."""
-    for key in ("shuffle_draws", "save_top"):
-        value = search.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SettingsError(f"search.{key} must be an integer >= 1, got {value!r}")
-    memory = search.get("memory_gb")
-    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0:
-        raise SettingsError(f"search.memory_gb must be a number > 0 (GiB), got {memory!r}")
-    limit = search.get("max_memory_gb")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
-                              or not limit > 0):
-        raise SettingsError(f"search.max_memory_gb must be null or a number > 0 (GiB), got {limit!r}")
-    per_image = search.get("regions_per_image")
-    if isinstance(per_image, bool) or not isinstance(per_image, int) or per_image < 1:
-        raise SettingsError(f"search.regions_per_image must be an integer >= 1, got {per_image!r}")
-    for key in ("whole_image_region", "global_baseline"):
-        if not isinstance(search.get(key), bool):
-            raise SettingsError(f"search.{key} must be true or false, got {search.get(key)!r}")
-
-
 def check_rerank_settings(node) -> None:
     """Refuse an unknown ``rerank.*`` method or a bad value of one (claid/rerank/settings.py)."""
     from claid.rerank.settings import parse_rerank
@@ -94,24 +85,18 @@ def _rerank_section(method: str, node) -> str | None:
 STORED_DTYPES = ("float16", "float32")
 
 
+def _cut_rules() -> dict[str, object]:
+    from claid.cutters.hierarchy import CutSettings
+
+    return {f"cutter.{name}": rule for name, rule in field_rules(CutSettings).items()}
+
+
 #: Range rules by full key. A key a config does not have is not checked (a group
 #: variant may lack it), and a key that is not listed is left to its component.
-#: The cutter's own ranges (claid/cutters/hierarchy.py CutSettings) are at least as
-#: strict: tau2 = 1 and alpha = 1 would keep no node and no edge, hence the open ends.
+#: The cutter's ranges are CutSettings' field rules (claid/cutters/hierarchy.py),
+#: written there once; ``search.*`` are SearchSettings' (claid/index/index_stage.py).
 VALUE_RULES: dict[str, object] = {
-    "cutter.tau1": in_range(0, 1, low_open=True),
-    "cutter.tau2": in_range(0, 1, low_open=True, high_open=True),
-    "cutter.alpha": in_range(-1, 1, high_open=True),
-    "cutter.energy_quantile": in_range(0, 1, low_open=True),
-    "cutter.min_patches": at_least(1),
-    "cutter.max_passes": at_least(1),
-    "cutter.seed": at_least(0),
-    "cutter.max_depth": at_least(1, optional=True),
-    "cutter.filter_dummies": boolean,
-    "cutter.count_diagonal": boolean,
-    "cutter.cutter": one_of("ksums", "ncut"),
-    "cutter.init": one_of("seed", "random"),
-    "cutter.cut_root": one_of("always", "tau1"),
+    **_cut_rules(),
     "engine.batch_size": at_least(1),
     "engine.shard_size": at_least(1),
     "engine.num_workers": at_least(0, optional=True),  # null: from the CPU affinity
@@ -175,6 +160,15 @@ def check_values(cfg, rules: dict[str, object] | None = None) -> None:
             raise SettingsError(f"{key} {problem} (got {value!r})")
 
 
+def checked_values(values: dict[str, object]) -> None:
+    """Apply :data:`VALUE_RULES` to ``{full key: value}`` (a stage's settings checked
+    with the rules of the config keys they come from)."""
+    for key, value in values.items():
+        message = problem_of(VALUE_RULES[key], key, value)
+        if message:
+            raise SettingsError(message)
+
+
 def check_model_names(cfg, groups: Iterable[str] = ("backbone", "descriptor")) -> None:
     """Refuse a ``<group>.model_name`` that timm does not know (architecture and
     pretrained tag), from timm's registry alone: nothing is downloaded or built.
@@ -195,3 +189,34 @@ def check_model_names(cfg, groups: Iterable[str] = ("backbone", "descriptor")) -
             check_timm_name(name)
         except ValueError as err:
             raise SettingsError(f"{group}.model_name: {err}") from None
+
+
+#: Config groups that build an object (their keys are checked against the target).
+BUILT_GROUPS = ("dataset", "backbone", "cutter", "descriptor", "index", "engine", "tracking")
+
+
+def check_settings(cfg) -> None:
+    """Every check that needs no data and no network, before hours of extraction:
+    unknown keys in any group that builds an object, value ranges and choices
+    (:data:`VALUE_RULES`), how images are decoded, timm model names, ``search.*``
+    and ``rerank.*``.
+
+    Raises:
+        SettingsError: the first problem, one line naming its full key.
+    """
+    from claid.images import DecodeOptions
+    from claid.index.index_stage import SearchSettings
+
+    read_by_the_run = {"index": SEARCH_KEYS, "engine": RUN_KEYS}  # not the target's keywords
+    for group in BUILT_GROUPS:
+        check_group_keys(group, cfg.get(group), read_by_the_run.get(group, ()))
+    check_values(cfg)
+    try:
+        DecodeOptions.from_config(cfg.get("images"))
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    check_model_names(cfg)
+    from claid.artifacts import plain
+
+    SearchSettings.from_node(plain(cfg.search))
+    check_rerank_settings(cfg.get("rerank"))

@@ -17,9 +17,8 @@ def prepare_run(cfg: DictConfig) -> int:
         threads = apply_threads(cfg.engine.get("threads", "auto"))
     except ValueError as err:  # a settings error reads as its one line, no traceback
         raise SettingsError(str(err)) from None
-    from claid.cutters.from_file import reads_from_file
+    from claid.config.run_settings import region_source
 
-    # cutter=from_file builds no backbone: its weights are not needed
-    groups = ("descriptor",) if reads_from_file(cfg.get("cutter")) else ("backbone", "descriptor")
-    check_configured_weights({group: cfg.get(group) for group in groups})
+    # the region source names the models it builds (regions from a file: no backbone)
+    check_configured_weights(region_source(cfg).weight_groups())
     return threads

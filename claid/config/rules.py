@@ -29,8 +29,11 @@ class SettingsError(ValueError):
 
 
 def is_number(value) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float (not a bool; numpy scalars count)."""
+    import numpy as np
+
+    return (isinstance(value, int | float | np.integer | np.floating)
+            and not isinstance(value, bool | np.bool_) and math.isfinite(value))
 
 
 def is_int(value) -> bool:

@@ -7,13 +7,13 @@ per-node trace, for tests and diagnostics.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from claid.config.rules import at_least, boolean, check_fields, in_range, one_of, setting
 from claid.cutters.affinity import gram_matrix, high_energy_mask, normalise_rows, token_matrix
 from claid.cutters.connected_parts import get_objects
 from claid.cutters.connectivity import average_connectivity, node_degrees
@@ -30,14 +30,6 @@ ROOT_RULES = ("always", "tau1")
 
 # tokens whose pairwise cosines all exceed this are one direction: no cut separates them
 _IDENTICAL_COSINE = 1.0 - 1e-6
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return _is_int(value) or (isinstance(value, (float, np.floating)) and math.isfinite(value))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,47 +66,25 @@ class CutSettings:
     checks that the YAML base mirrors them).
     """
 
-    cutter: str = "ksums"
-    tau1: float = 0.97
-    tau2: float = 0.2
-    alpha: float = 0.2
-    energy_quantile: float = 0.3
-    min_patches: int = 15
-    init: str = "seed"
-    seed: int = 0
-    max_passes: int = 500
-    max_depth: int | None = None
-    filter_dummies: bool = True
-    count_diagonal: bool = False
-    cut_root: str = "always"
+    cutter: str = setting("ksums", one_of(*CUTTERS))
+    tau1: float = setting(0.97, in_range(0, 1))
+    # tau2 = 1 would keep no node, alpha = 1 no edge: hence the open ends
+    tau2: float = setting(0.2, in_range(0, 1, high_open=True))
+    alpha: float = setting(0.2, in_range(-1, 1, high_open=True))
+    energy_quantile: float = setting(0.3, in_range(0, 1, low_open=True))
+    min_patches: int = setting(15, at_least(1))
+    init: str = setting("seed", one_of(*INITS))
+    seed: int = setting(0, at_least(0))
+    max_passes: int = setting(500, at_least(1))
+    max_depth: int | None = setting(None, at_least(1, optional=True))
+    filter_dummies: bool = setting(True, boolean)
+    count_diagonal: bool = setting(False, boolean)
+    cut_root: str = setting("always", one_of(*ROOT_RULES))
 
     def __post_init__(self) -> None:
-        if self.cutter not in CUTTERS:
-            raise ValueError(f"cutter must be one of {CUTTERS}, got {self.cutter!r}")
-        if self.cut_root not in ROOT_RULES:
-            raise ValueError(f"cut_root must be one of {ROOT_RULES}, got {self.cut_root!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        for name in ("tau1", "tau2", "alpha", "energy_quantile"):
-            if not _is_real(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if self.tau1 < 0:
-            raise ValueError(f"tau1 must be >= 0, got {self.tau1}")
-        if not 0.0 <= self.tau2 < 1.0:
-            raise ValueError(f"tau2 must be in [0, 1), got {self.tau2}")
-        if not -1.0 <= self.alpha < 1.0:
-            raise ValueError(f"alpha must be in [-1, 1), got {self.alpha}")
-        if not 0.0 < self.energy_quantile <= 1.0:
-            raise ValueError(f"energy_quantile must be in (0, 1], got {self.energy_quantile}")
-        for name, low in (("min_patches", 1), ("seed", 0), ("max_passes", 1)):
-            value = getattr(self, name)
-            if not _is_int(value) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.max_depth is not None and (not _is_int(self.max_depth) or self.max_depth < 1):
-            raise ValueError(f"max_depth must be None or an integer >= 1, got {self.max_depth!r}")
-        for name in ("filter_dummies", "count_diagonal"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        # the ranges live in the field rules above, and only there: the config's
+        # ``cutter.*`` checks (claid.config.checks.VALUE_RULES) are derived from them
+        check_fields(self, "cutter")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (for provenance records)."""

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from claid.artifacts import config_hash, dataset_key, plain
+from claid.artifacts import config_hash, dataset_key
 from claid.checksums import load_checked_npy, save_checked_npy
 from claid.images import decode_entry
 
@@ -43,49 +46,89 @@ def check_query_images(bench) -> None:
             load_query_image(bench, query)
 
 
-def searchable_queries(cfg, bench, report: dict) -> list:
-    """Image queries, plus text queries when the descriptor can encode text; the
-    report's ``settings`` counts what was left out."""
-    from hydra.utils import get_class
+@dataclass(frozen=True)
+class QuerySettings:
+    """What the query stage reads.
 
-    reads_text = hasattr(get_class(cfg.descriptor._target_), "encode_text")
+    Attributes:
+        descriptor: the ``descriptor`` node (keys the cached query vectors; its
+            ``query`` says crop or pool).
+        accelerator, devices, precision: the extraction's device and precision
+            (``engine.*``), which a network descriptor describes queries with too.
+    """
+
+    descriptor: dict
+    accelerator: str = "cpu"
+    devices: Any = 1
+    precision: Any = "32-true"
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether the descriptor encodes text (SigLIP's joint space)."""
+        from hydra.utils import get_class
+
+        return hasattr(get_class(self.descriptor["_target_"]), "encode_text")
+
+
+@dataclass(frozen=True)
+class QuerySelection:
+    """The queries a run searches and what was left out.
+
+    Attributes:
+        queries: image queries, plus text queries when the descriptor reads text.
+        text_skipped: text queries left out (the descriptor has no text encoder).
+        text_queries: text queries searched.
+    """
+
+    queries: list
+    text_skipped: int
+    text_queries: int
+
+
+def searchable_queries(bench, reads_text: bool, descriptor_name: str = "") -> QuerySelection:
+    """Image queries, plus text queries when the descriptor can encode text
+    (``reads_text``); counts what was left out."""
     searchable = [q for q in bench.queries if q.image is not None or (reads_text and q.text)]
-    if len(searchable) < len(bench.queries):
-        skipped_text = len(bench.queries) - len(searchable)
-        report["settings"]["text_queries_skipped"] = skipped_text
+    skipped_text = len(bench.queries) - len(searchable)
+    if skipped_text:
         log.warning(
             "%d text queries skipped: descriptor %s has no text encoder (use descriptor=siglip_tokens "
-            "backbone=siglip_vitb16)", skipped_text, cfg.descriptor._target_,
+            "backbone=siglip_vitb16)", skipped_text, descriptor_name,
         )
-    report["settings"]["text_queries"] = sum(q.image is None for q in searchable)
-    return searchable
+    return QuerySelection(searchable, skipped_text, sum(q.image is None for q in searchable))
 
 
-def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
+def query_stage(settings: QuerySettings, bench, get_descriptor: Callable[[], Any], cache_dir: Path) -> np.ndarray:
     """One vector per query of ``bench``, cached as ``queries-<hash>.npy`` with its
     checksum and key in ``queries-<hash>.json`` (a damaged or mismatched cache is
     rebuilt with a warning).
 
+    Args:
+        settings: the descriptor record and the extraction's device (:class:`QuerySettings`).
+        bench: the benchmark whose ``queries`` are described.
+        get_descriptor: returns the run's region descriptor (built only when the vectors
+            are not cached).
+        cache_dir: where ``queries-<hash>.npy`` lives.
     Returns:
         (n_queries, D) float32 in ``bench.queries`` order.
     """
     mode = bench.protocol.get("query", "crop")
-    described_as = cfg.descriptor.get("query")
+    described_as = settings.descriptor.get("query")
     if mode in ("crop", "pool") and described_as is not None and mode != described_as:
         raise ValueError(
             f"dataset.query={mode} but descriptor.query={described_as}: set descriptor.query "
             "(the dataset follows it by default)"
         )
-    key = {"dataset": dataset_key(bench), "descriptor": plain(cfg.descriptor), "mode": mode,
+    key = {"dataset": dataset_key(bench), "descriptor": settings.descriptor, "mode": mode,
            **decode_entry(bench.decode)}
     path = cache_dir / f"queries-{config_hash(key)}.npy"
     # reused only when its checksum and what it was built from match (else rebuilt)
     cached = load_checked_npy(path, built_from=key)
     if cached is not None:
         return cached
-    descriptor = parts.get("descriptor")
+    descriptor = get_descriptor()
     rows = []
-    with _like_the_database(cfg, descriptor):
+    with _like_the_database(settings, descriptor):
         for query in tqdm(bench.queries, desc="describing queries", unit="query", disable=None):
             if query.image is None:
                 if query.text is None or not hasattr(descriptor, "encode_text"):
@@ -100,7 +143,7 @@ def query_stage(cfg, bench, parts, cache_dir: Path) -> np.ndarray:
     return vectors
 
 
-def _like_the_database(cfg, descriptor):
+def _like_the_database(settings: QuerySettings, descriptor):
     """The device and precision the database was described with (``engine.*``), for
     a descriptor that is a network; Lightning leaves it on the CPU after extraction."""
     import torch
@@ -109,6 +152,5 @@ def _like_the_database(cfg, descriptor):
         return contextlib.nullcontext()
     from claid.engine.query_device import described_like_extraction
 
-    engine = cfg.engine
-    return described_like_extraction([descriptor], accelerator=engine.accelerator,
-                                     devices=engine.devices, precision=engine.precision)
+    return described_like_extraction([descriptor], accelerator=settings.accelerator,
+                                     devices=settings.devices, precision=settings.precision)

@@ -43,7 +43,7 @@ def _reason_head(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
-def _summarise(store: RegionStore, requested: list[str], already_done: set[str],
+def summarise_extraction(store: RegionStore, requested: list[str], already_done: set[str],
                seconds: float, timings: dict, extra: dict) -> dict:
     processed = set(store.image_ids)
     skipped = dict(store.skipped)
@@ -296,7 +296,7 @@ def extract_regions(
             already_done = still_to_do.already_done
     store = RegionStore.open(store_dir)
     if is_rank_zero:
-        summary = _summarise(store, [i for i, _ in images], already_done,
+        summary = summarise_extraction(store, [i for i, _ in images], already_done,
                              time.perf_counter() - started, module.timings, extra)
         write_summary(store_dir, summary)
         store = RegionStore.open(store_dir)

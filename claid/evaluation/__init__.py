@@ -8,7 +8,7 @@
 - detection.py     detector recall: any-match curve, greedy AR@N, CorLoc
 - cocoeval.py      pycocotools COCOeval AR@N / AP, class-agnostic
 - baselines.py     chance level (shuffled rankings), global-descriptor baseline
-- detection_stage.py, run_report.py   the run's detection scores and report files
+- detection_stage.py   the run's detection scores (the report files: claid/report/)
 - report.py        Scores -> MLflow metric dict, atomic JSON
 
 Every number carries its protocol and variant: ``Scores.protocol`` names the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,58 +68,87 @@ def shuffled_scores(rankings: list[Ranking], bench, seed: int, repeats: int) -> 
     return {key: float(np.mean([d[key] for d in draws])) for key in draws[0]}
 
 
-def baseline_scores(cfg, bench, rankings: list[Ranking], query_vectors: np.ndarray, whole,
-                    store, notes: dict | None = None) -> dict[str, dict[str, float]]:
+@dataclass(frozen=True)
+class BaselineSettings:
+    """What the baselines read.
+
+    Attributes:
+        index: the run's index preset (the ``index`` node without ``k``): the global
+            baseline is searched with it.
+        k: ``index.k``; the global baseline's rankings hold at most k images.
+        seed: the run's seed (shuffles, index training).
+        shuffle_draws: ``search.shuffle_draws``, shuffled rankings averaged for the chance level.
+        global_baseline: ``search.global_baseline``, score one global descriptor per image.
+        memory_gb: ``search.memory_gb``, the exhaustive search's working memory.
+    """
+
+    index: dict = field(default_factory=lambda: {"_target_": "claid.index.build_index", "_partial_": True,
+                                                 "factory": "Flat"})
+    k: int | None = None
+    seed: int = 0
+    shuffle_draws: int = 2000
+    global_baseline: bool = True
+    memory_gb: float = 0.5
+
+
+@dataclass
+class BaselineOutcome:
+    """The baselines' scores (``{"shuffled": metrics, "global_descriptor": metrics}``,
+    retrieval metrics only), how the global baseline was searched or why it was skipped
+    (``notes``), and how often each ranking was shuffled (``shuffle_repeats``)."""
+
+    scores: dict
+    notes: dict
+    shuffle_repeats: int
+
+
+def baseline_scores(settings: BaselineSettings, bench, rankings: list[Ranking], query_vectors: np.ndarray,
+                    whole, store) -> BaselineOutcome:
     """The chance level and, when whole-image vectors exist and
     ``search.global_baseline`` is on, the global-descriptor baseline.
 
     The global baseline is searched like the regions: the same index preset
-    (``cfg.index``) and the same ``index.k``, so it is exact only when the run's
-    index is, and with k set its rankings hold at most k images.
+    and the same ``index.k``, so it is exact only when the run's index is, and with
+    k set its rankings hold at most k images.
 
     Args:
+        settings: the index preset, k, seed and draws (:class:`BaselineSettings`).
         rankings: the run's rankings of ``bench.queries``.
         query_vectors: (n_queries, D) float32, in ``bench.queries`` order.
         whole: (n_images, D) whole-image vectors in store order (an array or the
             store's WholeImageRows, streamed), or None.
-        notes: filled with how the global baseline was searched (index factory, k),
-            or why it was skipped (a whitening wider than the images can fit).
-    Returns:
-        {"shuffled": metrics, "global_descriptor": metrics}, retrieval metrics only.
     """
     from claid.evaluation.protocols import evaluate
     from claid.evaluation.report import scores_to_metrics
 
-    repeats = shuffle_repeats_of(rankings, cfg.search.shuffle_draws)
-    baselines = {"shuffled": shuffled_scores(rankings, bench, cfg.seed, repeats)}
-    notes = {} if notes is None else notes
-    if cfg.search.global_baseline and whole is not None:
-        ranked = global_rankings(cfg, bench, query_vectors, whole, store, notes)
+    repeats = shuffle_repeats_of(rankings, settings.shuffle_draws)
+    scores = {"shuffled": shuffled_scores(rankings, bench, settings.seed, repeats)}
+    notes: dict = {}
+    if settings.global_baseline and whole is not None:
+        ranked, notes = global_rankings(settings, bench, query_vectors, whole, store)
         if ranked is not None:
-            baselines["global_descriptor"] = retrieval_only(scores_to_metrics(evaluate(ranked, bench)))
-    return baselines
+            scores["global_descriptor"] = retrieval_only(scores_to_metrics(evaluate(ranked, bench)))
+    return BaselineOutcome(scores, notes, repeats)
 
 
-def global_rankings(cfg, bench, query_vectors: np.ndarray, whole, store,
-                    notes: dict) -> list[Ranking] | None:
+def global_rankings(settings: BaselineSettings, bench, query_vectors: np.ndarray, whole,
+                    store) -> tuple[list[Ranking] | None, dict]:
     """Rankings of the whole-image vectors (one row per image) with the run's index
-    preset and k; None (and ``notes["skipped"]``) when the preset's database
-    whitening asks for more dimensions than the images can give."""
-    from claid.artifacts import plain
+    preset and k, and notes on how they were searched (the index factory, k, whether
+    exact); (None, ``{"skipped": why}``) when the preset's database whitening asks for
+    more dimensions than the images can give."""
     from claid.config.build import build
-    from claid.index.index_stage import SEARCH_KEYS, search_stage
+    from claid.index.index_stage import search_stage
     from claid.index.search_table import whole_image_table
 
-    node = {key: v for key, v in plain(cfg.index).items() if key not in SEARCH_KEYS}
+    node = settings.index
     width = node.get("whitening_dim")
     if node.get("whitening") == "database" and width is not None and len(whole) <= int(width):
-        notes["skipped"] = (f"index.whitening_dim={width} needs more than {len(whole)} "
-                            "whole-image vectors to fit")
-        log.warning("global baseline skipped: %s", notes["skipped"])
-        return None
+        why = f"index.whitening_dim={width} needs more than {len(whole)} whole-image vectors to fit"
+        log.warning("global baseline skipped: %s", why)
+        return None, {"skipped": why}
     table = whole_image_table(store, whole)
-    index = build(node)(table, seed=int(cfg.seed))
-    k = cfg.index.get("k")
-    notes.update(factory=index.meta["factory"], k=k, exact=index.is_exact)
-    return search_stage(index, table, query_vectors, bench.queries, k,
-                        float(cfg.search.get("memory_gb", 1.0)))
+    index = build(node)(table, seed=int(settings.seed))
+    k = settings.k
+    notes = {"factory": index.meta["factory"], "k": k, "exact": index.is_exact}
+    return search_stage(index, table, query_vectors, bench.queries, k, float(settings.memory_gb)), notes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -50,13 +52,25 @@ def scores_dict(scores) -> dict:
     return {"protocol": scores.protocol, "values": scores.values, "settings": scores.settings}
 
 
-def detection_stage(store, bench, report: dict) -> dict[str, float]:
+@dataclass
+class DetectionOutcome:
+    """The detector against the ground truth: the scores (plain dicts as the run report
+    holds them), the recall curve (``{"rule", "iou", "recall"}``, None without ground
+    truth) and the flat metrics."""
+
+    scores: list[dict]
+    recall_vs_iou: dict | None
+    metrics: dict[str, float]
+
+
+def detection_stage(store, bench) -> DetectionOutcome:
     """The detector against the ground truth, every number named by its protocol:
     the lab's localisation mIoU (standard and enclosing IoU), the any-match recall
     curve (boxes; masks too when the dataset has mask annotations), greedy AR@100
     and CorLoc (the first, i.e. largest-scale, region of each image).
 
-    Adds the scores and the recall curve to ``report``; returns the flat metrics.
+    Returns:
+        the scores, the recall curve (masks over boxes when both exist) and the metrics.
     """
     from claid.evaluation.detection import (
         CocoMasks,
@@ -70,6 +84,7 @@ def detection_stage(store, bench, report: dict) -> dict[str, float]:
 
     pred = boxes_by_image(store)
     scores = []
+    curve_record = None
     if bench.gt_boxes:
         gt = {k: v for k, v in bench.gt_boxes.items() if k in pred or k in bench.database}
         scores += [score_localization(pred, gt, iou=kind) for kind in ("standard", "enclosing")]
@@ -83,12 +98,11 @@ def detection_stage(store, bench, report: dict) -> dict[str, float]:
                 corloc_value=corloc(first, gt),
             )
         )
-        report["recall_vs_iou"] = {"rule": "any-match (lab), boxes", "iou": list(curve), "recall": list(curve.values())}
+        curve_record = {"rule": "any-match (lab), boxes", "iou": list(curve), "recall": list(curve.values())}
     if bench.gt_masks_file:
         gt_masks = CocoMasks(bench.gt_masks_file, include_crowd=bool(bench.protocol.get("include_crowd", True)))
         gt_masks = {k: gt_masks[k] for k in store.image_ids if k in gt_masks}
         curve = recall_vs_iou(StoreMasks(store), gt_masks, kind="mask")
         scores.append(detection_scores(recall_curve=curve, recall_kind="mask"))
-        report["recall_vs_iou"] = {"rule": "any-match (lab), masks", "iou": list(curve), "recall": list(curve.values())}
-    report.setdefault("scores", []).extend(scores_dict(s) for s in scores)
-    return scores_to_metrics(scores)
+        curve_record = {"rule": "any-match (lab), masks", "iou": list(curve), "recall": list(curve.values())}
+    return DetectionOutcome([scores_dict(s) for s in scores], curve_record, scores_to_metrics(scores))

@@ -1,24 +1,73 @@
-"""The index and search stages of a run: region table -> FAISS index dir -> rankings."""
+"""The index and search stages of a run: region table -> FAISS index dir -> rankings.
+
+    index_stage(settings: IndexSettings, table, upstream, cache_dir) -> (RegionIndex, index dir)
+    search_stage(index, table, query_vectors, queries, k, memory_gb) -> [Ranking]
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from claid.artifacts import clean_stale_temps, config_hash, file_lock, plain, temp_path
+from claid.artifacts import clean_stale_temps, config_hash, file_lock, temp_path
+from claid.config.rules import SettingsError, at_least, boolean, check_fields, positive, setting
 from claid.index.search_table import RegionTable, save_search_table
 from claid.structures import Ranking
 
 log = logging.getLogger(__name__)
 
-#: Keys of the ``index`` group read by the search, not by ``build_index``.
-SEARCH_KEYS = ("k",)
+@dataclass(frozen=True)
+class IndexSettings:
+    """What the index stage reads.
+
+    Attributes:
+        node: the ``index`` group without ``k``: the settings of
+            :func:`claid.index.build_index` (``_target_`` + ``_partial_``).
+        seed: the run's ``seed`` (training samples), unless the node sets its own.
+        k: ``index.k``, regions retrieved per query (None: all, exact indexes only).
+        descriptor: the ``descriptor`` node, recorded in the index dir (``search.json``)
+            so that ``claid search`` describes new queries as the collection was.
+    """
+
+    node: dict
+    seed: int = 0
+    k: int | None = None
+    descriptor: dict = field(default_factory=dict)
 
 
-def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
+@dataclass(frozen=True)
+class SearchSettings:
+    """The ``search`` group (what the search, baselines and report read), each range
+    written once as its field's rule."""
+
+    whole_image_region: bool = setting(False, boolean)
+    global_baseline: bool = setting(True, boolean)
+    shuffle_draws: int = setting(2000, at_least(1))
+    memory_gb: float = setting(0.5, positive())
+    max_memory_gb: float | None = setting(None, positive(optional=True))
+    regions_per_image: int = setting(30, at_least(1))
+    save_top: int = setting(100, at_least(1))
+
+    def __post_init__(self) -> None:
+        check_fields(self, "search")
+
+    @classmethod
+    def from_node(cls, node) -> SearchSettings:
+        """From the ``search`` node (missing keys: the defaults); SettingsError on an
+        unknown key or a value out of range."""
+        values = dict(node or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SettingsError(f"search.{unknown[0]} is not a search setting; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def index_stage(settings: IndexSettings, table: RegionTable, upstream: dict, cache_dir: Path):
     """Build (or load) the FAISS index over ``table``'s rows into ``index-<hash>``,
     streaming the vectors from the store (memory: the index plus one chunk). A flat
     index is written straight to its ``index.faiss`` and comes back memory-mapped
@@ -26,7 +75,7 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
     :func:`claid.index.index_dir.load_index`), so an exact search holds no copy.
 
     Args:
-        cfg: the run's config (``index``, ``descriptor``, ``seed``).
+        settings: the index preset, seed and descriptor record (:class:`IndexSettings`).
         table: the rows to index.
         upstream: what the rows were made from (goes into the key).
         cache_dir: where the index dir lives.
@@ -35,9 +84,9 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
     """
     from claid.config.build import build
 
-    node = {k: v for k, v in plain(cfg.index).items() if k not in SEARCH_KEYS}
+    node = settings.node
     params = {k: v for k, v in node.items() if not k.startswith("_")}
-    params.setdefault("seed", int(cfg.seed))
+    params.setdefault("seed", int(settings.seed))
     key = {"upstream": upstream, "index": params}
     index_dir = cache_dir / f"index-{config_hash(key)}"
     clean_stale_temps(cache_dir)  # .index-*.tmp-* of builds killed part way
@@ -54,7 +103,7 @@ def index_stage(cfg, table: RegionTable, upstream: dict, cache_dir: Path):
         index = build_index(table, seed=params["seed"], flat_file=flat_file)
         # search.json is written last: a folder without it is an interrupted build, redone
         index.save(index_dir, provenance={"key": key}, overwrite=True)
-        save_search_table(index_dir, table, descriptor=plain(cfg.descriptor), key=key)
+        save_search_table(index_dir, table, descriptor=settings.descriptor, key=key)
     return index, index_dir
 
 

@@ -1,8 +1,8 @@
 """How much memory a run will need, estimated before extraction from the collection
 size and the index preset, and a clear stop when it exceeds the machine.
 
-    estimate_run_memory(cfg, n_images, n_queries) -> MemoryEstimate
-    check_run_memory(cfg, bench)          SettingsError naming the estimate and a preset that fits
+    estimate_run_memory(settings, n_images, n_queries) -> MemoryEstimate
+    check_run_memory(settings, n_images, n_queries)   SettingsError naming the estimate and a preset that fits
 
 The estimate adds what the stages after extraction hold at once (measured with
 ``experiments/bench_scale``): the index (bytes per row from the FAISS factory), 24
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -77,26 +77,65 @@ def _bytes_per_row(owner) -> float:
     return float(index.code_size)
 
 
-def estimate_run_memory(cfg, n_images: int, n_queries: int) -> MemoryEstimate:
+@dataclass(frozen=True)
+class MemorySettings:
+    """What the estimate reads: the index preset (``index.*``), the vectors' width and
+    stored dtype, and the ``search`` settings that hold memory.
+
+    Attributes:
+        factory, whitening, whitening_dim, k, train_size: the ``index`` group's.
+        dim: ``descriptor.dim`` (None: unknown, nothing is estimated).
+        stored_dtype: ``store.dtype``.
+        regions_per_image, whole_image_region, global_baseline, memory_gb,
+            max_memory_gb: the ``search`` group's.
+    """
+
+    factory: str = "Flat"
+    whitening: str = "none"
+    whitening_dim: int | None = None
+    k: int | None = None
+    train_size: int | None = None
+    dim: int | None = None
+    stored_dtype: str = "float16"
+    regions_per_image: int = 30
+    whole_image_region: bool = False
+    global_baseline: bool = True
+    memory_gb: float = 0.5
+    max_memory_gb: float | None = None
+
+
+#: The ``index`` keys the estimate reads.
+INDEX_KEYS = ("factory", "whitening", "whitening_dim", "k", "train_size")
+
+
+def memory_settings(*, index: dict, descriptor_dim: int | None, search, stored_dtype: str) -> MemorySettings:
+    """:class:`MemorySettings` from an ``index`` node, ``descriptor.dim``, the
+    :class:`claid.index.index_stage.SearchSettings` and ``store.dtype``."""
+    return MemorySettings(
+        **{key: index[key] for key in INDEX_KEYS if key in index}, dim=descriptor_dim,
+        stored_dtype=stored_dtype, regions_per_image=search.regions_per_image,
+        whole_image_region=search.whole_image_region, global_baseline=search.global_baseline,
+        memory_gb=search.memory_gb, max_memory_gb=search.max_memory_gb)
+
+
+def estimate_run_memory(settings: MemorySettings, n_images: int, n_queries: int) -> MemoryEstimate:
     """Peak memory of the stages after extraction for ``n_images`` database images.
 
     Args:
-        cfg: the run's config (``index``, ``descriptor.dim``, ``search``).
+        settings: the index preset, vectors and search settings (:class:`MemorySettings`).
         n_images: database images.
         n_queries: queries searched.
     """
-    search, index = cfg.search, cfg.index
-    dim = int(cfg.descriptor.dim)
-    per_image = int(search.get("regions_per_image", 30)) + (1 if search.whole_image_region else 0)
+    s = settings
+    dim = int(s.dim)
+    per_image = int(s.regions_per_image) + (1 if s.whole_image_region else 0)
     rows = n_images * per_image
-    width = int(index.get("whitening_dim") or dim)
-    k = index.get("k")
-    train = index.get("train_size")
-    train_rows = min(rows, int(train) if train else MAX_TRAIN_ROWS)
-    needs_training = index.get("whitening") == "database" or index.factory != "Flat"
-    ranked = n_queries * (n_images if k is None else min(int(k), n_images))
-    per_row = index_bytes_per_row(index.factory, width)
-    stored = 2 if (cfg.get("store") or {}).get("dtype", "float16") == "float16" else 4
+    width = int(s.whitening_dim or dim)
+    train_rows = min(rows, int(s.train_size) if s.train_size else MAX_TRAIN_ROWS)
+    needs_training = s.whitening == "database" or s.factory != "Flat"
+    ranked = n_queries * (n_images if s.k is None else min(int(s.k), n_images))
+    per_row = index_bytes_per_row(s.factory, width)
+    stored = 2 if s.stored_dtype == "float16" else 4
     parts = {
         # a flat index is memory-mapped from its file (page cache, not anonymous
         # memory) but read once per query block: counted, as memory it wants resident
@@ -104,10 +143,10 @@ def estimate_run_memory(cfg, n_images: int, n_queries: int) -> MemoryEstimate:
         "search table": rows * TABLE_ROW_BYTES,
         # the whole-image vectors stay in the store (RegionStore.whole_image_rows),
         # the global baseline's own index over them does not
-        "global baseline index": int(n_images * per_row) if search.global_baseline else 0,
+        "global baseline index": int(n_images * per_row) if s.global_baseline else 0,
         # gathered in the stored dtype, converted once to float32 and normalised in place
         "training sample": train_rows * dim * (stored + 4) if needs_training else 0,
-        "search": int(float(search.memory_gb) * GIB) if k is None else 0,
+        "search": int(float(s.memory_gb) * GIB) if s.k is None else 0,
         "rankings": 2 * ranked * RANKED_ENTRY_BYTES,
         "process and networks": int(PROCESS_GIB * GIB),
     }
@@ -119,34 +158,33 @@ def machine_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_run_memory(cfg, bench) -> MemoryEstimate | None:
+def check_run_memory(settings: MemorySettings, n_images: int, n_queries: int) -> MemoryEstimate | None:
     """Stop the run before extraction when its estimated memory exceeds the limit
     (``search.max_memory_gb``, default: this machine's memory), naming the estimate
     and the shipped index presets that would fit. Returns the estimate (None when
     ``descriptor.dim`` is unknown, logged)."""
     from omegaconf import OmegaConf
 
-    if cfg.descriptor.get("dim") is None:
+    if settings.dim is None:
         log.warning("descriptor.dim unknown: the run's memory is not estimated")
         return None
-    limit_gb = cfg.search.get("max_memory_gb")
+    limit_gb = settings.max_memory_gb
     limit = int(float(limit_gb) * GIB) if limit_gb is not None else machine_memory_bytes()
-    n_images, n_queries = len(bench.database), len(bench.queries)
-    estimate = estimate_run_memory(cfg, n_images, n_queries)
+    estimate = estimate_run_memory(settings, n_images, n_queries)
     log.info("estimated memory after extraction: %.1f GiB (%s)", estimate.total / GIB,
              estimate.describe())
     if estimate.total <= limit:
         return estimate
     fits = []
     for path in sorted((Path(__file__).resolve().parents[2] / "conf" / "index").glob("*.yaml")):
-        preset = OmegaConf.create({"index": OmegaConf.load(path), "search": cfg.search,
-                                   "descriptor": {"dim": int(cfg.descriptor.dim)}})
-        other = estimate_run_memory(preset, n_images, n_queries).total
-        if other <= limit:
-            fits.append(f"index={path.stem} ({other / GIB:.1f} GiB)")
+        preset = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        other = replace(settings, **{key: preset.get(key) for key in INDEX_KEYS})
+        total = estimate_run_memory(other, n_images, n_queries).total
+        if total <= limit:
+            fits.append(f"index={path.stem} ({total / GIB:.1f} GiB)")
     advice = ("use " + " or ".join(fits)) if fits else "no shipped index preset fits either"
     raise SettingsError(
-        f"index={cfg.index.factory}: estimated memory {estimate.total / GIB:.1f} GiB for "
-        f"{n_images:,} images x {cfg.search.get('regions_per_image', 30)} regions "
+        f"index={settings.factory}: estimated memory {estimate.total / GIB:.1f} GiB for "
+        f"{n_images:,} images x {settings.regions_per_image} regions "
         f"({estimate.describe()}) exceeds the limit of {limit / GIB:.1f} GiB "
         f"(search.max_memory_gb, default this machine's memory); {advice}")

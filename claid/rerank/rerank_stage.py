@@ -1,11 +1,11 @@
 """The re-ranking stage of a run (``rerank=none|aqe|dba|diffusion``, or several:
 ``rerank=[dba,aqe]``), between the search and the evaluation.
 
-It returns the re-ranked rankings (what the run evaluates from then on) and writes
-into the run's metrics ``rerank/before/<metric>`` (the plain search, scored by the
+It returns a :class:`RerankOutcome`: the re-ranked rankings (what the run evaluates
+from then on), the metrics ``rerank/before/<metric>`` (the plain search, scored by the
 same protocol), ``rerank/after/<metric>`` and ``rerank/gain/<metric>`` (after -
-before), and into metrics.json ``settings.rerank`` what ran, with which settings,
-from which cached artifacts. The baselines (``baseline/*``) are not re-ranked: the
+before), and the notes the run report keeps as ``settings.rerank``: what ran, with
+which settings, from which cached artifacts. The baselines (``baseline/*``) are not re-ranked: the
 global descriptor is its own plain search and the shuffled chance level shuffles
 whatever lists the run evaluates; ``settings.rerank.baselines`` says so.
 """
@@ -13,9 +13,10 @@ whatever lists the run evaluates; ``settings.rerank.baselines`` says so.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from claid.artifacts import clean_stale_temps, file_lock, plain
+from claid.artifacts import clean_stale_temps, file_lock
 from claid.rerank.apply import rerank
 from claid.rerank.cache import (
     dba_dir,
@@ -28,7 +29,7 @@ from claid.rerank.cache import (
     save_offline,
 )
 from claid.rerank.common import RowSource, evaluated_exclusions
-from claid.rerank.settings import as_dict, parse_rerank
+from claid.rerank.settings import as_dict
 
 log = logging.getLogger(__name__)
 
@@ -36,41 +37,71 @@ BASELINES_NOTE = ("baseline/* are not re-ranked: the global descriptor baseline 
                   "search; the shuffled chance level shuffles the re-ranked lists")
 
 
-def rerank_stage(cfg, queries, index, index_dir, table, query_vectors, rankings, report: dict,
-                 metrics: dict, cache_dir: Path):
-    """Re-rank ``rankings`` as ``cfg.rerank`` asks (unchanged when it is empty).
+@dataclass(frozen=True)
+class RerankSettings:
+    """What the re-ranking stage reads.
+
+    Attributes:
+        methods: ``{method: its settings}`` in running order
+            (:func:`claid.rerank.settings.parse_rerank` of the ``rerank`` group); empty: none.
+        k: ``index.k`` (regions retrieved per query; None: all).
+        memory_gb: ``search.memory_gb``, the exhaustive search's working memory.
+        descriptor: the ``descriptor`` node, recorded with a DBA index dir.
+    """
+
+    methods: dict = field(default_factory=dict)
+    k: int | None = None
+    memory_gb: float = 0.5
+    descriptor: dict = field(default_factory=dict)
+
+
+@dataclass
+class RerankOutcome:
+    """What the stage made: the re-ranked rankings, the before / after / gain metrics
+    and the notes on what ran (``settings.rerank`` of the run report)."""
+
+    rankings: list
+    metrics: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+
+def rerank_stage(settings: RerankSettings, queries, index, index_dir, table, query_vectors, rankings,
+                 cache_dir: Path) -> RerankOutcome:
+    """Re-rank ``rankings`` as ``settings.methods`` asks (unchanged when it is empty).
 
     Args:
+        settings: the methods and the search's k and memory (:class:`RerankSettings`).
         queries: the benchmark restricted to the searched queries (its protocol decides
             what alpha-QE and diffusion may use).
         index, index_dir, table: the searched index, its dir, its rows.
         query_vectors: (Q, D) as searched.
-        report, metrics: the run's report and flat metrics (written into).
+        rankings: the plain search's rankings of ``queries.queries``.
+        cache_dir: where the DBA index dir and the diffusion offline part are kept.
     """
-    methods = parse_rerank(cfg.get("rerank"))
+    methods = settings.methods
     if not methods:
-        return rankings
+        return RerankOutcome(rankings)
     from claid.index.search_table import read_search_meta
 
-    notes = report["settings"].setdefault("rerank", {})
-    notes.update(methods=list(methods), settings={m: as_dict(s) for m, s in methods.items()},
-                 baselines=BASELINES_NOTE, before="rerank/before/*: the plain search")
+    notes = {"methods": list(methods), "settings": {m: as_dict(s) for m, s in methods.items()},
+             "baselines": BASELINES_NOTE, "before": "rerank/before/*: the plain search"}
     before = _scores(rankings, queries)
-    builder = _Builder(cfg, Path(cache_dir), read_search_meta(index_dir)["key"], table)
+    builder = _Builder(settings.descriptor, Path(cache_dir), read_search_meta(index_dir)["key"], table)
     qids = [q.qid for q in queries.queries]
     rows = RowSource.of_table(index, table)
     reranked, notes["methods_run"] = rerank(
         methods, index=index, rows=rows, query_vectors=query_vectors, qids=qids,
         own=[{q.image} if q.image else set() for q in queries.queries],
         exclusions=evaluated_exclusions(queries, queries.queries), rankings=rankings,
-        k=cfg.index.get("k"), memory_gb=float(cfg.search.memory_gb), prepare=builder)
+        k=settings.k, memory_gb=float(settings.memory_gb), prepare=builder)
     after = _scores(reranked, queries)
+    metrics = {}
     for key, value in before.items():
         metrics[f"rerank/before/{key}"] = value
         if key in after:
             metrics[f"rerank/after/{key}"] = after[key]
             metrics[f"rerank/gain/{key}"] = after[key] - value
-    return reranked
+    return RerankOutcome(reranked, metrics, notes)
 
 
 def _scores(rankings, queries) -> dict:
@@ -86,8 +117,8 @@ class _Builder:
     """``prepare`` for the pipeline: find the DBA index / offline part in the cache
     or build and cache it (under a lock, as the index stage does)."""
 
-    def __init__(self, cfg, cache_dir: Path, source_key: dict, table) -> None:
-        self.cfg, self.cache_dir, self.key, self.table = cfg, cache_dir, source_key, table
+    def __init__(self, descriptor: dict, cache_dir: Path, source_key: dict, table) -> None:
+        self.descriptor, self.cache_dir, self.key, self.table = descriptor, cache_dir, source_key, table
 
     def __call__(self, name, index, rows, settings):
         return self.dba(index, rows, settings) if name == "dba" else self.diffusion(index, rows, settings)
@@ -107,7 +138,7 @@ class _Builder:
                 vectors, info = augmented_vectors(index, rows, n=settings.n, alpha=settings.alpha,
                                                   same_image=settings.same_image, block_rows=settings.block_rows)
                 new_index = augmented_index(index, vectors, as_dict(settings))
-                save_dba(directory, new_index, vectors, self.table, plain(self.cfg.descriptor), key)
+                save_dba(directory, new_index, vectors, self.table, self.descriptor, key)
                 note = {"dir": str(directory), "reused": False, **info, **new_index.meta["dba"]}
         if vectors is None:  # a flat DBA index holds its vectors
             vectors = new_index.database_vectors()

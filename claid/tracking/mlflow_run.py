@@ -38,13 +38,13 @@ HEADLINE_METRICS = (
 )
 
 
-def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_config(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> {"a.b.c": "value"} with lists rendered as strings.
 
     Example: {"cutter": {"tau1": 0.97}} -> {"cutter.tau1": "0.97"}.
     """
     flat: dict[str, str] = {}
-    for key, value in cfg.items():
+    for key, value in mapping.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten_config(value, prefix=f"{name}."))

@@ -24,10 +24,12 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from claid.rerank.settings import ORDER
 from claid.tracking.mlflow_run import RunIdentity, Tracker, flatten_config
 
 log = logging.getLogger(__name__)
@@ -38,22 +40,39 @@ MAX_NAME_LEN = 48
 
 # config groups and leaf keys that are where things live, not what ran
 _NOISE_GROUPS = ("paths", "tracking", "hydra")
-
-
 _PATH_KEYS = {"root", "root_dir", "data_dir", "cache_dir", "output_dir", "uri", "artifact_location"}
 
 
 # overrides that do not belong in a run name (they change no result, or only where files go)
 _NAME_NOISE_LEAVES = {"pretrained", "text_pretrained", "seed", "checkpoint", "cache_dir"} | _PATH_KEYS
-
-
 _NAME_NOISE_GROUPS = (*_NOISE_GROUPS, "engine", "cache", "experiment", "local")
 
 
-def run_params(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """The parameters logged for a run: the flattened config without paths, run
-    directories and tracking settings (``paths.*``, ``tracking.*``, ``*.root``...)."""
-    flat = flatten_config(cfg)
+@dataclass(frozen=True)
+class TrackingSetup:
+    """How a job is tracked, as the config side read it
+    (:func:`claid.config.run_settings.tracking_setup`).
+
+    Attributes:
+        tracker: the ``tracking`` group's settings (the :class:`Tracker` keywords).
+        params: the run's MLflow parameters (:func:`run_params` of the resolved config).
+        components: group -> what ran (model name, cutter, index factory...), the tags
+            used when Hydra's group choices are not known.
+        rerank: the re-ranking methods configured.
+        dataset_root: ``dataset.root`` (tag ``claid.dataset_root``), if any.
+    """
+
+    tracker: dict = field(default_factory=lambda: {"enabled": False})
+    params: dict = field(default_factory=dict)
+    components: dict = field(default_factory=dict)
+    rerank: tuple = ()
+    dataset_root: str | None = None
+
+
+def run_params(resolved: Mapping[str, Any]) -> dict[str, str]:
+    """The parameters logged for a run: the flattened resolved config without paths,
+    run directories and tracking settings (``paths.*``, ``tracking.*``, ``*.root``...)."""
+    flat = flatten_config(resolved)
     return {
         key: value
         for key, value in flat.items()
@@ -106,52 +125,45 @@ def run_name(overrides: list[str], swept: list[str] | tuple[str, ...] = (), fall
     return name if len(name) <= MAX_NAME_LEN else name[: MAX_NAME_LEN - 1] + "…"
 
 
-def component_tags(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> dict[str, str]:
+def component_tags(components: Mapping[str, str], choices: Mapping[str, Any] | None = None,
+                   rerank: Sequence[str] = ()) -> dict[str, str]:
     """Tags naming what ran: ``dataset``, ``backbone``, ``cutter``, ``descriptor``,
-    ``index`` (Hydra's group choices when known, else read off the config),
-    ``study`` (the ``experiment=`` overlay, "none" without one) and ``rerank``."""
+    ``index`` (Hydra's group choices when known, else ``components``: what the config
+    names), ``study`` (the ``experiment=`` overlay, "none" without one) and ``rerank``
+    (the methods in running order, "none" without)."""
     choices = dict(choices or {})
-
-    def from_cfg(group: str) -> str:
-        node = cfg.get(group) or {}
-        for key in ("model_name", "cutter", "factory"):
-            if node.get(key):
-                return str(node[key])
-        return str(node.get("_target_", "?")).rsplit(".", 1)[-1].removeprefix("load_")
-
-    tags = {g: str(choices.get(g) or from_cfg(g)) for g in ("dataset", "backbone", "cutter", "descriptor", "index")}
+    groups = ("dataset", "backbone", "cutter", "descriptor", "index")
+    tags = {g: str(choices.get(g) or components.get(g, "?")) for g in groups}
     tags["study"] = str(choices.get("experiment") or "none")
-    rerank = cfg.get("rerank") or {}  # the methods in running order (claid/rerank/), "none" without
-    tags["rerank"] = "+".join(m for m in ("dba", "aqe", "diffusion") if m in rerank) or "none"
+    tags["rerank"] = "+".join(m for m in ORDER if m in rerank) or "none"
     return tags
 
 
-def run_identity(cfg: Mapping[str, Any]) -> RunIdentity:
+def run_identity(setup: TrackingSetup) -> RunIdentity:
     """Name, tags and parameters of the current job (Hydra's overrides and choices
     when run through ``run.py``, the config alone otherwise), nested under the
     sweep's parent run inside a multirun."""
-    from claid.tracking.sweep_parent import job_sweep
+    from claid.tracking.job_sweep import job_sweep
 
     overrides, choices = _hydra_job()
     sweep = job_sweep()
     swept = sweep.swept if sweep else []
-    tags = component_tags(cfg, choices)
+    tags = component_tags(setup.components, choices, setup.rerank)
     fallback = " · ".join(tags[g] for g in ("backbone", "cutter", "descriptor"))
-    name = (cfg.get("tracking") or {}).get("run_name") or run_name(overrides, swept, fallback=fallback)
+    name = setup.tracker.get("run_name") or run_name(overrides, swept, fallback=fallback)
     commit = git_commit()
     tags.update({
         "mlflow.source.git.commit": commit.removesuffix("-dirty"),
         "claid.git_dirty": str(commit.endswith("-dirty")).lower(),
     })
-    dataset_root = (cfg.get("dataset") or {}).get("root")
-    if dataset_root:
-        tags["claid.dataset_root"] = str(dataset_root)
+    if setup.dataset_root:
+        tags["claid.dataset_root"] = str(setup.dataset_root)
     if swept:
         values = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
         tags["claid.swept"] = ",".join(swept)
         tags.update({f"sweep.{key}": values.get(key, "?") for key in swept})
     return RunIdentity(
-        name=name, tags=tags, params=run_params(cfg), parent_run_id=sweep.parent_run_id if sweep else None
+        name=name, tags=tags, params=dict(setup.params), parent_run_id=sweep.parent_run_id if sweep else None
     )
 
 
@@ -167,23 +179,19 @@ def _hydra_job() -> tuple[list[str], dict]:
     return list(hydra_cfg.overrides.task), OmegaConf.to_container(hydra_cfg.runtime.choices)
 
 
-def tracker_for(cfg) -> Tracker:
-    """The Tracker of the current job: ``cfg.tracking`` plus :func:`run_identity`."""
-    from omegaconf import OmegaConf
-
-    settings = OmegaConf.to_container(cfg.tracking, resolve=True)
-    settings = {k: v for k, v in settings.items() if not k.startswith("_")}  # _target_: Tracker
-    return Tracker(**settings, identity=run_identity(cfg))
+def tracker_for(setup: TrackingSetup) -> Tracker:
+    """The Tracker of the current job: the ``tracking`` settings plus :func:`run_identity`."""
+    return Tracker(**setup.tracker, identity=run_identity(setup))
 
 
-def record_failed_job(cfg, err: BaseException) -> str | None:
+def record_failed_job(setup: TrackingSetup, err: BaseException) -> str | None:
     """Make sure a job that raised ``err`` has a FAILED MLflow run holding the error:
     the run it opened (already recorded by :meth:`Tracker.run`), or a new one when
     it failed before opening one (a settings error). Returns the run id, None when
     tracking is off."""
     if getattr(err, "mlflow_run_id", None):
         return err.mlflow_run_id  # type: ignore[attr-defined]
-    tracker = tracker_for(cfg)
+    tracker = tracker_for(setup)
     if not tracker.enabled:
         return None
     try:
@@ -193,8 +201,3 @@ def record_failed_job(cfg, err: BaseException) -> str | None:
         if again is not err:
             raise
     return tracker.run_id
-
-
-def figure_caption(cfg, dataset: str) -> str:
-    """What a picture's title says about its run: the run name and the dataset."""
-    return f"{run_identity(cfg).name} · {dataset}"

@@ -31,59 +31,28 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from claid.tracking.job_sweep import PARENT_FILE, in_multirun
 from claid.tracking.tables import html_table, markdown_table, write_csv, write_text
 
 log = logging.getLogger(__name__)
 
-PARENT_FILE = "mlflow_sweep.json"
 _RECALL = re.compile(r"detection/recall-anymatch-(box|mask)-iou([0-9.]+)$")
 
 
-@dataclass
-class JobSweep:
-    """What a job of a multirun knows about its sweep."""
-
-    parent_run_id: str
-    swept: list[str]
-
-
-def in_multirun() -> bool:
-    """True inside a job of a Hydra multirun."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
-
-
-def job_failed(cfg, err: BaseException, traceback: bool = True) -> bool:
+def job_failed(setup, err: BaseException, traceback: bool = True) -> bool:
     """Inside a multirun, record ``err`` on the job's MLflow run (one is opened for
     a job that failed before its run, e.g. on a settings error), log it (with the
     traceback when ``traceback``) and return True: the job then returns, so that
-    the other jobs run and the summary lists this one. Outside a multirun: False."""
+    the other jobs run and the summary lists this one. Outside a multirun: False.
+
+    ``setup`` is the job's :class:`claid.tracking.run_identity.TrackingSetup`."""
     if not in_multirun():
         return False
     from claid.tracking.run_identity import record_failed_job
 
-    record_failed_job(cfg, err)
+    record_failed_job(setup, err)
     log.error("job failed: %s", err, exc_info=err if traceback else None)
     return True
-
-
-def job_sweep() -> JobSweep | None:
-    """The sweep of the current job (parent run id, swept keys), or None outside a
-    multirun or when the multirun has no parent run (tracking off)."""
-    if not in_multirun():
-        return None
-    from hydra.core.hydra_config import HydraConfig
-
-    path = Path(HydraConfig.get().sweep.dir) / PARENT_FILE
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
-    return JobSweep(parent_run_id=saved["parent_run_id"], swept=list(saved["swept"]))
 
 
 def swept_keys(hydra_cfg) -> list[str]:
@@ -105,10 +74,13 @@ class SweepParent(Callback):
     """Hydra callback: the MLflow parent run of a multirun and its summary."""
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
+        """Hydra hands the sweep's whole config to this entry point; it reads it only
+        through the config side (:func:`claid.config.run_settings.component_names`)."""
         import mlflow
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
+        from claid.config.run_settings import component_names
         from claid.tracking.mlflow_run import open_experiment, set_tracking_uri
         from claid.tracking.run_identity import component_tags, run_name
 
@@ -122,7 +94,7 @@ class SweepParent(Callback):
         choices = OmegaConf.to_container(config.hydra.runtime.choices)
         set_tracking_uri(mlflow, tracking.get("uri"))
         experiment_id = open_experiment(mlflow, tracking["experiment"], tracking.get("artifact_location"))
-        tags = component_tags(config, choices)
+        tags = component_tags(component_names(config), choices, tuple(config.get("rerank") or ()))
         tags.update({"claid.role": "sweep", "claid.swept": ",".join(swept), "claid.overrides": " ".join(overrides)})
         name = "sweep " + run_name(overrides, swept)
         parent = mlflow.MlflowClient().create_run(experiment_id, run_name=name, tags=tags)

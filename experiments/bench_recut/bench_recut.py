@@ -22,7 +22,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from claid.config.build import Components
+from claid.config.run_settings import run_settings
 from claid.engine.extraction_stage import extract_stage
 from claid.structures import PatchGrid
 from claid.threads import apply_threads
@@ -55,14 +55,15 @@ def main() -> None:
             if k == 0:
                 apply_threads(cfg.engine.threads)
             bench = instantiate(cfg.dataset)
-            parts = Components(cfg)
+            settings = run_settings(cfg)
+            parts = settings.regions.networks
             if k == 0:
                 # numba compiles the cutter once per process: not part of any point
                 rng = np.random.default_rng(0)
                 parts.get("cutter")(PatchGrid(tokens=rng.random((48, 8), np.float32),
                                               grid=(6, 8), patch_size=8))
             started = time.perf_counter()
-            store = extract_stage(cfg, bench, parts, cache)
+            store = extract_stage(settings.extraction, bench, settings.regions, cache)
             seconds = time.perf_counter() - started
             points.append({"tau2": tau2, "seconds": round(seconds, 2),
                            "images": store.num_images, "regions": store.num_regions,

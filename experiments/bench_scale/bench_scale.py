@@ -79,9 +79,9 @@ def run(args) -> dict:
 
     from claid.engine.extraction_stage import whole_image_stage
     from claid.evaluation import evaluate, scores_to_metrics
-    from claid.evaluation.baselines import baseline_scores, shuffle_repeats_of
+    from claid.evaluation.baselines import BaselineSettings, baseline_scores, shuffle_repeats_of
     from claid.evaluation.detection_stage import detection_stage
-    from claid.index.index_stage import index_stage, search_stage
+    from claid.index.index_stage import IndexSettings, SearchSettings, index_stage, search_stage
     from claid.index.search_table import region_table
     from claid.store import RegionStore
 
@@ -111,7 +111,10 @@ def run(args) -> dict:
     search = OmegaConf.load(ROOT / "conf" / "config.yaml").search
     if args.memory_gb is not None:
         search.memory_gb = args.memory_gb
-    cfg = OmegaConf.create({"seed": args.seed, "index": index_cfg, "search": search, "descriptor": {}})
+    index_node = OmegaConf.to_container(index_cfg, resolve=True)
+    index_settings = IndexSettings(node={k: v for k, v in index_node.items() if k != "k"}, seed=args.seed,
+                                   k=index_node.get("k"))
+    search_settings = SearchSettings.from_node(OmegaConf.to_container(search, resolve=True))
     cache = work / f"cache-{os.getpid()}"
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
@@ -119,7 +122,7 @@ def run(args) -> dict:
     samples = work / f"rss-{os.getpid()}.txt"
     sampler = subprocess.Popen([sys.executable, "-c", _SAMPLER, str(os.getpid()), str(samples)])
     time.sleep(0.2)
-    spans, notes, report = {}, {}, {}
+    spans = {}
 
     def stage(name, fn):
         t0 = time.time()
@@ -128,18 +131,23 @@ def run(args) -> dict:
         print(f"{name}: {spans[name][1] - t0:.1f} s", flush=True)
         return value
 
-    whole = whole_image_stage(cfg, bench, store, None, cache)
+    whole = whole_image_stage(bench, store, None, cache)
     table = stage("region_table", lambda: region_table(store, None))
-    index, index_dir = stage("index", lambda: index_stage(cfg, table, {"regions": store_dir.name}, cache))
+    index, index_dir = stage("index", lambda: index_stage(index_settings, table, {"regions": store_dir.name}, cache))
     # the file's size: index.nbytes() would serialise an IVF index (a second copy)
     factory, index_bytes = index.meta["factory"], (index_dir / "index.faiss").stat().st_size
-    k = cfg.index.get("k")
+    k = index_settings.k
     rankings = stage("search", lambda: search_stage(index, table, qvecs, bench.queries, k,
-                                                     float(cfg.search.memory_gb)))
+                                                     float(search_settings.memory_gb)))
     index = None  # as pipeline.run: the region index is not needed after the search
     metrics = stage("evaluate", lambda: scores_to_metrics(evaluate(rankings, bench)))
-    stage("baselines", lambda: baseline_scores(cfg, bench, rankings, qvecs, whole, store, notes))
-    stage("detection", lambda: detection_stage(store, bench, report))
+    baseline_settings = BaselineSettings(index=index_settings.node, k=k, seed=args.seed,
+                                         shuffle_draws=search_settings.shuffle_draws,
+                                         global_baseline=search_settings.global_baseline,
+                                         memory_gb=search_settings.memory_gb)
+    notes = stage("baselines", lambda: baseline_scores(baseline_settings, bench, rankings, qvecs, whole,
+                                                       store)).notes
+    stage("detection", lambda: detection_stage(store, bench))
     time.sleep(0.1)
     sampler.terminate()
     sampler.wait()
@@ -149,10 +157,10 @@ def run(args) -> dict:
     result = {
         "images": args.images, "regions_per_image": args.regions, "dim": args.dim,
         "regions": store.num_regions, "queries": len(bench.queries), "index": args.index,
-        "overrides": args.set, "k": k, "memory_gb": float(cfg.search.memory_gb),
+        "overrides": args.set, "k": k, "memory_gb": float(search_settings.memory_gb),
         "factory": factory, "index_bytes": index_bytes,
         "global_baseline": notes, "store_write_s": round(write_s, 1),
-        "shuffle_repeats": shuffle_repeats_of(rankings, cfg.search.shuffle_draws),
+        "shuffle_repeats": shuffle_repeats_of(rankings, search_settings.shuffle_draws),
         "mAP-all": metrics.get("lab/mAP-all"), "stages": {},
         "load_average": os.getloadavg(), "cpus": os.cpu_count(),
     }
@@ -212,17 +220,18 @@ def capacity(memory_gib: list[float], dims: list[int], regions: int, queries: in
     run before extraction)."""
     from omegaconf import OmegaConf
 
-    from claid.index.memory_estimate import GIB, estimate_run_memory
+    from claid.index.index_stage import SearchSettings
+    from claid.index.memory_estimate import GIB, estimate_run_memory, memory_settings
 
     presets = sorted(p.stem for p in (ROOT / "conf" / "index").glob("*.yaml"))
     lines = ["| preset | D | " + " | ".join(f"{m:g} GiB" for m in memory_gib) + " |",
              "|---|---|" + "---|" * len(memory_gib)]
-    search = OmegaConf.load(ROOT / "conf" / "config.yaml").search
-    search.regions_per_image = regions
+    search = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "config.yaml").search)
+    search = SearchSettings.from_node({**search, "regions_per_image": regions})
     for preset in presets:
         for dim in dims:
-            cfg = OmegaConf.create({"index": OmegaConf.load(ROOT / "conf" / "index" / f"{preset}.yaml"),
-                                    "descriptor": {"dim": dim}, "search": search})
+            cfg = memory_settings(index=OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "index" / f"{preset}.yaml")),
+                                  descriptor_dim=dim, stored_dtype="float16", search=search)
             cells = []
             for memory in memory_gib:
                 low, high = 0, 10**9

@@ -42,6 +42,7 @@ def build(work: Path, regions: int, per_image: int) -> dict:
     from PIL import Image
     from skimage import data
 
+    from claid.config.run_settings import run_settings
     from claid.index.index_stage import index_stage
     from claid.index.search_table import region_table
     from claid.store import RegionStore
@@ -63,8 +64,9 @@ def build(work: Path, regions: int, per_image: int) -> dict:
                  "descriptor.pretrained=false", "index=ivfpq", "tracking=none"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
+    settings = run_settings(cfg).index
     started = time.perf_counter()
-    _, index_dir = index_stage(cfg, region_table(store, None), {"regions": f"synthetic-{regions}"},
+    _, index_dir = index_stage(settings, region_table(store, None), {"regions": f"synthetic-{regions}"},
                                work / "cache")
     print(f"index dir ready: {time.perf_counter() - started:.0f} s ({index_dir})", flush=True)
     return {"store": store_dir, "index": index_dir, "photos": work / "photos",

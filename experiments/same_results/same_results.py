@@ -17,6 +17,8 @@ import argparse
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -63,40 +65,63 @@ def _detector_file(cfg, path: Path) -> Path:
     return path
 
 
+#: An index dir's name: its key holds the region store's content hash, which differs
+#: between two extractions of the same images (shard names are unique), so index dirs
+#: are compared by their keys with that hash left out (:func:`_index_keys`).
+INDEX_DIR = re.compile(r"index-(dba-)?[0-9a-f]{12}")
+
+
+def _index_keys(cache: Path) -> list[str]:
+    """The key of every index dir in ``cache``, the store's content hash replaced."""
+    keys = []
+    for meta in sorted(cache.glob("index-*/search.json")):
+        key = node = json.loads(meta.read_text())["key"]
+        while isinstance(node, dict) and "upstream" not in node and "source" in node:
+            node = node["source"]  # a DBA index dir: keyed by the index it augments
+        if isinstance(node, dict) and isinstance(node.get("upstream"), dict):
+            node["upstream"]["regions"] = "<store content>"
+        keys.append(json.dumps(key, sort_keys=True))
+    return sorted(keys)
+
+
 def _strip(value, cache_root: str):
     """Paths under the scratch folder made relative; floats rounded to 12 digits."""
-    if isinstance(value, dict):
-        return {k: _strip(v, cache_root) for k, v in value.items()}
+    if isinstance(value, dict):  # wall-clock seconds differ from run to run
+        return {k: _strip(v, cache_root) for k, v in value.items() if k != "seconds"}
     if isinstance(value, list):
         return [_strip(v, cache_root) for v in value]
-    if isinstance(value, str):
-        return value.replace(cache_root, "<root>")
+    if isinstance(value, str):  # index dirs are compared by their keys (index_keys)
+        return INDEX_DIR.sub(r"index-\1<key>", value.replace(cache_root, "<root>"))
     if isinstance(value, float):
         return value if not math.isfinite(value) else round(value, 12)
     return value
 
 
-def measure(out: Path, only: list[str] | None) -> None:
+def measure(out: Path, only: list[str] | None, scratch: Path) -> None:
     from claid.pipeline import run
 
     results = {}
-    with tempfile.TemporaryDirectory(prefix="same-results-") as scratch:
-        root = Path(scratch)
-        os.environ["PROJECT_ROOT"] = str(root)
-        for name, overrides in VARIANTS.items():
-            if only and name not in only:
-                continue
-            if any("{coco}" in o for o in overrides):
-                coco = _detector_file(_compose(root, []), root / "detections.json")
-                overrides = [o.replace("{coco}", str(coco)) for o in overrides]
-            cfg = _compose(root, overrides)
-            result = run(cfg, run_dir=root / "runs" / name)
-            report = json.loads((result.run_dir / "metrics.json").read_text())
-            report.pop("timing", None)
-            report["metrics"] = {k: v for k, v in report["metrics"].items() if not k.startswith("time/")}
-            cache = sorted(p.name for p in (root / "outputs" / "cache").iterdir() if not p.name.startswith("."))
-            results[name] = _strip({"report": report, "cache_entries": cache}, str(root))
-            print(f"{name}: {len(report['metrics'])} metrics, cache {len(cache)} entries", flush=True)
+    # one fixed folder: the dataset's root is part of every cache key
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    root = scratch
+    os.environ["PROJECT_ROOT"] = str(root)
+    for name, overrides in VARIANTS.items():
+        if only and name not in only:
+            continue
+        if any("{coco}" in o for o in overrides):
+            coco = _detector_file(_compose(root, []), root / "detections.json")
+            overrides = [o.replace("{coco}", str(coco)) for o in overrides]
+        cfg = _compose(root, overrides)
+        result = run(cfg, run_dir=root / "runs" / name)
+        report = json.loads((result.run_dir / "metrics.json").read_text())
+        report.pop("timing", None)
+        report["metrics"] = {k: v for k, v in report["metrics"].items() if not k.startswith("time/")}
+        cache_dir = root / "outputs" / "cache"
+        cache = sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith(".") and not INDEX_DIR.match(p.name))
+        results[name] = _strip({"report": report, "cache_entries": cache, "index_keys": _index_keys(cache_dir)},
+                               str(root))
+        print(f"{name}: {len(report['metrics'])} metrics, cache {len(cache)} entries", flush=True)
     out.write_text(json.dumps(results, indent=1, sort_keys=True))
     print(f"wrote {out}")
 
@@ -130,13 +155,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "claid-same-results",
+                        help="emptied first; the same path in both checkouts (it is part of the cache keys)")
     args = parser.parse_args()
     if args.compare:
         sys.exit(compare(*args.compare))
     if not args.out:
         parser.error("--out or --compare")
     sys.path.insert(0, str(ROOT))
-    measure(args.out, args.only)
+    measure(args.out, args.only, args.scratch)
 
 
 if __name__ == "__main__":

@@ -119,16 +119,16 @@ def test_the_store_is_keyed_by_the_files_content(compose_cfg, tmp_path):
 
 
 def test_from_file_builds_no_backbone(compose_cfg, tmp_path, monkeypatch):
-    from claid import components
+    from claid.config.build import Components
 
     bench = _bench(compose_cfg)
     path = tmp_path / "results.json"
     path.write_text(json.dumps([{"file_name": n, "bbox": [0, 0, 20, 20]} for n in bench.database]))
     built = []
-    original = components.Components.get
-    monkeypatch.setattr(components.Components, "get", lambda self, name: built.append(name) or original(self, name))
+    original = Components.get
+    monkeypatch.setattr(Components, "get", lambda self, name: built.append(name) or original(self, name))
     _run(compose_cfg, tmp_path, path, "cache.tokens=true")
-    assert "backbone" not in built and "cutter" in built
+    assert built == ["descriptor"]  # the file is the region source: no backbone, no cutter
     assert not list(tmp_path.glob("**/tokens-*"))
 
 

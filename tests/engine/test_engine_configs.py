@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from claid.engine import extract_regions
 from claid.engine.cut_pool import CUT_POOLS
-from claid.engine.extraction_stage import RUN_KEYS
+from claid.config.checks import RUN_KEYS
 
 ENGINE_CONF = Path(__file__).resolve().parents[2] / "conf" / "engine"
 

@@ -5,8 +5,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from claid.config.checks import check_search_settings
 from claid.evaluation.baselines import SHUFFLE_BUDGET, shuffle_repeats, shuffled_scores
+from claid.index.index_stage import SearchSettings
 from claid.structures import Benchmark, Query, Ranking
 
 
@@ -59,12 +59,14 @@ def test_repeats_shrink_as_queries_grow_and_as_rankings_lengthen():
                                         ("memory_gb", 0), ("memory_gb", "1G"),
                                         ("max_memory_gb", -1), ("regions_per_image", 0)])
 def test_search_settings_are_checked_before_any_work(key, value):
-    from omegaconf import OmegaConf
-
-    search = OmegaConf.create({"shuffle_draws": 2000, "save_top": 100, "whole_image_region": False,
-                               "global_baseline": True, "memory_gb": 1.0, "max_memory_gb": None,
-                               "regions_per_image": 30})
-    check_search_settings(search)
+    search = {"shuffle_draws": 2000, "save_top": 100, "whole_image_region": False,
+              "global_baseline": True, "memory_gb": 1.0, "max_memory_gb": None, "regions_per_image": 30}
+    SearchSettings.from_node(search)
     search[key] = value
-    with pytest.raises(ValueError, match=f"search.{key}"):
-        check_search_settings(search)
+    with pytest.raises(ValueError, match=f"^search.{key} must be"):
+        SearchSettings.from_node(search)
+
+
+def test_a_misspelled_search_key_is_an_error():
+    with pytest.raises(ValueError, match=r"^search.shufle_draws is not a search setting; known: "):
+        SearchSettings.from_node({"shufle_draws": 10})

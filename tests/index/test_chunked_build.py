@@ -87,10 +87,9 @@ def test_training_rows_are_the_in_memory_sample():
 _CHILD = textwrap.dedent("""
     import json, pathlib, sys
     import numpy as np
-    from omegaconf import OmegaConf
     from claid.index import build_index
     from claid.index.search_table import region_table
-    from claid.index.index_stage import index_stage, search_stage
+    from claid.index.index_stage import IndexSettings, index_stage, search_stage
     from claid.evaluation.detection_stage import boxes_by_image
     from claid.store import RegionStore
     from claid.structures import Query
@@ -99,13 +98,14 @@ _CHILD = textwrap.dedent("""
     warm = np.random.default_rng(0).normal(size=(700, 64)).astype(np.float32)
     build_index(warm, factory="IVF2,PQ4x4", whitening="database").search(warm[:5], 5)
     store = RegionStore.open(store_dir)
-    cfg = OmegaConf.create({"seed": 0, "descriptor": {}, "index": json.loads(index)})
+    node = json.loads(index)
+    settings = IndexSettings(node={k: v for k, v in node.items() if k != "k"}, seed=0, k=node.get("k"))
     queries = [Query(image=None, box=None, positives=[], junk=[], qid=f"q{i}") for i in range(50)]
     query_vectors = np.asarray(next(store.vector_chunks())[1][:50], np.float32)
     base = int(next(l for l in open("/proc/self/status") if l.startswith("RssAnon")).split()[1])
     table = region_table(store, None)
-    index, _ = index_stage(cfg, table, {"regions": "test"}, pathlib.Path(cache_dir))
-    rankings = search_stage(index, table, query_vectors, queries, cfg.index.get("k"), 0.02)
+    index, _ = index_stage(settings, table, {"regions": "test"}, pathlib.Path(cache_dir))
+    rankings = search_stage(index, table, query_vectors, queries, settings.k, 0.02)
     boxes = boxes_by_image(store)
     print(json.dumps({"regions": store.num_regions, "rankings": len(rankings),
                       "first": rankings[0].images[:1], "images": len(boxes), "base_kb": base}))

@@ -92,15 +92,16 @@ def test_the_streamed_build_holds_no_copy_of_the_collection(tmp_path):
 def test_the_index_stage_returns_the_flat_index_mapped_from_its_dir(store, tmp_path):
     from omegaconf import OmegaConf
 
-    from claid.index.index_stage import index_stage
+    from claid.index.index_stage import IndexSettings, index_stage
 
-    node = OmegaConf.load("conf/index/flat.yaml")
-    cfg = OmegaConf.create({"index": node, "descriptor": {"name": "test"}, "seed": 0})
+    node = OmegaConf.to_container(OmegaConf.load("conf/index/flat.yaml"))
+    settings = IndexSettings(node={k: v for k, v in node.items() if k != "k"}, seed=0,
+                             descriptor={"name": "test"})
     table = region_table(store, None)
-    index, index_dir = index_stage(cfg, table, {"regions": "s"}, tmp_path)
+    index, index_dir = index_stage(settings, table, {"regions": "s"}, tmp_path)
     assert index.mapped and index.pending_file is None  # moved into the dir, not copied
     assert not [p for p in tmp_path.iterdir() if ".faiss.tmp-" in p.name]
-    reused, _ = index_stage(cfg, table, {"regions": "s"}, tmp_path)
+    reused, _ = index_stage(settings, table, {"regions": "s"}, tmp_path)
     assert reused.mapped
     np.testing.assert_array_equal(index.database_vectors(), reused.database_vectors())
     loaded = RegionIndex.load(index_dir)  # held: database_vectors() is a view into it

@@ -5,24 +5,24 @@ import pytest
 from omegaconf import OmegaConf
 
 from claid.config.rules import SettingsError
+from claid.index.index_stage import SearchSettings
 from claid.index.memory_estimate import (
     GIB,
     check_run_memory,
     estimate_run_memory,
     index_bytes_per_row,
+    memory_settings,
 )
-from claid.structures import Benchmark, Query
 
 ROOT_CONF = __import__("pathlib").Path(__file__).resolve().parents[2] / "conf"
 
 
 def _cfg(preset: str, **search):
-    return OmegaConf.create({
-        "index": OmegaConf.load(ROOT_CONF / "index" / f"{preset}.yaml"),
-        "descriptor": {"dim": 2048},
-        "search": {"whole_image_region": False, "global_baseline": True, "memory_gb": 1.0,
-                   "max_memory_gb": None, "regions_per_image": 20, **search},
-    })
+    return memory_settings(
+        index=OmegaConf.to_container(OmegaConf.load(ROOT_CONF / "index" / f"{preset}.yaml")),
+        descriptor_dim=2048, stored_dtype="float16",
+        search=SearchSettings(whole_image_region=False, global_baseline=True, memory_gb=1.0,
+                              regions_per_image=20, **search))
 
 
 def test_bytes_per_row_follow_the_factory():
@@ -41,16 +41,11 @@ def test_instre_size_flat_needs_its_float32_index_and_ivfpq_far_less():
     assert ivfpq.total < flat.total
 
 
-def _bench(n_images: int) -> Benchmark:
-    return Benchmark(name="big", root="", database=[f"{i}.jpg" for i in range(n_images)],
-                     queries=[Query(image=None, box=None, positives=[], junk=[], qid="q")])
-
-
 def test_a_run_that_cannot_fit_stops_with_the_estimate_and_a_preset_that_fits():
     cfg = _cfg("flat", max_memory_gb=24)
-    assert check_run_memory(cfg, _bench(27_000)) is not None  # fits
+    assert check_run_memory(cfg, 27_000, 1) is not None  # fits
     with pytest.raises(SettingsError, match=r"estimated memory .* GiB .*1,000,000 images.*"
                                             r"use index=.*ivfpq"):
-        check_run_memory(_cfg("flat", max_memory_gb=24), _bench(1_000_000))
+        check_run_memory(_cfg("flat", max_memory_gb=24), 1_000_000, 1)
     with pytest.raises(SettingsError, match="no shipped index preset fits"):
-        check_run_memory(_cfg("flat", max_memory_gb=2), _bench(5_000_000))
+        check_run_memory(_cfg("flat", max_memory_gb=2), 5_000_000, 1)

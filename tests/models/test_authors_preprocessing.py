@@ -184,16 +184,22 @@ def test_decode_options_enter_the_keys_and_reject_bad_values(compose_cfg):
     from dataclasses import replace
 
     from claid.config.build import build
-    from claid.engine.extraction_stage import feature_cache_keys, store_key
+    from claid.config.checks import check_settings
+    from claid.config.rules import SettingsError
+    from claid.config.run_settings import run_settings
+    from claid.engine.cut_source import feature_cache_keys
+    from claid.engine.extraction_stage import store_key
     from claid.images import DECODE_VERSION
-    from claid.pipeline import SettingsError, check_settings
 
     cfg = compose_cfg()
+    settings = run_settings(cfg)
+    extraction, source = settings.extraction, settings.regions
     bench = build(cfg.dataset)
-    assert store_key(cfg, bench)["decode"] == DECODE_VERSION  # defaults: keys as before
+    assert store_key(extraction, bench, source)["decode"] == DECODE_VERSION  # defaults: keys as before
     plain = replace(bench, decode=AUTHORS_DECODE)
-    assert store_key(cfg, plain)["decode"] != DECODE_VERSION
-    assert feature_cache_keys(cfg, plain)[0] != feature_cache_keys(cfg, bench)[0]
+    assert store_key(extraction, plain, source)["decode"] != DECODE_VERSION
+    assert (feature_cache_keys(extraction, source, plain)[0]
+            != feature_cache_keys(extraction, source, bench)[0])
     check_settings(compose_cfg("images.exif_transpose=false", "images.reduced=false"))
     with pytest.raises(SettingsError, match="images.reduced must be true or false"):
         check_settings(compose_cfg("images.reduced=3"))

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+from claid.config.checks import check_settings
 from claid.config.rules import SettingsError
-from claid.pipeline import check_settings, run
+from claid.pipeline import run
 
 SMALL = ["backbone=dino_vits8", "backbone.pretrained=false", "descriptor.pretrained=false",
          "engine.batch_size=4", "tracking=none"]
@@ -76,12 +77,11 @@ def test_yaml_defaults_are_the_settings_defaults(compose_cfg, method):
 
 
 def test_rerank_settings_are_run_params_and_a_tag(compose_cfg):
-    from omegaconf import OmegaConf
+    from claid.config.run_settings import tracking_setup
+    from claid.tracking.run_identity import component_tags
 
-    from claid.tracking.run_identity import component_tags, run_params
-
-    cfg = OmegaConf.to_container(compose_cfg("rerank=[dba,aqe]", "rerank.aqe.n=3"), resolve=True)
-    params = run_params(cfg)
-    assert params["rerank.aqe.n"] == "3" and params["rerank.dba.same_image"] == "exclude"
-    assert component_tags(cfg)["rerank"] == "dba+aqe"
-    assert component_tags(OmegaConf.to_container(compose_cfg(), resolve=True))["rerank"] == "none"
+    setup = tracking_setup(compose_cfg("rerank=[dba,aqe]", "rerank.aqe.n=3"))
+    assert setup.params["rerank.aqe.n"] == "3" and setup.params["rerank.dba.same_image"] == "exclude"
+    assert component_tags(setup.components, rerank=setup.rerank)["rerank"] == "dba+aqe"
+    plain = tracking_setup(compose_cfg())
+    assert component_tags(plain.components, rerank=plain.rerank)["rerank"] == "none"
