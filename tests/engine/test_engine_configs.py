@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from claid.config.checks import RUN_KEYS
 from claid.engine import extract_regions
 from claid.engine.cut_pool import CUT_POOLS
-from claid.config.checks import RUN_KEYS
 
 ENGINE_CONF = Path(__file__).resolve().parents[2] / "conf" / "engine"
 
