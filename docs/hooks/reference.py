@@ -55,13 +55,13 @@ def _first_comment(path: Path, limit: int = 160) -> str:
     return text.replace("|", "\\|")
 
 
-def groups() -> dict[str, list[str]]:
+def groups(conf: Path = CONF) -> dict[str, list[str]]:
     """Config group -> its options (file names without ``.yaml``), sorted."""
     return {d.name: sorted(p.stem for p in d.glob("*.yaml"))
-            for d in sorted(CONF.iterdir()) if d.is_dir() and d.name not in OVERLAY_GROUPS}
+            for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in OVERLAY_GROUPS}
 
 
-def config_keys() -> dict[str, dict[str, dict[str, object]]]:
+def config_keys(conf: Path = CONF) -> dict[str, dict[str, dict[str, object]]]:
     """Every key as ``run.py`` composes it: {group: {option: {dotted key: default}}};
     the keys of ``conf/config.yaml`` itself are the group ``(top level)``, option ``config``.
     Interpolations (``${paths.data_dir}/...``) are kept as written."""
@@ -71,9 +71,9 @@ def config_keys() -> dict[str, dict[str, dict[str, object]]]:
 
     GlobalHydra.instance().clear()
     out: dict[str, dict[str, dict[str, object]]] = {}
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+    with initialize_config_dir(config_dir=str(Path(conf).resolve()), version_base=None):
         base = OmegaConf.to_container(compose(config_name="config"), resolve=False)
-        listed = groups()
+        listed = groups(Path(conf))
         out[TOP] = {"config": _flatten({k: v for k, v in base.items() if k not in listed})}
         for group, options in listed.items():
             out[group] = {}
