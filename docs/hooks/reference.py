@@ -13,6 +13,7 @@ key has its line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -61,6 +62,7 @@ def groups(conf: Path = CONF) -> dict[str, list[str]]:
             for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in OVERLAY_GROUPS}
 
 
+@functools.lru_cache(maxsize=4)
 def config_keys(conf: Path = CONF) -> dict[str, dict[str, dict[str, object]]]:
     """Every key as ``run.py`` composes it: {group: {option: {dotted key: default}}};
     the keys of ``conf/config.yaml`` itself are the group ``(top level)``, option ``config``.
