@@ -168,6 +168,9 @@ def load_ilias(
             remove_queries_from_db=True,
             junk=False,
             k=ks,
+            # the official evaluation: scikit-learn's AP (pooled ties), |GT| = every positive
+            ties="pooled",
+            n_relevant="ground_truth",
             query_kinds=queries,
             distractors=distractors,
             n_distractors=len(distractor_ids),
