@@ -21,7 +21,7 @@ from claid.images import ImageError, displayed_size, load_image
 INSTANCES = ("bold_bimp_000", "zippy_zootlenibble_001")
 
 
-def _jpeg(seed: int, size=(40, 30)) -> bytes:
+def _jpeg(seed: int, size=(128, 96)) -> bytes:
     rng = np.random.default_rng(seed)
     out = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(out, "JPEG")
@@ -76,12 +76,12 @@ def script_release(tmp_path, image_writer):
     """The download script's layout: ilias_core/ folder, YFCC100M as tar shards."""
     for i, inst in enumerate(INSTANCES):
         base = tmp_path / "ilias_core" / inst
-        image_writer(base / "query" / f"Q{i:03d}_00.jpg")
+        image_writer(base / "query" / f"Q{i:03d}_00.jpg", 96, 128)
         (base / "query" / f"Q{i:03d}_00_bbox.txt").write_text("4 5 20 10\n")
         (base / "query" / f"T{i:03d}.txt").write_text(f"object {i}\n")
         for z in range(3):
-            image_writer(base / "pos" / f"P{i:03d}_{z:02d}.jpg")
-            (base / "pos" / f"P{i:03d}_{z:02d}_bbox.txt").write_text("0 0 8 8\n")
+            image_writer(base / "pos" / f"P{i:03d}_{z:02d}.jpg", 96, 128)
+            (base / "pos" / f"P{i:03d}_{z:02d}_bbox.txt").write_text("2 2 40 30\n")
     (tmp_path / "image_ids").mkdir()
     _distractor_shards(tmp_path / "yfcc100m", "{:06d}.tar", n_shards=3, per_shard=4)
     return tmp_path
@@ -205,3 +205,51 @@ def test_a_stored_index_is_reused_only_while_it_matches(script_release):
     again = tar_shards.shard_index(shard)
     assert again.members == first.members
     assert tar_shards.read_member(shard / "8801") == _jpeg(1 + 100)
+
+
+def _official_ids_folder(folder: Path, bench) -> None:
+    """image_ids/ and misc/taxonomy.json as the official evaluation reads them."""
+    ids = folder / "image_ids"
+    ids.mkdir(parents=True, exist_ok=True)
+    image_q = [q.extra["official_id"] for q in bench.queries if q.image is not None]
+    (ids / "image_query_ids.txt").write_text("".join(f"{q},0\n" for q in image_q))
+    text_q = [f"{inst}/query/T{i:03d}.txt" for i, inst in enumerate(INSTANCES)]
+    (ids / "text_query_ids.txt").write_text("".join(f"{q}\n" for q in text_q))
+    positives = sorted({official_image_id(p) for q in bench.queries for p in q.positives})
+    (ids / "positive_ids.txt").write_text("".join(f"{p},0.1,5\n" for p in positives))
+    (folder / "misc").mkdir(exist_ok=True)
+    (folder / "misc" / "taxonomy.json").write_text(json.dumps({"product": {"food": {"cake": list(INSTANCES)}}}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", ["hf_release", "script_release"])
+def test_a_run_on_each_layout_and_the_official_script_on_its_output(release, request, compose_cfg, tmp_path):
+    import pickle
+    import subprocess
+    import sys
+
+    from claid.evaluation import evaluate
+    from claid.evaluation.official_knn import write_official_knn
+    from claid.pipeline import run
+    from claid.structures import Ranking
+
+    root = request.getfixturevalue(release)
+    cfg = compose_cfg("dataset=ilias", f"dataset.root={root}", "dataset.queries=image", "backbone=dino_vits16",
+                      "backbone.pretrained=false", "descriptor.pretrained=false", "tracking=none")  # fmt: skip
+    result = run(cfg, run_dir=tmp_path / "run")
+    bench = load_ilias(root, queries="image")
+    assert result.report["counts"]["queries"] == 2 and result.metrics["count/images"] == len(bench.database)
+
+    saved = json.loads((tmp_path / "run" / "rankings.json").read_text())["queries"]
+    rankings = [Ranking(q["qid"], [r["image"] for r in q["results"]], np.float32([r["score"] for r in q["results"]]),
+                        np.float32([r["box"] for r in q["results"]]).reshape(-1, 4)) for q in saved]  # fmt: skip
+    scores = evaluate(rankings, bench)[0]
+    assert scores.values["mAP-at-1000"] == pytest.approx(result.metrics["gldv2/mAP-at-1000"], abs=1e-6)
+    knn = write_official_knn(tmp_path / "knn.json", rankings, bench, top_k=1000, image_id=official_image_id)
+    official = tmp_path / "official"
+    _official_ids_folder(official, bench)
+    script = Path(__file__).parents[1] / "reference" / "ilias" / "evaluate.py"
+    subprocess.run([sys.executable, str(script), "--dataset_dir", str(official), "--similarity_file", str(knn),
+                    "--result_file", str(official / "r.pkl")], cwd=official, check=True, capture_output=True)  # fmt: skip
+    report = pickle.loads((official / "r.pkl").read_bytes())
+    assert abs(report["map"] / 100 - scores.values["mAP-at-1000"]) <= 1e-9
