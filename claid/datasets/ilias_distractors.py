@@ -113,7 +113,8 @@ def find_distractors(
             raise DatasetFormatError(
                 f"ilias: distractor shards {root}/{name}-*.tar ({len(shards)}) hold no image; {_CORE_ONLY}"
             )
-    record = {"distractors": name, "distractor_source": source, "n_distractor_shards": len(shards)}
+    record = {"distractors": name, "core_only": False, "distractor_source": source,
+              "n_distractor_shards": len(shards)}
     if distractor_ids is not None:
         selected = read_id_list(distractor_ids)
         kept = [i for i in ids if _matches(i, selected, source == "tar shards", name)]

@@ -106,7 +106,7 @@ def test_hugging_face_shards_as_downloaded(hf_release):
     np.testing.assert_array_equal(bench.gt_boxes[image_q[0].positives[0]], [[0, 0, 8, 8]])
     p = bench.protocol
     assert p["layout"] == "Hugging Face shards" and p["distractors"] == "mini_ilias_yfcc100m"
-    assert p["n_distractors"] == 6 and p["ties"] == "pooled" and not p.get("core_only")
+    assert p["n_distractors"] == 6 and p["ties"] == "pooled" and p["core_only"] is False
     assert resolve_protocol(p).ties == "pooled"
     assert [q.extra["official_id"] for q in image_q][0] == "bold_bimp_000/query/Q000_00.jpg"
     assert official_image_id(image_q[0].positives[0]) == "bold_bimp_000/pos/P000_00.jpg"
