@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -176,7 +177,12 @@ def _read_stored(path: Path, stored: Path, size: int, mtime_ns: int) -> ShardInd
     return ShardIndex(path, size, mtime_ns, members)
 
 
-_OPEN: dict[Path, ShardIndex] = {}
+#: indexes held in memory, most recently used last (a 100K-image shard's index takes
+#: ~50 MB as Python objects: a collection of many shards keeps only a few)
+_OPEN: OrderedDict[Path, ShardIndex] = OrderedDict()
+_MAX_OPEN = 8
+#: (size, mtime) of every shard this process indexed, kept after its index is dropped
+_SEEN: dict[Path, tuple[int, int]] = {}
 
 
 def shard_index(path: str | os.PathLike, *, reindex: bool = False) -> ShardIndex:
@@ -195,14 +201,16 @@ def shard_index(path: str | os.PathLike, *, reindex: bool = False) -> ShardIndex
     """
     path = Path(path)
     size, mtime_ns = _stat(path)
-    known = _OPEN.get(path)
-    if known is not None and (known.size, known.mtime_ns) == (size, mtime_ns):
-        return known
-    if known is not None and not reindex:
+    seen = _SEEN.get(path)
+    if seen is not None and seen != (size, mtime_ns) and not reindex:
         raise ShardChangedError(
-            f"{path}: changed since it was indexed ({size} bytes, {known.size} when indexed); "
+            f"{path}: changed since it was indexed ({size} bytes, {seen[0]} when indexed); "
             "re-run to re-index it"
         )
+    known = _OPEN.get(path)
+    if known is not None and (known.size, known.mtime_ns) == (size, mtime_ns):
+        _OPEN.move_to_end(path)
+        return known
     candidates = _index_files(path)
     index = None
     for stored in candidates:
@@ -223,6 +231,10 @@ def shard_index(path: str | os.PathLike, *, reindex: bool = False) -> ShardIndex
             except OSError:
                 continue  # a read-only folder: try the cache
     _OPEN[path] = index
+    _OPEN.move_to_end(path)
+    _SEEN[path] = (index.size, index.mtime_ns)
+    while len(_OPEN) > _MAX_OPEN:
+        _OPEN.popitem(last=False)
     return index
 
 
