@@ -83,7 +83,8 @@ def load_ilias(
             root), a folder of shards or images, a shard-name prefix, or None for the
             core set only (recorded; scores are then not comparable).
         distractor_ids: a file of distractor ids to keep (mini-ILIAS:
-            ``mini_ilias_yfcc100m_ids.txt``), or None for all found.
+            ``mini_ilias_yfcc100m_ids.txt``), "mini" (that list from ``image_ids/``,
+            or the Hugging Face mini-ILIAS shards as they are), or None for all found.
         queries: "image" (instance-to-instance, I2I), "text" (text-to-instance,
             T2I, ``Query.text``) or "all"; the paper's Table X scores I2I and T2I apart.
         query: how image-query boxes are described: "crop" or "pool".

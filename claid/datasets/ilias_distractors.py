@@ -15,6 +15,9 @@ A named folder or shard set that holds no image is an error, never a core-only r
 distractors it lists, as the official tools select mini-ILIAS with
 ``mini_ilias_yfcc100m_ids.txt``: a line matches a shard image by its member key or
 by ``<shard file name>/<key>``, a folder image by its relative path or file stem.
+``distractor_ids: mini`` is mini-ILIAS from what the root holds: the official list at
+``image_ids/mini_ilias_yfcc100m_ids.txt`` (or in the root), else the Hugging Face
+``mini_ilias_yfcc100m`` shards as they are (they hold mini-ILIAS only).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from claid.datasets.tar_shards import shard_index
 __all__ = ["find_distractors", "read_id_list"]
 
 _SHARD_SET = re.compile(r"(.+)-\d+\.tar")
+MINI_LIST = "mini_ilias_yfcc100m_ids.txt"
 _CORE_ONLY = "set dataset.distractors=null for a core-only run"
 
 
@@ -80,6 +84,19 @@ def _matches(image_id: str, selected: set[str], from_shards: bool, folder: str) 
     return rel in selected or PurePosixPath(rel).stem in selected
 
 
+def _mini_list(root: Path, name: str) -> Path | None:
+    """The official mini-ILIAS id list under ``root``; None for the mini-ILIAS shards."""
+    for candidate in (root / "image_ids" / MINI_LIST, root / MINI_LIST):
+        if candidate.is_file():
+            return candidate
+    if name.startswith("mini_ilias"):
+        return None
+    raise DatasetNotFoundError(
+        f"ilias: distractor_ids=mini needs {root / 'image_ids' / MINI_LIST} (https://vrg.fel.cvut.cz/"
+        f"ilias_data/image_ids/{MINI_LIST}) to cut {name!r} to mini-ILIAS"
+    )
+
+
 def find_distractors(
     root: Path, distractors: str, distractor_ids: str | None = None
 ) -> tuple[list[str], dict]:
@@ -115,6 +132,10 @@ def find_distractors(
             )
     record = {"distractors": name, "core_only": False, "distractor_source": source,
               "n_distractor_shards": len(shards)}
+    if distractor_ids == "mini":
+        distractor_ids = _mini_list(root, name)
+        if distractor_ids is None:
+            return ids, {**record, "distractor_ids": f"mini: the {name} shards as they are"}
     if distractor_ids is not None:
         selected = read_id_list(distractor_ids)
         kept = [i for i in ids if _matches(i, selected, source == "tar shards", name)]

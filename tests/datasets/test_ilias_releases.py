@@ -256,3 +256,17 @@ def test_a_run_on_each_layout_and_the_official_script_on_its_output(release, req
                     "--result_file", str(official / "r.pkl")], cwd=official, check=True, capture_output=True)  # fmt: skip
     report = pickle.loads((official / "r.pkl").read_bytes())
     assert abs(report["map"] / 100 - scores.values["mAP-at-1000"]) <= 1e-9
+
+
+def test_mini_is_the_hugging_face_mini_shards_as_they_are(hf_release):
+    hf = load_ilias(hf_release, distractor_ids="mini")
+    assert len(hf.database) == 4 + 6 and hf.protocol["distractor_ids"].startswith("mini: the")
+
+
+def test_mini_is_the_official_list_in_image_ids_for_the_download_script_layout(script_release):
+    with pytest.raises(DatasetNotFoundError, match="distractor_ids=mini needs") as err:
+        load_ilias(script_release, distractor_ids="mini")
+    assert "\n" not in str(err.value)
+    (script_release / "image_ids" / "mini_ilias_yfcc100m_ids.txt").write_text("8800\n8823\n")
+    mini = load_ilias(script_release, distractor_ids="mini")
+    assert mini.database[6:] == ["yfcc100m/000000.tar/8800", "yfcc100m/000002.tar/8823"]
