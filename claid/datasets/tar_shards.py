@@ -53,7 +53,10 @@ class ShardChangedError(DatasetFormatError):
 
 def member_key(name: str) -> tuple[str, str]:
     """(key, extension) of a member name: split at the first dot of its last
-    component (``a/b/P1.bbox.json`` -> ``("a/b/P1", "bbox.json")``)."""
+    component (``a/b/P1.bbox.json`` -> ``("a/b/P1", "bbox.json")``); a leading
+    ``./`` (``tar -cf x.tar .``) is not part of the key."""
+    while name.startswith("./"):
+        name = name[2:]
     head, _, last = name.rpartition("/")
     stem, dot, ext = last.partition(".")
     return (f"{head}/{stem}" if head else stem), (ext if dot else "")
@@ -61,7 +64,7 @@ def member_key(name: str) -> tuple[str, str]:
 
 def _check_name(shard: Path, name: str) -> None:
     parts = PurePosixPath(name).parts
-    if name.startswith("/") or "\\" in name or ".." in parts or not parts or name.endswith("/"):
+    if name.startswith("/") or "\\" in name or ".." in parts or not parts:
         raise DatasetFormatError(f"{shard}: member {name[:200]!r} has an unsafe name; refused")
 
 

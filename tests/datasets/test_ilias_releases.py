@@ -270,3 +270,10 @@ def test_mini_is_the_official_list_in_image_ids_for_the_download_script_layout(s
     (script_release / "image_ids" / "mini_ilias_yfcc100m_ids.txt").write_text("8800\n8823\n")
     mini = load_ilias(script_release, distractor_ids="mini")
     assert mini.database[6:] == ["yfcc100m/000000.tar/8800", "yfcc100m/000002.tar/8823"]
+
+
+def test_members_packed_from_dot_are_keyed_without_it(script_release):
+    write_shard(script_release / "yfcc100m" / "000009.tar", {"./77.jpg": _jpeg(7), "./77.json": b"{}"})
+    bench = load_ilias(script_release)
+    assert bench.database[-1] == "yfcc100m/000009.tar/77"
+    assert load_image(bench.path("yfcc100m/000009.tar/77")).size == (128, 96)
