@@ -27,6 +27,7 @@ the one resize starts from the full pixels, as ``torchvision``'s does there.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -35,6 +36,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from claid.datasets.files import DatasetFormatError
+from claid.datasets.tar_shards import read_member
 
 __all__ = ["DecodeOptions", "ImageError", "decode_entry", "decode_key", "load_image", "original_size",
            "displayed_size", "image_size_from_header"]
@@ -165,6 +169,18 @@ def _reduce_on_decode(opened: Image.Image, needed: int | None, displayed_long: i
     return displayed_long // needed
 
 
+def _source(path: str) -> str | io.BytesIO:
+    """``path``, or the bytes of the tar-shard member it names when it runs through
+    a shard file (``<dir>/x.tar/<key>``, see claid/datasets/tar_shards.py)."""
+    if os.path.exists(path):
+        return path
+    try:
+        data = read_member(path)
+    except (DatasetFormatError, OSError) as err:
+        raise ImageError(f"cannot read tar shard member: {err}", path) from err
+    return path if data is None else io.BytesIO(data)
+
+
 def load_image(
     path: str | os.PathLike,
     *,
@@ -174,7 +190,7 @@ def load_image(
     """Decode one image file into memory, in full or at the size it is used at.
 
     Args:
-        path: file path.
+        path: file path, or ``<shard>.tar/<key>``: an image inside a tar shard.
         long_side_needed: (height, width) as displayed -> the longest side in pixels
             any consumer resizes this image to, or None for full size. The image is
             then decoded with its long side >= that (never upscaled), see the module
@@ -188,8 +204,9 @@ def load_image(
         ImageError: missing, empty, not an image, truncated or corrupt file.
     """
     path = os.fspath(path)
+    source = _source(path)
     try:
-        size = os.path.getsize(path)
+        size = os.path.getsize(source) if isinstance(source, str) else len(source.getbuffer())
     except OSError as err:
         raise ImageError(f"cannot read file: {err.strerror or err}", path) from err
     if size == 0:
@@ -199,7 +216,7 @@ def load_image(
             # A PIL warning (e.g. a huge image, a corrupt EXIF block) is not a
             # failure; the decode below is the test.
             warnings.simplefilter("ignore")
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 full = _displayed(opened) if options.exif_transpose else opened.size[::-1]
                 shrink = 1
                 if long_side_needed is not None and options.reduced:
@@ -243,15 +260,17 @@ def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
         ImageError: missing, empty, or unreadable header.
     """
     path = os.fspath(path)
+    source = _source(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 height, width = _displayed(opened)
     except FileNotFoundError as err:
         raise ImageError(f"cannot read file: {err.strerror or err}", path) from err
     except UnidentifiedImageError as err:
-        reason = "empty file" if os.path.getsize(path) == 0 else "not an image (unrecognised format)"
+        size = os.path.getsize(source) if isinstance(source, str) else len(source.getbuffer())
+        reason = "empty file" if size == 0 else "not an image (unrecognised format)"
         raise ImageError(reason, path) from err
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         raise ImageError(f"truncated or corrupt: {err}", path) from err

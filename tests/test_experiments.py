@@ -71,8 +71,10 @@ def _ilias_layout(root: Path) -> None:
         for z in range(2):
             small.rotate(8 * (z + 1)).save(base / "pos" / f"P{i:03d}_{z:02d}.jpg")
     (root / "yfcc100m").mkdir()
-    for j, photo in enumerate([data.astronaut(), data.rocket()]):
+    for j, photo in enumerate([data.astronaut(), data.rocket(), data.camera()]):
         Image.fromarray(photo).resize((128, 96)).save(root / "yfcc100m" / f"{j}.jpg")
+    (root / "image_ids").mkdir()  # table10_ilias keeps the distractors of the mini-ILIAS id list
+    (root / "image_ids" / "mini_ilias_yfcc100m_ids.txt").write_text("0\n1\n")
 
 
 def _word_tokenizer(folder: Path) -> None:

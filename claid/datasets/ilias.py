@@ -1,74 +1,76 @@
-"""ILIAS / mini-ILIAS (Kordopatis-Zilos et al. 2025).
+"""ILIAS / mini-ILIAS (Kordopatis-Zilos et al. 2025), read as the official downloads leave it.
 
-Layout (as the ILIAS download script leaves it)::
+Layouts found from the dataset root alone (recorded in the protocol as ``layout``):
+
+download script (``download/download_ilias.sh``)::
 
     <root>/ilias_core/<instance>/query/Q<iii>_<yy>.jpg + Q<iii>_<yy>_bbox.txt
     <root>/ilias_core/<instance>/query/T<iii>.txt             text query
     <root>/ilias_core/<instance>/pos/P<iii>_<zz>.jpg + P<iii>_<zz>_bbox.txt
-    <root>/<distractors>/**.jpg                                YFCC100M distractors
+    <root>/yfcc100m/<shard>.tar                                YFCC100M, 100K images a shard
+    <root>/image_ids/                                          the official id lists
 
-``_bbox.txt`` files hold ``x y w h`` lines (top-left corner, width, height),
-possibly several. Positives of a query are the ``pos/`` images of its
-instance; the database is every positive plus the distractors. Scored with
-GLDv2-style AP@1000 (divided by min(k, |GT|)). Without distractors the
-benchmark is only the core set, which must be asked for explicitly
-(``distractors: null``) and is recorded in the protocol.
+Hugging Face release (``vrg-prague/ilias``, WebDataset shards, nothing extracted)::
+
+    <root>/ilias-core-queries-img-000000.tar   <instance>/query/Q000_00.{jpg,bbox.json}
+    <root>/ilias-core-db-000000.tar            <instance>/pos/P000_07.{jpg,bbox.json,download_url.txt}
+    <root>/mini_ilias_yfcc100m-000000.tar ...  mini-ILIAS distractors
+
+Boxes are ``x y w h`` (top-left corner, width, height), possibly several. Images
+inside shards are read where they lie (claid/datasets/tar_shards.py). Positives of a
+query are the positives of its instance; the database is every positive plus the
+distractors (claid/datasets/ilias_distractors.py: ``distractors``, and
+``distractor_ids`` for mini-ILIAS). A core-only run is asked for with
+``distractors: null`` and recorded so. Scored as the official evaluation does:
+AP@k over the first k (divided by min(k, |GT|)) with pooled ties.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-import numpy as np
-
-from claid.datasets.boxes import union_box, xywh_to_xyxy
-from claid.datasets.files import DatasetFormatError, list_images, missing, require
+from claid.datasets.boxes import union_box
+from claid.datasets.files import DatasetFormatError, DatasetNotFoundError, require
+from claid.datasets.ilias_core import core_items, core_layout, read_bbox_file
+from claid.datasets.ilias_distractors import find_distractors
 from claid.datasets.protocol import make_protocol
 from claid.structures import Benchmark, Query
 
+__all__ = ["load_ilias", "official_image_id", "read_bbox_file"]
+
 QUERY_KINDS = ("all", "image", "text")
 SOURCE = (
-    "https://vrg.fel.cvut.cz/ilias_data/ (ilias_core.tar; YFCC100M shards under yfcc100m/), "
-    "or https://huggingface.co/datasets/vrg-prague/ilias; mini-ILIAS: the 5M-distractor subset"
+    "https://vrg.fel.cvut.cz/ilias_data/ (download/download_ilias.sh of ilias-vrg/ilias), "
+    "or https://huggingface.co/datasets/vrg-prague/ilias; mini-ILIAS: "
+    "dataset.distractor_ids=<mini_ilias_yfcc100m_ids.txt>"
 )
 LAYOUT = """\
-ilias_core/<instance>/query/Q<iii>_<yy>.jpg + Q<iii>_<yy>_bbox.txt   'x y w h' lines
-ilias_core/<instance>/query/T<iii>.txt                               text query
-ilias_core/<instance>/pos/P<iii>_<zz>.jpg + P<iii>_<zz>_bbox.txt
-<distractors>/**.jpg                                                 YFCC100M images"""
+ilias_core/<instance>/{query,pos}/*.jpg + *_bbox.txt, query/T<iii>.txt  (download script)
+yfcc100m/<shard>.tar                                                   YFCC100M shards
+or: ilias-core-queries-img-000000.tar, ilias-core-db-000000.tar,
+    mini_ilias_yfcc100m-000000.tar ...                                 (Hugging Face)"""
 
 
-def read_bbox_file(path: Path) -> np.ndarray:
-    """(K, 4) float32 x1 y1 x2 y2 from an ILIAS ``x y w h`` bbox file."""
-    rows = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.replace(",", " ").split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DatasetFormatError(f"{path}:{lineno}: expected 'x y w h'")
-            try:
-                rows.append([float(v) for v in parts])
-            except ValueError as err:
-                raise DatasetFormatError(f"{path}:{lineno}: not four numbers") from err
-    if not rows:
-        raise DatasetFormatError(f"{path}: no box")
-    return xywh_to_xyxy(np.asarray(rows))
-
-
-def _photos(folder: Path) -> list[str]:
-    """Images in ``folder``, without box renderings (``*_bbox.png``, which the
-    ILIAS README lists beside some positives)."""
-    return [p for p in list_images(folder) if not Path(p).stem.endswith("_bbox")]
+def official_image_id(image_id: str) -> str:
+    """The id the official ILIAS tools give a claid image id: ``<instance>/pos/P000_00.jpg``
+    for a positive (folder or shard), ``<shard file name>/<key>`` for a distractor in a
+    shard, the path under its folder for an extracted distractor."""
+    if image_id.startswith("ilias_core/"):
+        return image_id[len("ilias_core/") :]
+    if ".tar/" in image_id:
+        shard, key = image_id.split(".tar/", 1)
+        name = PurePosixPath(shard).name
+        return f"{key}.jpg" if name.startswith("ilias-core-") else f"{name}.tar/{key}"
+    return image_id.split("/", 1)[-1]
 
 
 def load_ilias(
     root: str | os.PathLike,
     *,
-    distractors: str | None = "yfcc100m",
+    distractors: str | None = "auto",
+    distractor_ids: str | os.PathLike | None = None,
     queries: str = "all",
     query: str = "crop",
     k: int | Sequence[int] = 1000,
@@ -76,9 +78,13 @@ def load_ilias(
     """ILIAS image and/or text queries against positives plus distractors.
 
     Args:
-        root: dataset folder (layout in the module docstring).
-        distractors: folder of distractor images relative to root, or None for
-            the core set only (recorded; scores are then not comparable).
+        root: dataset folder, either official layout (module docstring).
+        distractors: "auto" (``yfcc100m/``, else the ``*yfcc100m-*.tar`` shards of the
+            root), a folder of shards or images, a shard-name prefix, or None for the
+            core set only (recorded; scores are then not comparable).
+        distractor_ids: a file of distractor ids to keep (mini-ILIAS:
+            ``mini_ilias_yfcc100m_ids.txt``), "mini" (that list from ``image_ids/``,
+            or the Hugging Face mini-ILIAS shards as they are), or None for all found.
         queries: "image" (instance-to-instance, I2I), "text" (text-to-instance,
             T2I, ``Query.text``) or "all"; the paper's Table X scores I2I and T2I apart.
         query: how image-query boxes are described: "crop" or "pool".
@@ -89,77 +95,52 @@ def load_ilias(
     ks = [int(k)] if isinstance(k, int | float | str) else [int(v) for v in k]
     if not ks or min(ks) < 1:
         raise ValueError(f"ilias k must be one or more positive depths, got {k!r}")
+    if distractors is None and distractor_ids is not None:
+        raise ValueError("ilias: distractor_ids needs distractors (got distractors=null)")
     root = Path(root)
     require(root, name="ilias", source=SOURCE, layout=LAYOUT, kind="dir")
-    core = require(root / "ilias_core", name="ilias", source=SOURCE, layout=LAYOUT, kind="dir")
-    instances = sorted(p for p in core.iterdir() if p.is_dir())
-    if not instances:
-        raise missing("ilias", core / "<instance>", source=SOURCE, layout=LAYOUT)
-
+    layout = core_layout(root)
+    if layout is None:
+        raise DatasetNotFoundError(
+            f"ilias: {root} holds neither ilias_core/<instance>/ (download script) nor "
+            f"ilias-core-db-*.tar (Hugging Face); get it from {SOURCE}"
+        )
+    items = core_items(root, layout)
+    positives: dict[str, list[str]] = {}
+    gt_boxes = {}
+    for item in items:
+        if item.kind == "pos":
+            positives.setdefault(item.instance, []).append(item.image)
+            if item.boxes is not None:
+                gt_boxes[item.image] = item.boxes
+    wanted = {"all": ("query", "text"), "image": ("query",), "text": ("text",)}[queries]
     found: list[Query] = []
-    positives_all: list[str] = []
-    gt_boxes: dict[str, np.ndarray] = {}
-    for inst in instances:
-        rel = f"ilias_core/{inst.name}"
-        pos = [f"{rel}/pos/{p}" for p in _photos(inst / "pos")] if (inst / "pos").is_dir() else []
+    for item in items:
+        if item.kind not in wanted:
+            continue
+        pos = positives.get(item.instance)
         if not pos:
-            raise DatasetFormatError(f"ilias: {inst} has no positives under pos/")
-        for image in pos:
-            bbox = (root / image).with_name(Path(image).stem + "_bbox.txt")
-            if bbox.is_file():
-                gt_boxes[image] = read_bbox_file(bbox)
-        positives_all.extend(pos)
-        qdir = inst / "query"
-        if not qdir.is_dir():
-            raise DatasetFormatError(f"ilias: {inst} has no query/ folder")
-        for qimage in _photos(qdir) if queries in ("image", "all") else []:
-            image = f"{rel}/query/{qimage}"
-            bbox_path = (root / image).with_name(Path(qimage).stem + "_bbox.txt")
-            if not bbox_path.is_file():
-                raise DatasetFormatError(f"ilias: query {image} has no {bbox_path.name}")
-            boxes = read_bbox_file(bbox_path)
-            found.append(
-                Query(
-                    image=image,
-                    # Several boxes: the query covers all of them; each is kept in extra.
-                    box=union_box(boxes),
-                    positives=list(pos),
-                    qid=f"{inst.name}/{Path(qimage).stem}",
-                    extra={"instance": inst.name, "boxes": boxes.tolist()},
-                )
-            )
-        if queries in ("text", "all"):
-            for tpath in sorted(qdir.glob("T*.txt")):
-                text = tpath.read_text(encoding="utf-8").strip()
-                if not text:
-                    raise DatasetFormatError(f"ilias: text query {tpath} is empty")
-                found.append(
-                    Query(
-                        image=None,
-                        text=text,
-                        positives=list(pos),
-                        qid=f"{inst.name}/{tpath.stem}",
-                        extra={"instance": inst.name},
-                    )
-                )
-
+            raise DatasetFormatError(f"ilias: instance {item.instance} has no positives")
+        extra = {"instance": item.instance, "official_id": item.official_id}
+        if item.kind == "query":
+            # Several boxes: the query covers all of them; each is kept in extra.
+            found.append(Query(image=item.image, box=union_box(item.boxes), positives=list(pos),
+                               qid=f"{item.instance}/{item.stem}",
+                               extra={**extra, "boxes": item.boxes.tolist()}))  # fmt: skip
+        else:
+            found.append(Query(image=None, text=item.text, positives=list(pos),
+                               qid=f"{item.instance}/{item.stem}", extra=extra))  # fmt: skip
     if not found:
-        raise DatasetFormatError(f"ilias: no {queries} queries under {core}/<instance>/query/")
-    distractor_ids: list[str] = []
+        raise DatasetFormatError(f"ilias: no {queries} queries in {root} ({layout} layout)")
+    distractor_list: list[str] = []
+    record: dict = {"distractors": None, "core_only": True}
     if distractors is not None:
-        ddir = root / distractors
-        if not ddir.is_dir():
-            raise missing(
-                "ilias",
-                ddir,
-                source=SOURCE,
-                layout=LAYOUT + "\n(set dataset.distractors=null to run on the core set only)",
-            )
-        distractor_ids = [f"{distractors}/{rel}" for rel in list_images(ddir)]
+        distractor_list, record = find_distractors(root, distractors, distractor_ids)
+    positives_all = [image for pos in positives.values() for image in pos]
     return Benchmark(
         name="ilias",
         root=str(root),
-        database=positives_all + distractor_ids,
+        database=positives_all + distractor_list,
         queries=found,
         gt_boxes=gt_boxes,
         protocol=make_protocol(
@@ -168,8 +149,12 @@ def load_ilias(
             remove_queries_from_db=True,
             junk=False,
             k=ks,
+            # the official evaluation: scikit-learn's AP (pooled ties), |GT| = every positive
+            ties="pooled",
+            n_relevant="ground_truth",
             query_kinds=queries,
-            distractors=distractors,
-            n_distractors=len(distractor_ids),
+            layout={"folder": "download script (ilias_core/)", "shards": "Hugging Face shards"}[layout],
+            n_distractors=len(distractor_list),
+            **record,
         ),
     )

@@ -26,6 +26,13 @@ metric name            definition                                  vector
 =====================  ==========================================  =======
 
 Metric names use only characters MLflow accepts in metric keys (no ``@``).
+
+**Pooled ties.** The precision-at-hit variants (``mAP-<k>``, ``mAP-all``,
+``mAP-at-<k>``, ``mAP-at-<k>-hits``) also take ``scores``, the (N',) scores of the
+same list: every positive in a run of equal consecutive scores then gets the
+precision at the end of the run (a run cut by a rank cut-off ends there), as
+scikit-learn's ``average_precision_score`` (the ILIAS evaluation) scores ties. The
+result no longer depends on the order inside a run.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ __all__ = [
     "revisitop_precision_at_k",
     "precision_at_k",
     "metric_function",
+    "pools_ties",
     "METRIC_DEFINITIONS",
 ]
 
@@ -71,8 +79,12 @@ def relevance_vector(
     return np.fromiter((image in positives for image in ranked if image not in junk), dtype=bool)
 
 
-def _check(relevance: np.ndarray, n_relevant: int, k: int | None = None) -> np.ndarray:
+def _check(
+    relevance: np.ndarray, n_relevant: int, k: int | None = None, scores: np.ndarray | None = None
+) -> np.ndarray:
     relevance = np.asarray(relevance)
+    if scores is not None and np.shape(scores) != relevance.shape:
+        raise ValueError(f"scores {np.shape(scores)} do not match relevance {relevance.shape}")
     if relevance.ndim != 1:
         raise ValueError(f"relevance must be 1-D, got shape {relevance.shape}")
     relevance = relevance.astype(bool)
@@ -88,41 +100,59 @@ def _check(relevance: np.ndarray, n_relevant: int, k: int | None = None) -> np.n
     return relevance
 
 
-def _precision_at_hits(relevance: np.ndarray) -> np.ndarray:
-    """P(i) at every relevant rank i (1-based), in rank order."""
+def _precision_at_hits(relevance: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+    """P(i) at every relevant rank i (1-based), in rank order; with ``scores`` (as
+    long as ``relevance`` or longer, cut to it) the precision at the end of i's run
+    of equal scores instead (pooled ties)."""
     ranks = np.flatnonzero(relevance) + 1
-    return np.arange(1, ranks.size + 1) / ranks
+    if scores is None:
+        return np.arange(1, ranks.size + 1) / ranks
+    scores = np.asarray(scores)[: relevance.size]
+    run_ends = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), relevance.size - 1]
+    ends = run_ends[np.searchsorted(run_ends, ranks - 1)]
+    return np.cumsum(relevance)[ends] / (ends + 1)
 
 
-def lab_ap_at_k(relevance: np.ndarray, n_relevant: int, k: int) -> float:
+def lab_ap_at_k(
+    relevance: np.ndarray, n_relevant: int, k: int, scores: np.ndarray | None = None
+) -> float:
     """The lab's mAP-k term for one query: cut the list at n = min(k, |R|),
-    AP = (1/n) * sum_{i<=n} rel(i) P(i). Ranks after n are not looked at."""
-    relevance = _check(relevance, n_relevant, k)
+    AP = (1/n) * sum_{i<=n} rel(i) P(i). Ranks after n are not looked at.
+    ``scores``: pool ties (module docstring)."""
+    relevance = _check(relevance, n_relevant, k, scores)
     n = min(int(k), int(n_relevant))
-    return float(_precision_at_hits(relevance[:n]).sum() / n)
+    return float(_precision_at_hits(relevance[:n], scores).sum() / n)
 
 
-def lab_ap_all(relevance: np.ndarray, n_relevant: int) -> float:
-    """Non-interpolated AP over the whole list: (1/|R|) * sum_i rel(i) P(i)."""
-    relevance = _check(relevance, n_relevant)
-    return float(_precision_at_hits(relevance).sum() / n_relevant)
+def lab_ap_all(relevance: np.ndarray, n_relevant: int, scores: np.ndarray | None = None) -> float:
+    """Non-interpolated AP over the whole list: (1/|R|) * sum_i rel(i) P(i).
+    ``scores``: pool ties (module docstring)."""
+    relevance = _check(relevance, n_relevant, scores=scores)
+    return float(_precision_at_hits(relevance, scores).sum() / n_relevant)
 
 
-def gldv2_ap_at_k(relevance: np.ndarray, n_relevant: int, k: int) -> float:
-    """GLDv2 / ILIAS AP@k: (1/min(k, |R|)) * sum_{i<=k} rel(i) P(i)."""
-    relevance = _check(relevance, n_relevant, k)
-    return float(_precision_at_hits(relevance[: int(k)]).sum() / min(int(k), int(n_relevant)))
+def gldv2_ap_at_k(
+    relevance: np.ndarray, n_relevant: int, k: int, scores: np.ndarray | None = None
+) -> float:
+    """GLDv2 / ILIAS AP@k: (1/min(k, |R|)) * sum_{i<=k} rel(i) P(i).
+    With ``scores`` (pooled ties) it equals the official ILIAS evaluation:
+    ``average_precision_score`` over the first k, times hits / min(k, |R|)."""
+    relevance = _check(relevance, n_relevant, k, scores)
+    precisions = _precision_at_hits(relevance[: int(k)], scores)
+    return float(precisions.sum() / min(int(k), int(n_relevant)))
 
 
-def hits_normalised_ap_at_k(relevance: np.ndarray, n_relevant: int, k: int) -> float:
+def hits_normalised_ap_at_k(
+    relevance: np.ndarray, n_relevant: int, k: int, scores: np.ndarray | None = None
+) -> float:
     """AP@k divided by the number of hits in the first k ranks (0 when none).
 
     Rewards a list that finds one positive at rank 1 and nothing else with 1.0,
     which is why it is called wrong; offered to reproduce papers that use it.
     ``n_relevant`` is only checked, not used.
     """
-    relevance = _check(relevance, n_relevant, k)
-    precisions = _precision_at_hits(relevance[: int(k)])
+    relevance = _check(relevance, n_relevant, k, scores)
+    precisions = _precision_at_hits(relevance[: int(k)], scores)
     return float(precisions.mean()) if precisions.size else 0.0
 
 
@@ -185,17 +215,46 @@ _PATTERNS: list[tuple[re.Pattern, str]] = [
 ]
 
 
-def _with_k(
-    function: Callable, k: int, *, uses_n: bool = True
-) -> Callable[[np.ndarray, int], float]:
+_POOLING_KINDS = ("lab-k", "lab-all", "gldv2", "hits")
+
+
+def _unpooled(function: Callable, name: str) -> Callable[..., float]:
+    def scored(relevance: np.ndarray, n_relevant: int, scores: np.ndarray | None = None) -> float:
+        if scores is not None:
+            raise ValueError(f"metric {name!r} has no pooled-ties form (ties: pooled)")
+        return function(relevance, n_relevant)
+
+    return scored
+
+
+def _with_k(function: Callable, k: int, *, uses_n: bool = True) -> Callable[..., float]:
     if uses_n:
-        return lambda relevance, n_relevant: function(relevance, n_relevant, k)
+        return lambda relevance, n_relevant, scores=None: function(relevance, n_relevant, k, scores)
     return lambda relevance, n_relevant: function(relevance, k)
 
 
-def metric_function(name: str) -> tuple[Callable[[np.ndarray, int], float], str]:
+def _kind(name: str) -> str | None:
+    for pattern, kind in _PATTERNS:
+        if pattern.fullmatch(name):
+            return kind
+    return None
+
+
+def pools_ties(name: str) -> bool:
+    """Whether metric ``name`` has a pooled-ties form (it takes ``scores``)."""
+    return _kind(name) in _POOLING_KINDS
+
+
+def metric_function(name: str) -> tuple[Callable[..., float], str]:
     """Parse a metric name (table in the module docstring) into a per-query
-    function ``f(relevance, n_relevant) -> float`` and its definition text."""
+    function ``f(relevance, n_relevant, scores=None) -> float`` and its definition
+    text; ``scores`` pools ties where :func:`pools_ties` says the metric can, and is
+    refused (ValueError) by the others."""
+    function, definition = _metric_function(name)
+    return (function, definition) if pools_ties(name) else (_unpooled(function, name), definition)
+
+
+def _metric_function(name: str) -> tuple[Callable[..., float], str]:
     for pattern, kind in _PATTERNS:
         match = pattern.fullmatch(name)
         if match is None:

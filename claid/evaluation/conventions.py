@@ -10,21 +10,26 @@ default: ``later_first`` and ``ground_truth``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from claid.evaluation.ap import pools_ties
 from claid.structures import Benchmark, Ranking
 
-__all__ = ["N_RELEVANT", "TIES", "tie_ordered", "with_conventions"]
+__all__ = ["KEEPS_ORDER", "N_RELEVANT", "TIES", "check_ties", "tie_ordered", "with_conventions"]
 
 TIES: dict[str, str] = {
     "later_first": "equal scores: the image later in the benchmark's database order first "
     "(the lab's reversed np.argsort)",
     "earlier_first": "equal scores: the image earlier in the benchmark's database order first",
     "as_ranked": "equal scores keep the ranking's order (claid's search: lowest region index first)",
+    "pooled": "every positive in a run of equal scores gets the precision at the end of the run "
+    "(scikit-learn's average_precision_score, the official ILIAS evaluation); order-free",
 }
+#: the ``ties`` rules that leave a ranking's order as it is
+KEEPS_ORDER: tuple[str, ...] = ("as_ranked", "pooled")
 N_RELEVANT: dict[str, str] = {
     "ground_truth": "|R| = distinct images named by the query's ground-truth list, removed "
     "query images and images missing from the database included (the lab's len(gt))",
@@ -33,7 +38,8 @@ N_RELEVANT: dict[str, str] = {
 
 
 def tie_ordered(ranking: Ranking, ties: str, database_index: Mapping[str, int]) -> Ranking:
-    """The ranking with every run of exactly equal consecutive scores put in ``ties`` order.
+    """The ranking with every run of exactly equal consecutive scores put in ``ties`` order
+    (unchanged for the rules in ``KEEPS_ORDER``: "pooled" is applied by the metrics).
 
     Args:
         ranking: images best first with their (N,) scores and (N, 4) boxes.
@@ -46,7 +52,7 @@ def tie_ordered(ranking: Ranking, ties: str, database_index: Mapping[str, int]) 
     """
     scores = np.asarray(ranking.scores)
     n = len(ranking.images)
-    if ties == "as_ranked" or n < 2:
+    if ties in KEEPS_ORDER or n < 2:
         return ranking
     if ties not in TIES:
         raise ValueError(f"protocol key 'ties' must be one of {tuple(TIES)}, got {ties!r}")
@@ -82,6 +88,19 @@ def tie_ordered(ranking: Ranking, ties: str, database_index: Mapping[str, int]) 
         scores=scores[order],
         boxes=np.asarray(ranking.boxes)[order],
     )
+
+
+def check_ties(ties: str, metrics: Sequence[str]) -> None:
+    """ValueError unless ``ties`` is a key of ``TIES`` that every metric can apply."""
+    if ties not in TIES:
+        raise ValueError(f"protocol key 'ties' must be one of {tuple(TIES)}, got {ties!r}")
+    if ties == "pooled":
+        refused = [name for name in metrics if not pools_ties(name)]
+        if refused:
+            raise ValueError(
+                f"ties: pooled applies to precision-at-hit metrics only, not {refused}; "
+                "choose another ties rule or drop those metrics"
+            )
 
 
 def with_conventions(benchmark: Benchmark, options: Mapping[str, Any] | None) -> Benchmark:

@@ -30,8 +30,10 @@ The protocol is data, read from ``Benchmark.protocol`` (a dict). Keys read here:
     code ranks (wlzhao22/MSAR ``feature_process.py``: ``np.argsort(sims)[::-1]``
     over the database order); "earlier_first": the earlier one first; "as_ranked"
     (default for the other families): the ranking's own order, which for claid's
-    search is the lowest region index first. Only runs of equal consecutive
-    scores are reordered; a ranking is never re-sorted otherwise.
+    search is the lowest region index first; "pooled" (the ILIAS protocol's
+    default): order-free, every positive in a run of equal scores gets the
+    precision at the run's end (scikit-learn's AP, the official ILIAS code). Only
+    runs of equal consecutive scores are reordered; a ranking is never re-sorted.
 ``n_relevant``
     |R| of the AP formulas. "ground_truth" (default for lab): the distinct
     images the query's ground-truth list names, including those the protocol
@@ -67,7 +69,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from claid.evaluation.ap import metric_function
-from claid.evaluation.conventions import N_RELEVANT, TIES, tie_ordered
+from claid.evaluation.conventions import KEEPS_ORDER, N_RELEVANT, TIES, check_ties, tie_ordered
 from claid.evaluation.ground_truth import (
     all_positives,
     ground_truths,
@@ -114,8 +116,7 @@ class RetrievalProtocol:
             metric_function(name)  # raises on an unknown name
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics listed twice in {list(self.metrics)}")
-        if self.ties not in TIES:
-            raise ValueError(f"protocol key 'ties' must be one of {tuple(TIES)}, got {self.ties!r}")
+        check_ties(self.ties, self.metrics)
         if self.n_relevant not in N_RELEVANT:
             raise ValueError(
                 f"protocol key 'n_relevant' must be one of {tuple(N_RELEVANT)}, got {self.n_relevant!r}"
@@ -266,7 +267,9 @@ def evaluate(
     query_images = {q.image for q in benchmark.queries if q.image is not None}
     database = set(benchmark.database)
     database_index = (
-        {image: i for i, image in enumerate(benchmark.database)} if spec.ties != "as_ranked" else {}
+        {image: i for i, image in enumerate(benchmark.database)}
+        if spec.ties not in KEEPS_ORDER
+        else {}
     )
     n_reordered = 0
     functions = {name: metric_function(name) for name in spec.metrics}
@@ -326,8 +329,10 @@ def evaluate(
             relevance[found_at - np.searchsorted(dropped, found_at)] = True
             scored[setting] += 1
             retrieved_positives |= reachable
+            # pooled ties: the scores of the list scored, for the metrics to find runs in
+            kept = np.delete(np.asarray(ranking.scores), dropped) if spec.ties == "pooled" else None
             for name, (function, _) in functions.items():
-                value = function(relevance, n_relevant)
+                value = function(relevance, n_relevant, kept)
                 sums[setting][name] += value
                 if per_query:
                     key = f"{setting}/{name}" if setting else name

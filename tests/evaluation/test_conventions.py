@@ -155,3 +155,43 @@ def test_run_config_options_reach_the_protocol(compose_cfg):
         with_conventions(bench, {"ties": "last"})
     with pytest.raises(ValueError, match="evaluation.tie "):
         with_conventions(bench, {"tie": "later_first"})
+
+
+def test_pooled_ties_by_hand_and_against_scikit_learn():
+    from claid.evaluation.ap import gldv2_ap_at_k, lab_ap_all
+
+    # ranks 1..5: relevance 1,0,1,1,0; scores 0.9, 0.5, 0.5, 0.5, 0.1: the run of ranks
+    # 2-4 ends at rank 4 with 3 hits, so its two hits get 3/4 each
+    relevance = np.array([1, 0, 1, 1, 0], bool)
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.1])
+    assert gldv2_ap_at_k(relevance, 3, 5, scores) == pytest.approx((1 + 0.75 + 0.75) / 3)
+    assert gldv2_ap_at_k(relevance, 3, 5) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+    # a run cut by k ends at k: ranks 2-3 kept, 1 hit of 2 hits in 3 ranks
+    assert gldv2_ap_at_k(relevance, 3, 3, scores) == pytest.approx((1 + 2 / 3) / 3)
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        scores = np.sort(rng.integers(0, 8, n))[::-1] / 8.0
+        relevance = rng.random(n) < 0.3
+        if not relevance.any():
+            continue
+        hits, n_relevant = int(relevance.sum()), int(relevance.sum() + rng.integers(0, 4))
+        want = sklearn.average_precision_score(relevance, scores) * hits / n_relevant
+        assert lab_ap_all(relevance, n_relevant, scores) == pytest.approx(want, abs=1e-12)
+        shuffled = np.concatenate([rng.permutation(relevance[scores == s]) for s in np.unique(scores)[::-1]])
+        assert lab_ap_all(shuffled, n_relevant, scores) == pytest.approx(want, abs=1e-12)
+        distinct = np.arange(n, 0, -1) / n  # no ties: the plain definition
+        assert lab_ap_all(relevance, n_relevant, distinct) == pytest.approx(lab_ap_all(relevance, n_relevant))
+
+
+def test_pooled_is_refused_where_a_metric_has_no_pooled_form():
+    bench = _bench({"family": "trapezoid", "ties": "pooled"}, [Query(image=None, qid="q", positives=["B"])],
+                   ["A", "B"])  # fmt: skip
+    with pytest.raises(ValueError, match="pooled applies to precision-at-hit metrics only"):
+        evaluate([_ranking("q", ["A", "B"], [0.5, 0.5])], bench)
+    pooled = _bench({"family": "lab", "ties": "pooled"}, bench.queries, bench.database)
+    (lab,) = evaluate([_ranking("q", ["A", "B"], [0.5, 0.5])], pooled, ks=(1,))
+    assert lab.values["mAP-all"] == 0.5  # either order of the tie: 1/2
+    assert lab.values["mAP-1"] == 0.0  # the lab cuts at min(k, |R|) = 1: the cut run holds A only
+    assert lab.settings["ties"]["rule"] == "pooled"
