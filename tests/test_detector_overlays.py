@@ -44,6 +44,8 @@ def test_maskcut_published_is_dino_vitb8_keys_on_a_480_square_lanczos_resize(com
     assert cfg.backbone.model_name == "vit_base_patch8_224.dino" and cfg.backbone.facet == "keys"
     assert cfg.cutter._target_.endswith("MaskCutCutter") and cfg.cutter.alpha == 0.15
     assert cfg.cutter.n_masks == 3
+    # what maskcut_forward returns: each mask minus the earlier ones; plain maskcut: raw masks
+    assert cfg.cutter.disjoint is True and compose_cfg("cutter=maskcut").cutter.disjoint is False
     backbone = instantiate(cfg.backbone)
     image = _photo()
     pixels, scale = backbone.preprocess(image)

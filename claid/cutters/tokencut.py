@@ -85,7 +85,7 @@ def maskcut_masks(
     """MaskCut's masks: list of (H, W) bool, non-empty ones only.
 
     By default the raw seed components of the kept cuts (possibly overlapping, as
-    claid's own regions do; issue 18 asks for these). ``disjoint=True`` gives
+    claid's own regions do). ``disjoint=True`` gives
     CutLER's post-processing, each mask minus the earlier ones, which is what the
     ``bipartitions`` list of ``maskcut_forward`` holds once upsampled.
     """

@@ -182,7 +182,8 @@ def run_report(settings: ReportSettings, outcome: RunOutcome) -> RunReport:
 def write_run_files(run_dir: Path, settings: ReportSettings, outcome: RunOutcome,
                     report: RunReport) -> dict[str, str]:
     """Write ``metrics.json`` and, when queries were searched, ``rankings.json`` and
-    ``queries.json`` into ``run_dir`` (atomically). Returns {artifact name: path}."""
+    ``queries.json`` into ``run_dir`` (atomically); for ILIAS also ``ilias_knn.json``,
+    the rankings in the official kNN format. Returns {artifact name: path}."""
     from claid.evaluation.query_records import query_records  # per-query figures + marks
 
     artifacts = {"metrics": str(atomic_write_json(Path(run_dir) / "metrics.json", report.as_dict()))}
@@ -192,6 +193,14 @@ def write_run_files(run_dir: Path, settings: ReportSettings, outcome: RunOutcome
         artifacts["rankings"] = str(atomic_write_json(Path(run_dir) / "rankings.json", saved))
         records = query_records(outcome.queries, outcome.rankings, top)
         artifacts["queries"] = str(atomic_write_json(Path(run_dir) / "queries.json", records))
+        if outcome.bench.name == "ilias":  # what the official evaluation script reads
+            from claid.datasets.ilias import official_image_id
+            from claid.evaluation.official_knn import write_official_knn
+
+            depth = max(outcome.bench.protocol.get("k") or [1000])
+            artifacts["official_knn"] = str(write_official_knn(
+                Path(run_dir) / "ilias_knn.json", outcome.rankings, outcome.queries, top_k=depth,
+                image_id=official_image_id))
     return artifacts
 
 
