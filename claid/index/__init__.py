@@ -15,10 +15,11 @@ A whitening fitted on another dataset's store (the lab's protocol):
     python -m claid.index.fit_whitening STORE_DIR out.npz   then   whitening=file
 """
 
+from claid.index.chunked_build import build_index
 from claid.index.faiss_factory import training_points_needed
 from claid.index.image_ranking import rank_images, rank_images_dense
 from claid.index.image_search import search_images
-from claid.index.region_index import RegionIndex, build_index
+from claid.index.region_index import RegionIndex
 from claid.index.whitening import (
     apply_whitening,
     fit_pca_whitening,

@@ -21,7 +21,9 @@ collection:
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -115,3 +117,29 @@ def _fill_flat(index: RegionIndex, flat: faiss.IndexFlat, table, add_block: int)
     for start, chunk in table.vector_chunks(add_block):
         storage[start : start + chunk.shape[0]] = index.transform(chunk)
     flat.ntotal = n
+
+
+def build_index(vectors, *, flat_file: str | os.PathLike | None = None, **settings) -> RegionIndex:
+    """What ``conf/index/*.yaml`` builds (its ``k`` is the search's): ``vectors`` is an
+    (N, D) array (``RegionIndex.build``) or a :class:`~claid.index.search_table.RegionTable`,
+    streamed from its store in chunks (:func:`build_from_table`).
+    Takes exactly the keywords of ``RegionIndex.train`` and ``add_block`` (its
+    signature says so, for the config check), and from the index stage (not a
+    setting) ``flat_file``: where a flat index built from a table is written
+    directly (:mod:`claid.index.flat_file`)."""
+    if hasattr(vectors, "vector_chunks"):
+        return build_from_table(vectors, flat_file=flat_file, **settings)
+    if flat_file is not None:
+        raise ValueError("flat_file needs a RegionTable (rows streamed from a store)")
+    return RegionIndex.build(vectors, **settings)
+
+
+def _build_index_signature() -> inspect.Signature:
+    train = list(inspect.signature(RegionIndex.train).parameters.values())[1:]  # after training_vectors
+    build = inspect.signature(RegionIndex.build).parameters
+    head = [build["vectors"], build["add_block"]]
+    return inspect.Signature(head + train, return_annotation=RegionIndex)
+
+
+build_index.__signature__ = _build_index_signature()
+

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 
@@ -23,11 +24,16 @@ from claid.artifacts import (
     disk_full_guard,
     fsync_file,
     move_into,
+    schema_version,
     temp_path,
     write_synced,
 )
-from claid.index.region_index import SCHEMA_VERSION, RegionIndex
 from claid.index.whitening import load_whitening, save_whitening
+
+if TYPE_CHECKING:  # the class is passed in: RegionIndex.save / load call this module
+    from claid.index.region_index import RegionIndex
+
+SCHEMA_VERSION = schema_version("index")
 
 INDEX_FILE, WHITENING_FILE, META_FILE = "index.faiss", "whitening.npz", "index.json"
 
@@ -74,7 +80,7 @@ def save_index(
     return directory
 
 
-def load_index(directory: str | os.PathLike, *, mmap: bool = False) -> RegionIndex:
+def load_index(directory: str | os.PathLike, *, index_class: type[RegionIndex], mmap: bool = False) -> RegionIndex:
     """Read an index folder written by :func:`save_index`.
 
     With ``mmap`` the vectors of a flat (exact) index are memory-mapped from
@@ -115,7 +121,7 @@ def load_index(directory: str | os.PathLike, *, mmap: bool = False) -> RegionInd
         )
     for key in ("ntotal", "claid_version", "faiss_version", "provenance"):
         meta.pop(key, None)
-    index = RegionIndex(faiss_index, whitening, meta)
+    index = index_class(faiss_index, whitening, meta)  # RegionIndex.load passes its class
     index.mapped = mmap and index.is_exact
     index.set_search_params(
         **{name: meta["params"].get(name) for name in ("nprobe", "ef_search", "refine_factor")}

@@ -14,7 +14,6 @@ On disk an index is a folder, written atomically::
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
@@ -378,32 +377,4 @@ class RegionIndex:
         a flat index's vectors stay in the file, read through the page cache)."""
         from claid.index.index_dir import load_index
 
-        return load_index(directory, mmap=mmap)
-
-
-def build_index(vectors, *, flat_file: str | os.PathLike | None = None, **cfg) -> RegionIndex:
-    """What ``conf/index/*.yaml`` builds (its ``k`` is the search's): ``vectors`` is an
-    (N, D) array (``RegionIndex.build``) or a :class:`~claid.index.search_table.RegionTable`,
-    streamed from its store in chunks (:func:`claid.index.chunked_build.build_from_table`).
-    Takes exactly the keywords of ``RegionIndex.train`` and ``add_block`` (its
-    signature says so, for the config check), and from the index stage (not a
-    setting) ``flat_file``: where a flat index built from a table is written
-    directly (:mod:`claid.index.flat_file`)."""
-    if hasattr(vectors, "vector_chunks"):
-        from claid.index.chunked_build import build_from_table
-
-        return build_from_table(vectors, flat_file=flat_file, **cfg)
-    if flat_file is not None:
-        raise ValueError("flat_file needs a RegionTable (rows streamed from a store)")
-    return RegionIndex.build(vectors, **cfg)
-
-
-def _build_index_signature() -> inspect.Signature:
-    train = list(inspect.signature(RegionIndex.train).parameters.values())[1:]  # after training_vectors
-    build = inspect.signature(RegionIndex.build).parameters
-    head = [build["vectors"], build["add_block"]]
-    return inspect.Signature(head + train, return_annotation=RegionIndex)
-
-
-build_index.__signature__ = _build_index_signature()
-
+        return load_index(directory, mmap=mmap, index_class=cls)
