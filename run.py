@@ -10,6 +10,7 @@ run the one job their parent runs, not the parent's whole sweep.
 """
 
 import logging
+import os
 import sys
 
 import hydra
@@ -35,8 +36,46 @@ USER_ERRORS = (WeightsUnavailableError, DatasetNotFoundError, DatasetFormatError
                DamagedArtifactError, DiskFullError, IncompleteStoreError)
 
 
+def where_everything_went(result) -> list[str]:
+    """The run's last lines: its run dir, region store, index dir, MLflow run (and the
+    command that opens the UI on it) and the command that serves it in the browser."""
+    settings = result.report["settings"]
+    lines = ["", f"run dir:       {result.run_dir}", f"region store:  {settings['store']}"]
+    if "index" in settings:
+        lines.append(f"index dir:     {settings['index']}")
+    if result.tracking.get("run_id"):
+        uri, run_id = result.tracking["uri"], result.tracking["run_id"]
+        lines.append(f"MLflow run:    {run_id}  (experiment {result.tracking['experiment_id']})")
+        lines.append(f"  open it:     mlflow ui --backend-store-uri {uri}  ->  http://127.0.0.1:5000/#/experiments/"
+                     f"{result.tracking['experiment_id']}/runs/{run_id}")
+    else:
+        lines.append("MLflow:        tracking is off (tracking=none)")
+    if "index" in settings:
+        lines.append(f"search it:     claid serve --run-dir {result.run_dir}")
+    return lines
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep the libraries' chatter (FAISS's loader, Lightning's tips and device lines,
+    MLflow's database set-up, deprecation warnings inside them) out of a plain run;
+    ``verbose=true`` (or Hydra's ``hydra.verbose=true``) leaves them on."""
+    if verbose:
+        return
+    import warnings
+
+    for name in ("faiss.loader", "faiss", "lightning", "lightning.pytorch", "pytorch_lightning",
+                 "lightning_fabric", "mlflow", "alembic", "urllib3", "numba"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for module in ("pytorch_lightning", "lightning", "torch", "timm", "mlflow", "setuptools", "pkg_resources"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|pkg_resources|setuptools|license).*")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    quiet_libraries(bool(cfg.get("verbose", False)))
     # what the DDP ranks Lightning relaunches from this process must run: this job only
     remember_job(hydra_job_args(sys.argv[1:]))
     try:
@@ -54,9 +93,7 @@ def main(cfg: DictConfig) -> float | None:
     for name, value in sorted(result.metrics.items()):
         if not name.startswith("time/"):
             log.info("%-40s %.4f", name, value)
-    if "index" in result.report["settings"]:
-        print(f"index dir (for python -m claid search): {result.report['settings']['index']}")
-    print(f"run dir: {result.run_dir}")
+    print("\n".join(where_everything_went(result)))
     # what a Hydra sweeper optimises (lightning-hydra-template's optimized_metric)
     return result.metrics.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
 

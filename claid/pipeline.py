@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class RunResult:
     metrics: dict[str, float]
     artifacts: dict[str, str]
     report: dict
+    tracking: dict = field(default_factory=dict)  # run_id, experiment_id, uri (empty: tracking off)
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
@@ -168,7 +169,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
         for path in artifacts.values():
             tracker.log_artifact(path)
         tracker.set_tags({"whole_image_region": str(bool(search.whole_image_region))})
-    return RunResult(run_dir=run_dir, metrics=report.metrics, artifacts=artifacts, report=report_dict)
+    tracked = {"run_id": tracker.run_id, "experiment_id": tracker.experiment_id, "uri": tracker.uri} \
+        if tracker.enabled else {}
+    return RunResult(run_dir=run_dir, metrics=report.metrics, artifacts=artifacts, report=report_dict,
+                     tracking=tracked)
 
 
 def _hydra_run_dir() -> str | None:

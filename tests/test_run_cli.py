@@ -1,10 +1,14 @@
 """run.py as a user runs it: a missing dataset ends with the loader's message, no traceback."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+
+REPO = ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_missing_dataset_exits_with_a_message_not_a_traceback(tmp_path):
@@ -67,3 +71,29 @@ def test_damaged_artifacts_and_a_full_disk_are_user_errors():
     spec.loader.exec_module(entry)
     for error in (SettingsError, DamagedArtifactError, DiskFullError):
         assert issubclass(error, entry.USER_ERRORS), error
+
+
+@pytest.mark.slow
+def test_a_run_ends_by_saying_where_everything_went_without_library_noise(tmp_path):
+    """The last lines name the run dir, the region store, the index dir, the MLflow run
+    with the command that opens it, and the serve command; no FAISS loader lines,
+    Lightning tips or deprecation warnings on a plain run."""
+    env = {**os.environ, "PROJECT_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "backbone=dino_vits16", "backbone.pretrained=false",
+         "descriptor.pretrained=false", "dataset.n_scenes=12", "dataset.n_queries=6",
+         "dataset.image_size=[96,128]", f"hydra.run.dir={tmp_path}/run", "engine.threads=1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    tail = done.stdout.strip().splitlines()[-6:]
+    assert tail[0] == f"run dir:       {tmp_path / 'run'}"
+    assert tail[1] == f"region store:  {report['settings']['store']}"
+    assert tail[2] == f"index dir:     {report['settings']['index']}"
+    assert tail[3].startswith("MLflow run:    ") and "mlflow ui --backend-store-uri sqlite:///" in tail[4]
+    run_id = tail[3].split()[2]
+    assert tail[4].endswith(f"/runs/{run_id}")
+    assert tail[5] == f"search it:     claid serve --run-dir {tmp_path / 'run'}"
+    noise = done.stdout + done.stderr
+    for word in ("faiss.loader", "Tip:", "LeafSpec", "GPU available", "Creating initial MLflow database"):
+        assert word not in noise, word

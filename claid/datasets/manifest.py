@@ -178,6 +178,12 @@ def load_manifest(
         )
     queries = read_queries(qpath, root, images)
     query_images = {q.image for q in queries}
+    removed = [i for i in images if i in query_images]  # the protocol rule: not searched for any query
+    for image in removed[:10]:
+        log.info("query image %s is a photo of the collection: it leaves the database for every query", image)
+    if removed:
+        log.info("%d of %d photos are query images and left the database (%d remain)",
+                 len(removed), len(images), len(images) - len(removed))
     return Benchmark(
         name="manifest",
         root=str(root),
@@ -189,5 +195,6 @@ def load_manifest(
             remove_queries_from_db=True,
             junk=any(q.junk for q in queries),
             queries_file=str(qpath),
+            query_images_removed_from_database=len(removed),
         ),
     )

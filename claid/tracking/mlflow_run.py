@@ -161,6 +161,7 @@ class Tracker:
         self.identity = identity or RunIdentity(name=run_name or "")
         self.run_name = run_name or self.identity.name or None
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._mlflow = None
 
     @contextmanager
@@ -179,7 +180,7 @@ class Tracker:
 
         self._mlflow = mlflow
         set_tracking_uri(mlflow, self.uri)
-        open_experiment(mlflow, self.experiment, self.artifact_location)
+        self.experiment_id = open_experiment(mlflow, self.experiment, self.artifact_location)
         all_tags = {**self.identity.tags, **(tags or {})}
         if self.identity.parent_run_id:
             all_tags["mlflow.parentRunId"] = self.identity.parent_run_id
