@@ -14,6 +14,7 @@ from pathlib import Path
 
 from claid.serve.engine import ApiError, SearchEngine
 from claid.serve.files import MAX_THUMB, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from claid.serve.request_fields import SearchQuery, form_fields, parse_search, read_json
 
 STATIC = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 64 * 1024
@@ -109,41 +110,27 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
         return JSONResponse(await answer(query, image, start))
 
-    async def answer(query: dict, image, start: float) -> dict:
-        """The search's answer to one parsed query (raises ApiError)."""
-        top, k = engine.check_top_k(query.get("top", 10), query.get("k"))
-        kinds = [name for name in ("image_id", "region_id", "text") if query.get(name) is not None]
-        if image is not None:
-            kinds.append("upload")
-        if len(kinds) != 1:
-            raise ApiError(400, "give exactly one of image_id, region_id, text or an uploaded image, "
-                                f"got {kinds or 'none'}")
-        box = _box(query.get("box"))
-        if box is not None and kinds[0] in ("region_id", "text"):
-            raise ApiError(400, f"a box goes with an image query, not with {kinds[0]}")
-        vector, forward_ms, cached = await _vector(kinds[0], query, image, box)
+    async def answer(body: object, image, start: float) -> dict:
+        """The search's answer to one request body (raises ApiError)."""
+        query = parse_search(body, upload=image is not None)
+        top, k = engine.check_top_k(query.top, query.k)
+        vector, forward_ms, cached = await _vector(query, image)
         results = await asyncio.wrap_future(engine.search(vector, top=top, k=k))
-        return {"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
-                                               if query.get(n) is not None}, "box": box},
-                "top": top, "k": k, "results": results, "cached": cached,
+        return {"query": query.echo(), "top": top, "k": k, "results": results, "cached": cached,
                 "forward_ms": forward_ms, "took_ms": round((time.perf_counter() - start) * 1000, 3)}
 
-    async def _vector(kind, query, image, box):
-        if kind == "region_id":
-            return engine.region_vector(query["region_id"]), None, False  # one row: no thread hop
-        if kind == "text":
-            if not isinstance(query["text"], str) or not query["text"].strip():
-                raise ApiError(400, "text must be a non-empty string")
+    async def _vector(query: SearchQuery, image):
+        box = query.box
+        if query.kind == "region_id":
+            return engine.region_vector(query.value), None, False  # one row: no thread hop
+        if query.kind == "text":
             if not engine.text_capable:
                 raise ApiError(400, f"this index was built with {descriptor}, which has no text "
                                     "encoder; index with descriptor=siglip_tokens for text queries")
-            return (*await _forward(lambda: engine.text_vector(query["text"])), False)
-        if kind == "upload":
+            return (*await _forward(lambda: engine.text_vector(query.value)), False)
+        if query.kind == "upload":
             return (*await _forward(lambda: engine.image_query_vector(image, box, "the upload")), False)
-        ref = query["image_id"]
-        number = files.image_number(engine, str(ref)) if isinstance(ref, (str, int)) else None
-        if number is None or isinstance(ref, bool):
-            raise ApiError(400, f"image_id must be an image id or index, got {ref!r}")
+        number = files.image_number(engine, str(query.value))
         key = (number, None if box is None else tuple(box))
         vector = engine.cached(key)
         if vector is not None:
@@ -204,7 +191,10 @@ class JsonSearch:
             return
         start = time.perf_counter()
         try:
-            payload, status = await self.answer(_read_json(await _receive_body(receive)), None, start), 200
+            query = read_json(await _receive_body(receive))
+            if not isinstance(query, dict):
+                raise ApiError(400, "the search body must be a JSON object")
+            payload, status = await self.answer(query, None, start), 200
         except ApiError as err:
             payload, status = {"error": err.message}, err.status
         body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
@@ -234,16 +224,6 @@ async def _receive_body(receive) -> bytes:
             return body
 
 
-def _read_json(body: bytes) -> dict:
-    try:
-        query = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ApiError(400, f"malformed JSON: {err}") from None
-    if not isinstance(query, dict):
-        raise ApiError(400, "the search body must be a JSON object")
-    return query
-
-
 async def _read_upload(request, max_bytes: int, max_pixels: int) -> tuple[dict, object]:
     from claid.serve.files import decode_upload
 
@@ -258,20 +238,5 @@ async def _read_upload(request, max_bytes: int, max_pixels: int) -> tuple[dict, 
     if upload is None or isinstance(upload, str):
         raise ApiError(400, "the multipart form needs a file field 'image'")
     data = await upload.read(max_bytes + 1)
-    query = {}
-    for name in ("box", "top", "k"):
-        if form.get(name) not in (None, ""):
-            try:
-                query[name] = json.loads(form.get(name))
-            except json.JSONDecodeError:
-                raise ApiError(400, f"form field {name} must be JSON, got {form.get(name)[:80]!r}") from None
+    query = form_fields(form)
     return query, await asyncio.to_thread(decode_upload, data, max_bytes=max_bytes, max_pixels=max_pixels)
-
-
-def _box(box):
-    if box is None:
-        return None
-    if (not isinstance(box, list) or len(box) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-        raise ApiError(400, f"box must be [x1, y1, x2, y2] in original pixels, got {str(box)[:80]}")
-    return [float(v) for v in box]

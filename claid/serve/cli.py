@@ -61,6 +61,9 @@ def main(argv=None) -> None:
         app = create_app(paths["index_dir"], store_dir=args.store or paths["store_dir"],
                          image_root=args.images or paths["image_root"], run_dirs=args.run_dir or (),
                          workers=args.workers, threads=threads)
+        # built now: a record or weights the server cannot use stop it here, in one line,
+        # instead of answering every image query with an error
+        app.state.engine.descriptor()
     except (DamagedArtifactError, RecordedDescriptorError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     import uvicorn

@@ -34,8 +34,9 @@ MAX_THUMB = 2048
 def image_number(engine: SearchEngine, ref: str) -> int:
     """A URL's image reference (integer index or percent-encoded id) -> image index."""
     text = unquote(ref)
-    if text.isdigit() and text not in engine.image_number:
-        number = int(text)
+    # ASCII digits only: str.isdigit() also accepts '²' or '١٢', which int() refuses or reads
+    if text.isascii() and text.isdigit() and text not in engine.image_number:
+        number = int(text) if len(text) <= 18 else len(engine.image_ids)  # int(): <= 4300 digits
         if number < len(engine.image_ids):
             return number
     elif text in engine.image_number:
