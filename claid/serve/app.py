@@ -14,7 +14,14 @@ from pathlib import Path
 
 from claid.serve.engine import ApiError, SearchEngine
 from claid.serve.files import MAX_THUMB, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from claid.serve.request_fields import SearchQuery, form_fields, parse_search, read_json
+from claid.serve.request_fields import (
+    ERROR_RESPONSES,
+    SEARCH_BODY,
+    SearchQuery,
+    form_fields,
+    parse_search,
+    read_json,
+)
 
 STATIC = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 64 * 1024
@@ -101,7 +108,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return Response(files.thumbnail(path, size), media_type="image/jpeg",
                         headers={"X-Image-Size": f"{width}x{height}"})
 
-    @app.post("/api/search")
+    @app.post("/api/search", openapi_extra=SEARCH_BODY, responses=ERROR_RESPONSES)
     async def search(request: Request) -> JSONResponse:
         """Uploads (multipart forms): a JSON body is answered by :class:`JsonSearch`
         before it reaches this route, which documents both in the OpenAPI page."""

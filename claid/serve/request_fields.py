@@ -26,6 +26,40 @@ MAX_REF = 4096
 KINDS = ("image_id", "region_id", "text")
 
 
+_RANKING = {"top": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
+            "k": {"type": "integer", "minimum": 1, "maximum": 100_000,
+                  "description": "regions retrieved before image ranking (default: all, exact index)"}}
+
+
+def _one_kind(name: str, schema: dict, box: bool) -> dict:
+    extra = {"box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                     "description": "[x1, y1, x2, y2] in the image's original pixels"}} if box else {}
+    return {"type": "object", "required": [name], "additionalProperties": False,
+            "properties": {name: schema, **extra, **_RANKING}}
+
+
+#: The OpenAPI description of ``POST /api/search``'s two bodies (the route reads the raw request).
+SEARCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"description": "exactly one of image_id, region_id, text", "anyOf": [
+        _one_kind("image_id", {"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+                               "description": "a database image: its dataset-relative id or its index"}, True),
+        _one_kind("region_id", {"type": "integer", "minimum": 0, "description": "an index row"}, False),
+        _one_kind("text", {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
+                           "description": "a text query (an index built with siglip_tokens)"}, False)]}},
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "format": "binary", "description": "the query photo"},
+            "box": {"type": "string", "description": "JSON [x1, y1, x2, y2] in the photo's pixels"},
+            "top": {"type": "string", "description": "JSON integer in [1, 1000]"},
+            "k": {"type": "string", "description": "JSON integer in [1, 100000]"}}}}}}}
+#: Every refusal's body.
+ERROR_RESPONSES = {status: {"description": why, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+    for status, why in ((400, "a bad request"), (404, "an unknown image or route"),
+                        (413, "a body over a limit"), (503, "busy, or cannot describe queries"))}
+
+
 def read_json(body: bytes | str, what: str = "the search body") -> object:
     """A JSON document, refused (400) when it is not strict JSON: malformed, not UTF-8,
     nested deeper than the parser recurses, an integer past Python's digit limit, or
