@@ -13,7 +13,7 @@
   (:func:`claid.retrieval.query_vector`), whole-image and box queries of database
   images cached per (image, box) in a bounded LRU.
 * Ranking is the index package's (``RegionIndex.search`` + ``rank_images``' rule over
-  the ``k`` found regions, :func:`first_appearances`, or the exhaustive
+  the ``k`` found regions, :func:`claid.index.first_appearances`, or the exhaustive
   ``search_images`` when ``k`` is None, as the CLI), so results equal the CLI's; the
   region that localised each result is read from the same search. Searches run one
   at a time on one search thread, beside the event loop (no network: no pool slot).
@@ -81,28 +81,6 @@ def _int_param(name: str, value, *, least: int, most: int) -> int:
     if not least <= value <= most:
         raise ApiError(400, f"{name} must be in [{least}, {most}], got {value}")
     return value
-
-
-def first_appearances(sims: np.ndarray, ids: np.ndarray, region_image: np.ndarray,
-                      top: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rule of :func:`claid.index.rank_images` for one query, over its ``k`` found
-    regions only (O(k), where ``rank_images`` checks and indexes the whole region table):
-    walking the region ranking best first, each image's first region with similarity
-    > 0 ranks the image.
-
-    Args:
-        sims: (k,) float32 similarities of the search, sorted descending (padding any).
-        ids: (k,) int64 row ids into ``region_image``, -1 = padding.
-        region_image: (N,) int image number of every row.
-        top: images wanted.
-    Returns:
-        (m,) int64 rows and (m,) float64 similarities of the first m <= ``top`` images'
-        best regions, best first."""
-    keep = (ids >= 0) & (sims > 0)
-    found, found_sims = ids[keep], sims[keep]
-    _, first = np.unique(region_image[found], return_index=True)
-    first = np.sort(first)[:top]
-    return found[first].astype(np.int64), found_sims[first].astype(np.float64)
 
 
 class SearchEngine:
@@ -270,7 +248,7 @@ class SearchEngine:
 
     def rank(self, vector: np.ndarray, *, top: int, k: int | None) -> list[dict]:
         """One query vector -> the first ``top`` images: score, box, matching region."""
-        from claid.index import search_images
+        from claid.index import first_appearances, search_images
 
         query = np.asarray(vector, np.float32).reshape(1, -1)
         if k is None:  # exhaustive, as the CLI's default
