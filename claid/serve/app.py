@@ -51,7 +51,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
     from claid.serve import files
 
     engine = SearchEngine(index_dir, store_dir=store_dir, workers=workers, queue=queue, threads=threads)
-    app = FastAPI(title="claid serve")
+    app = FastAPI(title="claid serve", docs_url=None, redoc_url=None)  # /docs below: no CDN
     app.state.engine = engine
     descriptor = (engine.meta.get("descriptor") or {}).get("name")
 
@@ -78,13 +78,18 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
                 "workers": engine.workers, "queue": engine.queue, "threads": engine.threads,
                 "max_upload_bytes": max_upload_bytes, "max_upload_pixels": max_upload_pixels}
 
-    @app.get("/api/images")
-    def list_images(offset: int = 0, limit: int = 200) -> dict:
+    @app.get("/api/images", responses=ERROR_RESPONSES)
+    def list_images(offset: int = 0, limit: int = 200, q: str | None = None) -> dict:
+        """A page of the database images; ``q``: only ids holding it (case ignored)."""
         if offset < 0 or not 1 <= limit <= 5000:
             raise ApiError(400, f"need offset >= 0 and limit in [1, 5000], got {offset}, {limit}")
-        chosen = range(offset, min(len(engine.image_ids), offset + limit))
+        if q is not None and len(q) > 1000:
+            raise ApiError(400, f"q must be at most 1000 characters, got {len(q)}")
+        matching = (range(len(engine.image_ids)) if not q else
+                    [i for i, image_id in enumerate(engine.image_ids) if q.casefold() in image_id.casefold()])
+        chosen = matching[offset:offset + limit]
         sizes = engine.store.image_sizes() if engine.store is not None else None
-        return {"total": len(engine.image_ids), "images": [
+        return {"total": len(matching), "all": len(engine.image_ids), "offset": offset, "images": [
             {"index": i, "id": engine.image_ids[i],
              **({} if sizes is None else {"height": int(sizes[i][0]), "width": int(sizes[i][1])})}
             for i in chosen]}
@@ -161,6 +166,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return value, ms
 
     _include_runs(app, run_dirs)
+    _offline_docs(app)
     app.add_middleware(JsonSearch, answer=answer)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -169,6 +175,30 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def _offline_docs(app) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the files the fastapi-offline package
+    ships (FastAPI's own pages load them from a CDN: a blank page offline)."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-files", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+              name="docs-files")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="openapi.json", title="claid serve: API",
+                                   swagger_js_url="docs-files/swagger-ui-bundle.js",
+                                   swagger_css_url="docs-files/swagger-ui.css",
+                                   swagger_favicon_url="docs-files/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc():
+        return get_redoc_html(openapi_url="openapi.json", title="claid serve: API",
+                              redoc_js_url="docs-files/redoc.standalone.js",
+                              redoc_favicon_url="docs-files/favicon.png", with_google_fonts=False)
 
 
 def _include_runs(app, run_dirs) -> None:
