@@ -30,7 +30,8 @@ MAX_JSON_BYTES = 64 * 1024
 def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
                image_root: str | Path | None = None, run_dirs=(), workers: int = 1,
                queue: int = 32, threads: int | str | None = "auto",
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS):
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+               queries_file: str | Path | None = None):
     """A FastAPI app serving ``index_dir`` (checked now; raises its one-line error).
 
     Args:
@@ -41,6 +42,8 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         workers, queue: network forwards run at once / may wait (then 503).
         threads: torch / BLAS / FAISS threads (``engine.threads`` rule).
         max_upload_bytes, max_upload_pixels: this server's upload limits.
+        queries_file: a ``queries.jsonl`` the page edits (:mod:`claid.serve.query_editor`);
+            None: the server is read-only.
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -49,11 +52,13 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
     from starlette.exceptions import HTTPException
 
     from claid.serve import files
+    from claid.serve.query_editor import QuerySet, queries_router
 
     engine = SearchEngine(index_dir, store_dir=store_dir, workers=workers, queue=queue, threads=threads)
     app = FastAPI(title="claid serve", docs_url=None, redoc_url=None)  # /docs below: no CDN
     app.state.engine = engine
     descriptor = (engine.meta.get("descriptor") or {}).get("name")
+    query_set = None if queries_file is None else QuerySet(queries_file, image_root, engine)
 
     @app.exception_handler(ApiError)
     async def _api_error(_, err: ApiError):
@@ -76,7 +81,8 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
                 "descriptor_loaded": engine.descriptor_loaded, "index_dir": str(engine.index_dir),
                 "store": engine.store is not None, "images_served": image_root is not None,
                 "workers": engine.workers, "queue": engine.queue, "threads": engine.threads,
-                "max_upload_bytes": max_upload_bytes, "max_upload_pixels": max_upload_pixels}
+                "max_upload_bytes": max_upload_bytes, "max_upload_pixels": max_upload_pixels,
+                "queries_file": None if query_set is None else str(query_set.path)}
 
     @app.get("/api/images", responses=ERROR_RESPONSES)
     def list_images(offset: int = 0, limit: int = 200, q: str | None = None) -> dict:
@@ -166,6 +172,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return value, ms
 
     _include_runs(app, run_dirs)
+    app.include_router(queries_router(query_set, max_upload_bytes, max_upload_pixels))
     _offline_docs(app)
     app.add_middleware(JsonSearch, answer=answer)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
