@@ -50,12 +50,13 @@ async function setQuery(query) {
 
 function drawQuery() {
   const q = state.query;
-  if (!q) return;
+  if (!q || !q.img) return;  // still loading
   const canvas = $("query-canvas");
   q.scale = drawFitted(canvas, q.img, q.width, q.height, 480, 360);
   const box = state.drag ? dragBox() : state.box;
   if (box) strokeBox(canvas.getContext("2d"), box, q.scale, "#ff1744", 3);
   $("box-text").textContent = state.box ? `box [${state.box.join(", ")}] (original pixels)` : "whole image";
+  document.dispatchEvent(new CustomEvent("claid:query"));
 }
 
 function canvasPoint(canvas, event) {
@@ -147,6 +148,7 @@ function showResults(answer) {
     card.addEventListener("click", () => showHierarchy(r.image_index, r.region_id));
     drawResult(canvas, r);
   }
+  document.dispatchEvent(new CustomEvent("claid:results"));
 }
 
 async function drawResult(canvas, r) {
