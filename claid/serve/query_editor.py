@@ -261,6 +261,24 @@ def _line(entry: dict) -> bytes:
     return (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
+_IDS = {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]},
+        "description": "database images: ids or indices"}
+#: The OpenAPI description of a query body (POST and PUT; the routes read the raw request).
+QUERY_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "description": "exactly one of image_id, upload",
+    "properties": {
+        "image_id": {"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]},
+        "upload": {"type": "string", "description": "the name POST /api/queries/upload answered"},
+        "box": {"anyOf": [{"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                          {"type": "null"}], "description": "[x1, y1, x2, y2] in original pixels"},
+        "positives": _IDS, "junk": _IDS,
+        "qid": {"type": "string", "maxLength": MAX_QID}}}}}}}
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image"],
+    "properties": {"image": {"type": "string", "format": "binary"}}}}}}}
+
+
 def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
     """The editor's routes; every one answers 403 when ``query_set`` is None (read-only)."""
     from fastapi import APIRouter, Request
@@ -286,13 +304,13 @@ def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
         """Every query of the file, the problems of its other lines, the evaluation command."""
         return editable().read()
 
-    @router.post("")
+    @router.post("", openapi_extra=QUERY_BODY)
     async def add_query(request: Request) -> dict:
         """Append one query (``image_id`` or ``upload``, ``box``, ``positives``, ``junk``, ``qid``)."""
         target = editable()
         return target.append(target.entry(await body_of(request)))
 
-    @router.post("/upload")
+    @router.post("/upload", openapi_extra=UPLOAD_BODY)
     async def upload_query_image(request: Request) -> dict:
         """A query photo from outside the collection (multipart field ``image``)."""
         target = editable()
@@ -305,7 +323,7 @@ def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
             raise ApiError(400, "the multipart form needs a file field 'image'")
         return target.save_upload(await upload.read(max_bytes + 1), max_bytes, max_pixels)
 
-    @router.put("/{qid}")
+    @router.put("/{qid}", openapi_extra=QUERY_BODY)
     async def edit_query(qid: str, request: Request) -> dict:
         """Replace the query ``qid`` (the file rewritten atomically, FILE.bak the old one)."""
         target = editable()

@@ -34,11 +34,12 @@ DERANDOMIZE = os.environ.get("CLAID_FUZZ_SEED", "fixed") != "random"
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """The server over a synthetic run (index, store, images) with its run explorer (two runs)."""
+    """The server over a synthetic run (index, store, images) with its run explorer (two runs)
+    and a query set to edit (in the run's own collection folder, under the test's tmp dir)."""
     run_a, run_b = make_runs(tmp_path_factory.mktemp("fuzz"))
     paths = run_dir_paths(run_a)
     return create_app(paths["index_dir"], store_dir=paths["store_dir"], image_root=paths["image_root"],
-                      run_dirs=[run_a, run_b])
+                      run_dirs=[run_a, run_b], queries_file=f"{paths['image_root']}/queries.jsonl")
 
 
 def _check(response) -> str | None:
@@ -86,7 +87,7 @@ def test_no_5xx_and_every_4xx_is_a_one_line_json_error(app):
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/api/search", "/api/images/{ref}", "/api/health",
-                                              "/api/run/queries/{qid}"}
+                                              "/api/run/queries/{qid}", "/api/queries", "/api/queries/{qid}"}
     problems, counts = [], {}
     start = time.perf_counter()
     for operation in operations:
@@ -153,7 +154,8 @@ def test_hostile_values_in_every_field_are_refused_in_one_line(app):
     from hypothesis import strategies as st
 
     client = TestClient(app, raise_server_exceptions=False)
-    values, json_keys = _hostile_values(), _fields(app, "application/json")
+    values = _hostile_values()
+    json_keys = sorted(set(_fields(app, "application/json")) | {"upload", "positives", "junk", "qid"})
     form_keys = [k for k in _fields(app, "multipart/form-data") if k != "image"]
     assert {"image_id", "box", "top"} <= set(json_keys) and "box" in form_keys
     photo = _png_bytes()
@@ -176,6 +178,10 @@ def test_hostile_values_in_every_field_are_refused_in_one_line(app):
         ask(f"POST /api/search {text}", client.post(
             "/api/search", content=text.encode("utf-8", "surrogatepass"),
             headers={"content-type": "application/json"}))
+        for method in ("POST", "PUT"):
+            ask(f"{method} /api/queries {text}", client.request(
+                method, "/api/queries" + ("" if method == "POST" else f"/{quote(qid, safe='')}"),
+                content=text.encode("utf-8", "surrogatepass"), headers={"content-type": "application/json"}))
         fields = {k: _dump(v) for k, v in form.items()}
         ask(f"POST /api/search form {fields}", client.post(
             "/api/search", files={"image": ("q.png", upload, "image/png")}, data=fields))
