@@ -155,6 +155,12 @@ def test_an_outside_photo_is_uploaded_by_hash_and_used_as_a_query(served_run, co
     client.post("/api/queries", json={"upload": name, "box": [1, 2, 30, 40], "positives": ["a/cat.png"]})
     line = json.loads(queries.read_text())
     assert line["image"] == name and line["box"] == [1.0, 2.0, 30.0, 40.0]
+    from claid.datasets.manifest import load_manifest
+
+    bench = load_manifest(root, queries_file="queries.jsonl")  # what run.py dataset=manifest reads
+    assert [(q.image, q.box, q.positives) for q in bench.queries] == [(name, (1.0, 2.0, 30.0, 40.0),
+                                                                       ["a/cat.png"])]
+    assert name not in bench.database and "a/cat.png" in bench.database
     _error(client.post("/api/queries", json={"upload": name, "box": [0, 0, 65, 48]}), 400)
     big = Image.effect_noise((200, 200), 60).convert("RGB")
     out = io.BytesIO()
