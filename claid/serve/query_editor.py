@@ -323,6 +323,16 @@ def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
             raise ApiError(400, "the multipart form needs a file field 'image'")
         return target.save_upload(await upload.read(max_bytes + 1), max_bytes, max_pixels)
 
+    @router.get("/image")
+    def uploaded_image(name: str, size: int | None = None):
+        """An uploaded query photo (``queries/<hash>.png|jpg``, as POST /upload named it)."""
+        from claid.serve.files import file_under_root, sized_image
+
+        target = editable()
+        if not UPLOADED.match(name.removeprefix("queries/")):
+            raise ApiError(400, "name must be one POST /api/queries/upload answered")
+        return sized_image(file_under_root(target.folder, name.removeprefix("queries/"), "upload"), size)
+
     @router.put("/{qid}", openapi_extra=QUERY_BODY)
     async def edit_query(qid: str, request: Request) -> dict:
         """Replace the query ``qid`` (the file rewritten atomically, FILE.bak the old one)."""

@@ -81,8 +81,21 @@ def test_draw_a_box_mark_two_positives_save_and_see_the_line(chromium, editing_s
                                timeout=10_000)
         page.wait_for_function("document.querySelectorAll('#ed-saved tr').length === 2")
         page.screenshot(path=str(screens / "query_editor.png"), full_page=True)
+        (line,) = [json.loads(x) for x in queries.read_text().splitlines()]
+        assert line["image"] == query_id and line["box"] == [16.0, 8.0, 80.0, 64.0]
+        assert sorted(line["positives"]) == sorted(chosen) and line["junk"] == [] and line["qid"] == "q0000"
+
+        # edit it: drop one positive, save; the file is rewritten, the previous version kept
+        page.click("#ed-saved button.edit")
+        page.wait_for_function("document.querySelector('#ed-status').textContent === 'editing q0000'")
+        assert page.locator("#ed-positives .chip").count() == 2 and "box [16, 8, 80, 64]" in page.inner_text("#box-text")
+        page.locator("#ed-positives .chip button").first.click()
+        page.click("#ed-save")
+        page.wait_for_function("document.querySelector('#ed-status').textContent.startsWith('saved query q0000')",
+                               timeout=10_000)
         assert not errors, errors
         browser.close()
     (line,) = [json.loads(x) for x in queries.read_text().splitlines()]
-    assert line["image"] == query_id and line["box"] == [16.0, 8.0, 80.0, 64.0]
-    assert sorted(line["positives"]) == sorted(chosen) and line["junk"] == [] and line["qid"] == "q0000"
+    assert line["positives"] == chosen[1:]  # the first chip (the first marked) was dropped
+    assert line["box"] == [16.0, 8.0, 80.0, 64.0] and line["qid"] == "q0000"
+    assert len(json.loads(queries.with_name("queries.jsonl.bak").read_text())["positives"]) == 2

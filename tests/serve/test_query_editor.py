@@ -150,6 +150,8 @@ def test_an_outside_photo_is_uploaded_by_hash_and_used_as_a_query(served_run, co
     name = answer["upload"]
     assert name.startswith("queries/") and name.endswith(".png") and answer["image"] == name
     assert (root / name).read_bytes() == photo
+    assert client.get(f"/api/queries/image?name={name}").content == photo
+    _error(client.get("/api/queries/image?name=../a/cat.png"), 400)
     again = client.post("/api/queries/upload", files={"image": ("other.png", photo, "image/png")}).json()
     assert again["upload"] == name and len(list((root / "queries").glob("*.png"))) == 1
     client.post("/api/queries", json={"upload": name, "box": [1, 2, 30, 40], "positives": ["a/cat.png"]})

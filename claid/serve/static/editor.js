@@ -5,7 +5,7 @@
 (() => {
   const root = document.getElementById("editor");
   if (!root) return;
-  const ed = { positives: [], junk: [] };
+  const ed = { positives: [], junk: [], editing: null, upload: null };
 
   async function call(url, options) {
     const answer = await fetch(url, options);
@@ -64,24 +64,58 @@
 
   async function save() {
     const q = state.query;
-    if (!q) { say("pick a query image first"); return; }
+    if (!q && !ed.upload) { say("pick a query image first"); return; }
     const body = { box: state.box, positives: ed.positives, junk: ed.junk };
     const qid = $("ed-qid").value.trim();
     if (qid) body.qid = qid;
     try {
-      if (q.file) {
+      if (ed.upload && (!q || q.fromEntry)) {
+        body.upload = ed.upload;  // editing a query whose image was uploaded: keep it
+      } else if (q.file) {
         const form = new FormData();
         form.set("image", q.file);
         body.upload = (await call("api/queries/upload", { method: "POST", body: form })).upload;
       } else {
         body.image_id = q.index;
       }
-      const saved = await jsonPost("api/queries", body);
-      say(`saved query ${saved.qid}`);
-      ed.positives = []; ed.junk = []; $("ed-qid").value = "";
-      renderMarks();
+      const saved = ed.editing
+        ? await jsonPost(`api/queries/${encodeURIComponent(ed.editing)}`, body, "PUT")
+        : await jsonPost("api/queries", body);
+      say(ed.editing ? `saved query ${ed.editing} (the previous file kept as .bak)` : `saved query ${saved.qid}`);
+      stopEditing();
       await refresh();
     } catch (err) { say(err.message); }
+  }
+
+  function stopEditing() {
+    ed.positives = []; ed.junk = []; ed.editing = null; ed.upload = null;
+    $("ed-qid").value = "";
+    $("ed-save").textContent = "save query";
+    renderMarks();
+  }
+
+  async function edit(entry) {
+    ed.editing = entry.qid;
+    ed.positives = [...entry.positives];
+    ed.junk = [...entry.junk];
+    ed.upload = null;
+    $("ed-qid").value = entry.qid;
+    $("ed-save").textContent = `save ${entry.qid}`;
+    renderMarks();
+    const found = await call(`api/images?limit=50&q=${encodeURIComponent(entry.image)}`);
+    const item = found.images.find((i) => i.id === entry.image);
+    if (item) {
+      await setQuery({ index: item.index, label: item.id, src: imageUrl(item.index, THUMB),
+                       width: item.width, height: item.height });
+    } else {  // an uploaded photo (queries/<hash>): kept unless another query image is picked
+      ed.upload = "queries/" + entry.image.split("/").pop();
+      await setQuery({ label: `${entry.image} (uploaded)`, src: URL.createObjectURL(
+        await (await fetch(`api/queries/image?name=${encodeURIComponent(ed.upload)}`)).blob()), fromEntry: true });
+    }
+    state.query.fromEntry = true;
+    state.box = entry.box ? entry.box.map(Math.round) : null;
+    drawQuery();
+    say(`editing ${entry.qid}`);
   }
 
   async function refresh() {
@@ -92,7 +126,7 @@
     const table = $("ed-saved");
     table.replaceChildren();
     const head = table.insertRow();
-    for (const h of ["qid", "image", "box", "positives", "junk", ""]) head.insertCell().textContent = h;
+    for (const h of ["qid", "image", "box", "positives", "junk", "", ""]) head.insertCell().textContent = h;
     for (const entry of listing.queries) {
       const row = table.insertRow();
       row.dataset.qid = entry.qid;
@@ -103,6 +137,11 @@
       row.insertCell().textContent = entry.box ? entry.box.map(Math.round).join(", ") : "whole";
       row.insertCell().textContent = entry.positives.length;
       row.insertCell().textContent = entry.junk.length;
+      const change = document.createElement("button");
+      change.textContent = "edit";
+      change.className = "edit";
+      change.addEventListener("click", () => edit(entry).catch((err) => say(err.message)));
+      row.insertCell().append(change);
       const drop = document.createElement("button");
       drop.textContent = "delete";
       drop.addEventListener("click", async () => {
