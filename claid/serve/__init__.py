@@ -2,7 +2,7 @@
 
     engine.py          SearchEngine: memory-mapped index + store, descriptor, bounded forward pool
     request_fields.py  every search body, form field and their OpenAPI description, parsed or refused
-    files.py           database images (ids through the index's table only), hierarchies, uploads
+    database_images.py database images (ids through the index's table only), hierarchies, uploads
     app.py             create_app: the FastAPI routes (/api/health, /api/search, /api/images/...,
                        /docs and /redoc served offline)
     runs.py            the run explorer's routes (/api/run...), over run_records.py's checked files

@@ -12,8 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from claid.serve.database_images import MAX_THUMB, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from claid.serve.engine import ApiError, SearchEngine
-from claid.serve.files import MAX_THUMB, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from claid.serve.request_fields import (
     ERROR_RESPONSES,
     SEARCH_BODY,
@@ -51,7 +51,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException
 
-    from claid.serve import files
+    from claid.serve import database_images as files
     from claid.serve.query_editor import QuerySet, queries_router
 
     engine = SearchEngine(index_dir, store_dir=store_dir, workers=workers, queue=queue, threads=threads)
@@ -269,7 +269,7 @@ async def _receive_body(receive) -> bytes:
 
 
 async def _read_upload(request, max_bytes: int, max_pixels: int) -> tuple[dict, object]:
-    from claid.serve.files import decode_upload
+    from claid.serve.database_images import decode_upload
 
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes + 64 * 1024:

@@ -138,7 +138,7 @@ class QuerySet:
 
     def _image(self, body) -> tuple[str, tuple[int, int]]:
         from claid.images import ImageError, displayed_size
-        from claid.serve.files import file_under_root, image_number, image_size
+        from claid.serve.database_images import file_under_root, image_number, image_size
 
         if body.get("image_id") is not None:
             ref = body["image_id"]
@@ -157,7 +157,7 @@ class QuerySet:
         return self._relative(Path(path)), size
 
     def _ids(self, value, key: str) -> list[str]:
-        from claid.serve.files import image_number
+        from claid.serve.database_images import image_number
 
         if value is None:
             return []
@@ -228,7 +228,7 @@ class QuerySet:
 
     def save_upload(self, data: bytes, max_bytes: int, max_pixels: int) -> dict:
         """A query photo -> ``queries/<hash>.png|jpg`` (its bytes as uploaded, checked first)."""
-        from claid.serve.files import decode_upload
+        from claid.serve.database_images import decode_upload
 
         image = decode_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)  # limits, a real image
         suffix = "jpg" if data[:3] == b"\xff\xd8\xff" else "png"
@@ -326,7 +326,7 @@ def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
     @router.get("/image")
     def uploaded_image(name: str, size: int | None = None):
         """An uploaded query photo (``queries/<hash>.png|jpg``, as POST /upload named it)."""
-        from claid.serve.files import file_under_root, sized_image
+        from claid.serve.database_images import file_under_root, sized_image
 
         target = editable()
         if not UPLOADED.match(name.removeprefix("queries/")):

@@ -6,7 +6,7 @@ A request is a stranger's data: a JSON body may nest deeper than Python's parser
 recurses, hold integers of thousands of digits or the non-JSON constants ``NaN`` and
 ``Infinity``; a box coordinate may be too large for a float; a form field may be any
 text. Each is refused here, never turned into a 500. Image references resolve in
-:func:`claid.serve.files.image_number` (ASCII digits or an id of the index's table).
+:func:`claid.serve.database_images.image_number` (ASCII digits or an id of the index's table).
 """
 
 from __future__ import annotations

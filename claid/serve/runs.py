@@ -102,8 +102,8 @@ def runs_router(run_dirs: list[Path]):
     @router.get("/query-image")
     def query_image(qid: str, run: str | None = None, size: int | None = None):
         """The image of query ``qid`` (the file, or a JPEG of long side ``size``)."""
+        from claid.serve.database_images import file_under_root, sized_image
         from claid.serve.engine import ApiError
-        from claid.serve.files import file_under_root, sized_image
 
         chosen = pick(run)
         if isinstance(chosen, str):
