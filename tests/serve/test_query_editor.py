@@ -171,3 +171,33 @@ def test_an_outside_photo_is_uploaded_by_hash_and_used_as_a_query(served_run, co
         client.post("/api/queries/upload", files={"image": ("big.png", out.getvalue(), "image/png")}), 413)
     _error(client.post("/api/queries/upload", files={"image": ("x.png", b"not an image", "image/png")}), 400)
     assert len(list((root / "queries").glob("*.png"))) == 1
+
+
+@pytest.mark.slow
+def test_a_query_set_drawn_here_evaluates_and_opens_in_the_run_explorer(served_run, collection, tmp_path):
+    """The command the page offers (dataset=manifest with the file) runs, and its run dir opens
+    in the run explorer with the query's own image (it left the database) served."""
+    from hydra import compose, initialize_config_dir
+
+    from claid.pipeline import run
+    from tests.serve.conftest import CONF
+
+    root, queries = collection
+    client, _ = _client(served_run, root, queries)
+    client.post("/api/queries", json={"image_id": "a/cat.png", "box": [10, 5, 100, 90],
+                                      "positives": ["a/coffee.png"], "qid": "cat"})
+    command = client.get("/api/queries").json()["command"].split()
+    assert command[:3] == ["python", "run.py", "dataset=manifest"]
+    overrides = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", "tracking=none",
+                 "backbone=dino_vits8", "backbone.pretrained=false", "descriptor.pretrained=false",
+                 "engine.batch_size=4", *command[2:]]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    run_dir = run(cfg, run_dir=tmp_path / "run").run_dir
+    explorer = TestClient(create_app(served_run[1]["index"], store_dir=served_run[1]["store"], image_root=root,
+                                     run_dirs=[run_dir]))
+    (row,) = explorer.get("/api/run/queries").json()["queries"]
+    assert row["qid"] == "cat" and row["image"] == "a/cat.png" and row["box"] == [10.0, 5.0, 100.0, 90.0]
+    assert explorer.get("/api/run/query-image?qid=cat").content == (root / "a/cat.png").read_bytes()
+    ranked = explorer.get("/api/run/queries/cat").json()["results"]
+    assert "a/cat.png" not in [r["image"] for r in ranked]  # the query image left the database
