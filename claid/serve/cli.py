@@ -1,6 +1,6 @@
 """``python -m claid serve``: the command line of :func:`claid.serve.create_app`.
 
-    python -m claid serve --run-dir outputs/2026-12-06/run1 [--run-dir outputs/.../run2]
+    python -m claid serve --run-dir outputs/runs/<date>/<time> [--run-dir <another run dir>]
     python -m claid serve --index-dir outputs/cache/index-ab12 --store outputs/cache/regions-cd34 \\
         --images data/photos
     python -m claid serve --run-dir R --queries data/photos/queries.jsonl   # edit a query set
@@ -38,7 +38,12 @@ def main(argv=None) -> None:
     from claid.artifacts import DamagedArtifactError
     from claid.config.registered import RecordedDescriptorError
 
-    parser = argparse.ArgumentParser(prog="python -m claid serve", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m claid serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Instance search in the browser over a run's index: the page at /, its JSON\n"
+                    "API (documented at /docs, offline), the run explorer, and with --queries an\n"
+                    "editor of the collection's queries.jsonl.",
+        epilog="examples:\n" + __doc__.split("\n\n")[1])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--run-dir", action="append", help="a run dir (twice: two runs to compare)")
     where.add_argument("--index-dir", help="an index dir written by run.py")
