@@ -34,8 +34,9 @@ MAX_THUMB = 2048
 def image_number(engine: SearchEngine, ref: str) -> int:
     """A URL's image reference (integer index or percent-encoded id) -> image index."""
     text = unquote(ref)
-    if text.isdigit() and text not in engine.image_number:
-        number = int(text)
+    # ASCII digits only: str.isdigit() also accepts '²' or '١٢', which int() refuses or reads
+    if text.isascii() and text.isdigit() and text not in engine.image_number:
+        number = int(text) if len(text) <= 18 else len(engine.image_ids)  # int(): <= 4300 digits
         if number < len(engine.image_ids):
             return number
     elif text in engine.image_number:
@@ -47,17 +48,39 @@ def image_number(engine: SearchEngine, ref: str) -> int:
 
 def image_path(engine: SearchEngine, root: str | Path | None, number: int) -> str:
     """The file of database image ``number``, refused when it resolves outside ``root``."""
-    image_id = engine.image_ids[number]
     if root is None:
         raise ApiError(404, "this server has no collection root: start claid serve with --run-dir "
                             "or --images ROOT to see images")
+    return file_under_root(root, engine.image_ids[number])
+
+
+def file_under_root(root: str | Path, relative: str, what: str = "image") -> str:
+    """``<root>/<relative>`` (a name read from the index's table or a run's records, never
+    from a request), refused when its real path lies outside the root's real path."""
     real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, image_id))
-    if os.path.isabs(image_id) or os.path.commonpath([real_root, real]) != real_root:
-        raise ApiError(403, f"image {image_id!r} resolves outside the collection root; refused")
+    real = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.isabs(relative) or os.path.commonpath([real_root, real]) != real_root:
+        raise ApiError(403, f"{what} {relative!r} resolves outside the collection root; refused")
     if not os.path.isfile(real):
-        raise ApiError(404, f"image {image_id!r}: file missing under the collection root")
+        raise ApiError(404, f"{what} {relative!r}: file missing under the collection root")
     return real
+
+
+def sized_image(path: str, size: int | None):
+    """The file itself (``size`` None) or its JPEG thumbnail with an ``X-Image-Size`` header."""
+    from fastapi.responses import FileResponse, Response
+
+    from claid.images import ImageError, displayed_size
+
+    if size is None:
+        return FileResponse(path)
+    if not 1 <= size <= MAX_THUMB:
+        raise ApiError(400, f"size must be in [1, {MAX_THUMB}], got {size}")
+    try:
+        height, width = displayed_size(path)
+    except ImageError as err:
+        raise ApiError(422, f"cannot read the image header: {err.reason}") from None
+    return Response(thumbnail(path, size), media_type="image/jpeg", headers={"X-Image-Size": f"{width}x{height}"})
 
 
 def thumbnail(path: str, size: int) -> bytes:
