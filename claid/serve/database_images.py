@@ -15,6 +15,7 @@ is decoded (the pixel count comes from the header); the decode is
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import tempfile
 import warnings
@@ -24,6 +25,7 @@ from urllib.parse import unquote
 import numpy as np
 from PIL import Image
 
+from claid.datasets.tar_shards import split_member_path
 from claid.serve.engine import ApiError, SearchEngine
 
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -61,7 +63,7 @@ def file_under_root(root: str | Path, relative: str, what: str = "image") -> str
     real = os.path.realpath(os.path.join(real_root, relative))
     if os.path.isabs(relative) or os.path.commonpath([real_root, real]) != real_root:
         raise ApiError(403, f"{what} {relative!r} resolves outside the collection root; refused")
-    if not os.path.isfile(real):
+    if not os.path.isfile(real) and split_member_path(real) is None:  # a file, or a member of a tar shard
         raise ApiError(404, f"{what} {relative!r}: file missing under the collection root")
     return real
 
@@ -73,6 +75,8 @@ def sized_image(path: str, size: int | None):
     from claid.images import ImageError, displayed_size
 
     if size is None:
+        if split_member_path(path) is not None:  # an image inside a tar shard, read by its offset
+            return Response(_member_bytes(path), media_type=mimetypes.guess_type(path)[0] or "image/jpeg")
         return FileResponse(path)
     if not 1 <= size <= MAX_THUMB:
         raise ApiError(400, f"size must be in [1, {MAX_THUMB}], got {size}")
@@ -81,6 +85,19 @@ def sized_image(path: str, size: int | None):
     except ImageError as err:
         raise ApiError(422, f"cannot read the image header: {err.reason}") from None
     return Response(thumbnail(path, size), media_type="image/jpeg", headers={"X-Image-Size": f"{width}x{height}"})
+
+
+def _member_bytes(path: str) -> bytes:
+    """The bytes of a tar-shard member (the shard's index checked against its size and mtime)."""
+    from claid.datasets.tar_shards import read_member
+
+    try:
+        data = read_member(path)
+    except (OSError, ValueError) as err:
+        raise ApiError(404, f"cannot read {Path(path).name!r} from its shard: {err}") from None
+    if data is None:
+        raise ApiError(404, f"{Path(path).name!r}: not a member of its shard")
+    return data
 
 
 def thumbnail(path: str, size: int) -> bytes:
