@@ -49,7 +49,7 @@ class DiffusionSettings:
 
 SETTINGS = {"aqe": AQESettings, "dba": DBASettings, "diffusion": DiffusionSettings}
 _OPTIONAL_INTS = ("max_regions",)
-_INTS = {"max_regions": 1, "n": 1, "block_rows": 1, "kq": 1, "kd": 1, "truncation": 1, "max_iter": 1, "block_items": 1}
+_INTS = {"max_regions": 1, "n": 1, "block_rows": 1, "kq": 1, "kd": 2, "truncation": 1, "max_iter": 1, "block_items": 1}
 _POSITIVE = ("alpha", "gamma", "tol", "max_gb")
 _CHOICES = {"same_image": SAME_IMAGE, "aggregate": AGGREGATES}
 
