@@ -1,11 +1,13 @@
 """Re-ranking after the search (``conf/rerank/``): alpha-QE, DBA and diffusion over
-region vectors, as one optional stage of a run and as ``python -m claid search --rerank``.
+region vectors, and SuperGlobal over the head of each list, as one optional stage of a
+run and as ``python -m claid search --rerank``.
 
     settings.py   cfg.rerank -> {method: settings}, checked before any work
     aqe.py        alpha-QE: q' = normalise(q + sum s_i^alpha x_i), best region per image
     dba.py        DBA: x_j' = normalise(x_j + sum s_ji^alpha x_i), a new index
     diffusion.py  mutual kNN graph, offline truncated CG solves, online scores
-    apply.py      the methods in running order (dba -> aqe -> diffusion)
+    superglobal.py  SuperGlobal: MDescAug + RerankwMDA over the head of each list
+    apply.py      the methods in running order (dba -> aqe -> diffusion -> superglobal)
     cache.py      the DBA index dir and the diffusion offline part, keyed and verified
     stage.py      the pipeline stage: before / after scores in metrics.json
     cli.py        ``python -m claid search --rerank ...``: finds the cached parts

@@ -3,6 +3,7 @@
     dba        -> the search runs on the DBA index (a cached index dir)
     aqe        -> the query vector is expanded and searched again
     diffusion  -> region scores from the offline part, then image scores
+    superglobal -> the head of the list re-ordered (MDescAug + RerankwMDA), no offline part
 
 The caller says how a DBA index and a diffusion offline part are obtained
 (``prepare``): the pipeline builds and caches them (:mod:`claid.rerank.stage`),
@@ -19,6 +20,7 @@ from claid.rerank.aqe import expand_queries
 from claid.rerank.common import first_valid, image_numbers, rank_from_region_scores, whitened_view
 from claid.rerank.diffusion import online_scores
 from claid.rerank.settings import as_dict
+from claid.rerank.superglobal import superglobal_rankings
 
 
 def search_whitened(index, rows, qw: np.ndarray, qids: Sequence[str], own: Sequence[set[str]],
@@ -83,6 +85,12 @@ def rerank(methods: dict, *, index, rows, query_vectors: np.ndarray, qids: Seque
         s = methods["diffusion"]
         offline, notes["diffusion"] = prepare("diffusion", index, rows, s)
         rankings = diffuse(offline, index, rows, qw, qids, own, exclusions, s)
+    if "superglobal" in methods:
+        s = methods["superglobal"]
+        rankings = superglobal_rankings(rows, qw, rankings, exclusions, m=s.m, k=s.k, beta=s.beta)
+        notes["superglobal"] = {**as_dict(s), "shortlist": "first m images of the list the protocol "
+                                "evaluates (own image, query images, junk removed), each by its "
+                                "best-matching region for the query (as searched last)"}
     return rankings, notes
 
 

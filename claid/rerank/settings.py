@@ -2,7 +2,9 @@
 
 ``cfg.rerank`` holds one section per method it runs (``conf/rerank/*.yaml``; select
 several with ``rerank=[dba,aqe]``); they run in a fixed order, database side first:
-``dba`` (a new index), then ``aqe`` (the query), then ``diffusion`` (the ranking).
+``dba`` (a new index), then ``aqe`` (the query), then ``diffusion`` (the ranking), then
+the shortlist re-rankers, which re-order the head of the list they are given:
+``superglobal`` (global vectors), ``ames`` (local descriptors).
 An empty node (``rerank=none``) re-ranks nothing.
 """
 
@@ -12,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 #: Methods in the order they run.
-ORDER = ("dba", "aqe", "diffusion")
+ORDER = ("dba", "aqe", "diffusion", "superglobal")
 SAME_IMAGE = ("exclude", "include")
 AGGREGATES = ("max", "sum")
 
@@ -47,10 +49,17 @@ class DiffusionSettings:
     max_regions: int | None = 200000
 
 
-SETTINGS = {"aqe": AQESettings, "dba": DBASettings, "diffusion": DiffusionSettings}
+@dataclass(frozen=True)
+class SuperGlobalSettings:
+    m: int = 400
+    k: int = 9
+    beta: float = 0.15
+
+
+SETTINGS = {"aqe": AQESettings, "dba": DBASettings, "diffusion": DiffusionSettings, "superglobal": SuperGlobalSettings}
 _OPTIONAL_INTS = ("max_regions",)
-_INTS = {"max_regions": 1, "n": 1, "block_rows": 1, "kq": 1, "kd": 2, "truncation": 1, "max_iter": 1, "block_items": 1}
-_POSITIVE = ("alpha", "gamma", "tol", "max_gb")
+_INTS = {"max_regions": 1, "n": 1, "block_rows": 1, "kq": 1, "kd": 2, "truncation": 1, "max_iter": 1, "block_items": 1, "m": 2, "k": 1}
+_POSITIVE = ("alpha", "gamma", "tol", "max_gb", "beta")
 _CHOICES = {"same_image": SAME_IMAGE, "aggregate": AGGREGATES}
 
 
@@ -88,6 +97,8 @@ def parse_section(method: str, node):
             raise ValueError(f"alpha must be < 1 (the solve diverges at 1), got {values['alpha']!r}")
         if values.get("kd", 50) >= values.get("truncation", 1000):
             raise ValueError("kd must be smaller than truncation")
+    if method == "superglobal" and values.get("m", 400) <= values.get("k", 9):
+        raise ValueError("m must be larger than k")
     return kind(**values)
 
 
