@@ -23,12 +23,12 @@ its box and takes its final score (a different scale from the search's similarit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import islice
 
 import numpy as np
 from scipy import sparse
 
 from claid.rerank.common import ImageRows, RowSource
+from claid.rerank.shortlist import reorder_head, shortlist
 from claid.structures import Ranking
 
 
@@ -97,21 +97,12 @@ def superglobal_rankings(rows: RowSource, qw: np.ndarray, rankings: Sequence[Ran
     grouped = ImageRows(rows.region_image, len(rows.image_ids))
     out = []
     for q, ranking in enumerate(rankings):
-        dropped = exclusions[q]
-        head = list(islice((p for p, image in enumerate(ranking.images)
-                            if image not in dropped and image in where), m))
+        head = shortlist(ranking, exclusions[q], m, where.__contains__)
         if len(head) < 2:
             out.append(ranking)
             continue
         vectors = best_region_vectors(rows, grouped, qw[q], [where[ranking.images[p]] for p in head])
         augmented, query_scores = mdescaug(vectors, qw[q], k=k, beta=beta)
         order, final = rerank_with_mda(augmented, query_scores, k=k)
-        head_set = set(head)
-        rest = [p for p in range(min(len(ranking.images), head[-1] + 1)) if p not in head_set]
-        positions = np.r_[np.asarray(head)[order], rest, np.arange(head[-1] + 1, len(ranking.images))]
-        positions = positions.astype(np.int64)
-        scores = np.asarray(ranking.scores, np.float32)[positions].copy()
-        scores[: len(head)] = final
-        out.append(Ranking(qid=ranking.qid, images=[ranking.images[p] for p in positions], scores=scores,
-                           boxes=np.asarray(ranking.boxes, np.float32)[positions]))
+        out.append(reorder_head(ranking, head, order, final))
     return out
