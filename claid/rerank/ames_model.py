@@ -26,8 +26,38 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def block_attention(mha: nn.MultiheadAttention, x: torch.Tensor, q: int, keep: torch.Tensor,
+                    cross: bool) -> torch.Tensor:
+    """``mha`` over tokens ``x`` (B, 1 + q + t, E) = [match; query; database] with the
+    pair masks of :func:`pair_masks`, computed block by block (the masked half of the
+    full L x L attention is never formed). ``keep``: (B, L) bool, False at padding."""
+    b, length, width = x.shape
+    heads = mha.num_heads
+    qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).view(b, length, 3, heads, width // heads)
+    queries, keys, values = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, L, d)
+    first, second = slice(0, q + 1), torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(q + 1, length)])
+
+    def attend(rows, cols, mask):
+        return F.scaled_dot_product_attention(queries[:, :, rows], keys[:, :, cols], values[:, :, cols],
+                                              attn_mask=mask[:, None, None, :])
+
+    keep_first, keep_second = keep[:, first], keep[:, second]
+    match = attend(slice(0, 1), slice(0, length), keep)
+    query_rows = slice(1, q + 1)
+    database_rows = slice(q + 1, length)
+    if cross:  # each image attends to the other (and the match token)
+        query_out = attend(query_rows, second, keep_second)
+        database_out = attend(database_rows, first, keep_first)
+    else:  # each image attends to itself (and the match token)
+        query_out = attend(query_rows, first, keep_first)
+        database_out = attend(database_rows, second, keep_second)
+    out = torch.cat([match, query_out, database_out], dim=2).transpose(1, 2).reshape(b, length, width)
+    return mha.out_proj(out)
+
+
 class AmesLayer(nn.Module):
-    """One post-norm decoder layer: self-attention, cross-attention, feed-forward."""
+    """One post-norm decoder layer: self-attention, cross-attention, feed-forward
+    (``nn.MultiheadAttention`` holds each attention's weights, as in the release files)."""
 
     def __init__(self, width: int, heads: int, feedforward: int) -> None:
         super().__init__()
@@ -39,9 +69,9 @@ class AmesLayer(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.norm3 = nn.LayerNorm(width)
 
-    def forward(self, x, self_mask, cross_mask, padding):
-        x = self.norm1(x + self.self_attn(x, x, x, attn_mask=self_mask, key_padding_mask=padding)[0])
-        x = self.norm2(x + self.cross_attn(x, x, x, attn_mask=cross_mask, key_padding_mask=padding)[0])
+    def forward(self, x, q: int, keep):
+        x = self.norm1(x + block_attention(self.self_attn, x, q, keep, cross=False))
+        x = self.norm2(x + block_attention(self.cross_attn, x, q, keep, cross=True))
         return self.norm3(x + self.linear2(F.relu(self.linear1(x))))
 
 
@@ -110,19 +140,18 @@ class Ames(nn.Module):
         if not self.training and not self.binarised:
             tgt = tgt.half().float()
         b, q, _ = src.shape
-        t = tgt.shape[1]
         tokens = torch.cat([self.mtc_token[None, None, :].expand(b, 1, -1), src, tgt], 1)
-        padding = torch.cat([query_pad.new_zeros((b, 1)), query_pad, database_pad], 1).bool()
-        self_mask, cross_mask = pair_masks(q, t, tokens.device)
+        keep = ~torch.cat([query_pad.new_zeros((b, 1)), query_pad, database_pad], 1).bool()
         for layer in self.decoder.layers:
-            tokens = layer(tokens, self_mask, cross_mask, padding)
+            tokens = layer(tokens, q, keep)
         return self.classifier(tokens[:, 0]).view(-1)
 
 
 def pair_masks(q: int, t: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(L, L) bool masks, L = 1 + q + t, True = not attended: the self-attention keeps
     each image to itself, the cross-attention each image to the other; the match token
-    (position 0) attends to and is attended by everything in both."""
+    (position 0) attends to and is attended by everything in both. (What
+    :func:`block_attention` computes, written as the reference's full masks.)"""
     length = 1 + q + t
     within = torch.zeros((length, length), dtype=torch.bool, device=device)
     within[1 : q + 1, q + 1 :] = True

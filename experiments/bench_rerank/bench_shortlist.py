@@ -7,8 +7,9 @@ command and the output).
 ``superglobal``: M images of a generated collection (``--per-image`` regions each,
 dimension ``--dim``), timed twice: the MDescAug + RerankwMDA arithmetic alone, and the
 whole re-ranking of one query (best-region gathering from in-memory whitened vectors
-included). ``ames``: a random-weight AMES model scoring one query (600 local
-descriptors) against ``--num-rerank`` database images (100 descriptors each).
+included). ``ames``: a random-weight AMES model scoring one query (``--query-k`` local
+descriptors) against ``--num-rerank`` database images (``--database-k`` each, read from
+a local-descriptor store), one batch; and the store's bytes per image.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main(argv=None) -> None:
     parser.add_argument("--per-image", type=int, default=20)
     parser.add_argument("--num-rerank", type=int, default=100)
     parser.add_argument("--binarised", action="store_true")
+    parser.add_argument("--query-k", type=int, default=600)
+    parser.add_argument("--database-k", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
     import torch
@@ -85,7 +88,31 @@ def main(argv=None) -> None:
 
 
 def bench_ames(args) -> dict:
-    raise SystemExit("ames: not written yet")
+    import tempfile
+
+    from claid.local_features.binarise import binary_codes
+    from claid.local_features.store import LocalFeatures, LocalFeatureStore
+    from claid.rerank.ames import ames_scores
+    from claid.rerank.ames_model import build_ames
+
+    rng = np.random.default_rng(0)
+    model, _ = build_ames(binarised=args.binarised, pretrained=False)
+    projection = model.remap_local[0].W.numpy() if args.binarised else None
+    with tempfile.TemporaryDirectory() as folder:
+        store = LocalFeatureStore(Path(folder) / "local", key={"bench": 1}, dim=args.dim, k=args.database_k,
+                                  encoding="binary" if args.binarised else "float16")
+        images = [f"img{i}" for i in range(args.num_rerank)]
+        for image in images:
+            d = rng.normal(size=(args.database_k, args.dim)).astype(np.float32)
+            enc = binary_codes(d, projection) if args.binarised else d.astype(np.float16)
+            store.append(image, LocalFeatures(enc, np.arange(args.database_k), np.ones(args.database_k, np.float32),
+                                              (60, 60)))
+        query = rng.normal(size=(args.query_k, args.dim)).astype(np.float32)
+        ms = _median_ms(lambda: ames_scores(model, store, query, images, batch=args.num_rerank), args.repeats)
+        return {"method": "ames", "binarised": args.binarised, "num_rerank": args.num_rerank,
+                "query_k": args.query_k, "database_k": args.database_k, "ms_per_query": ms,
+                "bytes_per_image": store.bytes_per_image(),
+                "descriptor_bytes_per_image": args.database_k * store.row_bytes}
 
 
 if __name__ == "__main__":
