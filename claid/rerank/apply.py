@@ -110,8 +110,10 @@ def rerank(methods: dict, *, index, rows, query_vectors: np.ndarray, qids: Seque
 
         s = methods["ames"]
         if local is None or len(local.query_features) != len(rankings):
-            raise ValueError("rerank=ames needs the local-descriptor store, the AMES model and each query's "
-                             "local descriptors")
+            from claid.settings import SettingsError
+
+            raise SettingsError("rerank=ames needs the local-descriptor store, the AMES model and each "
+                                "query's local descriptors, and this caller did not provide them")
         rankings = ames_rankings(local.model, local.store, local.query_features, rankings, exclusions, s)
         lam, gamma = s.fusion
         notes["ames"] = {**as_dict(s), "lambda_used": lam, "gamma_used": gamma, "store": str(local.store.directory),
