@@ -65,7 +65,8 @@ def read_state(path: Path, name: str) -> dict:
 
 def load_weights(model: nn.Module, name: str, *, checkpoint: str | None, pretrained: bool, seed: int,
                  cache_dir: str | None = None, option: str = "checkpoint", init=None) -> str:
-    """Give ``model`` its weights; returns where they came from (a path or ``random(seed)``).
+    """Give ``model`` its weights; returns where they came from (the path and the start of
+    its SHA-256, or ``random(seed)``).
 
     Args:
         name: ``ames``, ``ames_binarised`` or ``detector`` (:data:`RELEASE_FILES`).
@@ -88,4 +89,7 @@ def load_weights(model: nn.Module, name: str, *, checkpoint: str | None, pretrai
     except RuntimeError as err:
         first = " ".join(str(err).split())[:300]
         raise WeightsUnavailableError(f"{path} does not fit the {name} model: {first}") from None
-    return str(path)
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"{path} (sha256 {digest[:16]})"
