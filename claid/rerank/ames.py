@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from claid.local_features.binarise import binary_codes, unpack_codes
 from claid.rerank.ames_model import fuse
+from claid.rerank.local_features.binarise import binary_codes, unpack_codes
 from claid.rerank.shortlist import reorder_head, shortlist
 from claid.structures import Ranking
 
@@ -73,7 +73,7 @@ def ames_rankings(model, store, query_features: Sequence[np.ndarray], rankings: 
 
     Args:
         model: the :class:`~claid.rerank.ames_model.Ames` model (evaluation mode).
-        store: the database images' :class:`~claid.local_features.store.LocalFeatureStore`.
+        store: the database images' :class:`~claid.rerank.local_features.store.LocalFeatureStore`.
         query_features: per query, its (n, D) float32 local descriptors.
         settings: :class:`~claid.rerank.settings.AmesSettings`.
     """

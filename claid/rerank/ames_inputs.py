@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from claid.local_features.weight_file import missing_message, weight_source
 from claid.models.weights import WeightsUnavailableError
 from claid.rerank.apply import LocalInputs
+from claid.rerank.local_features.weight_file import missing_message, weight_source
 
 
 def check_ames_weights(settings) -> None:
@@ -51,9 +51,9 @@ def ames_inputs(settings, *, database_images: Iterable, queries: Sequence, backb
         source_key: identifies the database images and the backbone (the store's key).
         dim: the backbone's token dimension.
     """
-    from claid.local_features.detector import build_detector
-    from claid.local_features.extract import local_features_stage, query_local_features
     from claid.rerank.ames_model import build_ames
+    from claid.rerank.local_features.detector import build_detector
+    from claid.rerank.local_features.extract_local import local_features_stage, query_local_features
 
     check_ames_weights(settings)
     model, model_source = build_ames(binarised=settings.binarised, pretrained=settings.pretrained,

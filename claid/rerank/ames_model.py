@@ -192,7 +192,7 @@ def build_ames(*, binarised: bool, pretrained: bool, checkpoint: str | None = No
     """The published AMES model (``dinov2_ames.pt`` / ``dinov2_ames_dist.pt``, strictly from
     their ``state`` dict), a local file, or seeded random weights; in evaluation mode.
     Returns (model, where its weights came from)."""
-    from claid.local_features.weight_file import load_weights
+    from claid.rerank.local_features.weight_file import load_weights
 
     model = Ames(local_dim=local_dim, binarised=binarised)
     source = load_weights(model, "ames_binarised" if binarised else "ames", checkpoint=checkpoint,

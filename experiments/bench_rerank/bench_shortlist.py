@@ -90,10 +90,10 @@ def main(argv=None) -> None:
 def bench_ames(args) -> dict:
     import tempfile
 
-    from claid.local_features.binarise import binary_codes
-    from claid.local_features.store import LocalFeatures, LocalFeatureStore
     from claid.rerank.ames import ames_scores
     from claid.rerank.ames_model import build_ames
+    from claid.rerank.local_features.binarise import binary_codes
+    from claid.rerank.local_features.store import LocalFeatures, LocalFeatureStore
 
     rng = np.random.default_rng(0)
     model, _ = build_ames(binarised=args.binarised, pretrained=False)

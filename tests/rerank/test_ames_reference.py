@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from claid.local_features.binarise import binary_codes, unpack_codes
-from claid.local_features.detector import build_detector
-from claid.local_features.selection import grid_positions, nms_keep, select_local
 from claid.models.weights import WeightsUnavailableError
 from claid.rerank.ames_model import build_ames
+from claid.rerank.local_features.binarise import binary_codes, unpack_codes
+from claid.rerank.local_features.detector import build_detector
+from claid.rerank.local_features.selection import grid_positions, nms_keep, select_local
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "ames"
 MODULES = ("models", "models.matcher", "models.binarization_layer", "models.transformer_dec",

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from claid.artifacts import DamagedArtifactError
-from claid.local_features.binarise import binary_codes, unpack_codes
-from claid.local_features.detector import build_detector
-from claid.local_features.extract import local_features_stage, query_local_features
-from claid.local_features.store import LocalFeatures, LocalFeatureStore
+from claid.rerank.local_features.binarise import binary_codes, unpack_codes
+from claid.rerank.local_features.detector import build_detector
+from claid.rerank.local_features.extract_local import local_features_stage, query_local_features
+from claid.rerank.local_features.store import LocalFeatures, LocalFeatureStore
 from claid.rerank.settings import AmesSettings
 from claid.structures import PatchGrid
 

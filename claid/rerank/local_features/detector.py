@@ -56,7 +56,7 @@ def build_detector(*, dim: int, pretrained: bool, checkpoint: str | None = None,
                    cache_dir: str | None = None) -> tuple[LocalDetector, str]:
     """The published detector (its ``state`` dict, strictly), a local file, or seeded
     random weights; in evaluation mode. Returns (detector, where its weights came from)."""
-    from claid.local_features.weight_file import load_weights
+    from claid.rerank.local_features.weight_file import load_weights
 
     detector = LocalDetector(dim)
     source = load_weights(detector, "detector", checkpoint=checkpoint, pretrained=pretrained, seed=seed,

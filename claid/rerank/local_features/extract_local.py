@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from claid.artifacts import config_hash, file_lock
-from claid.local_features.binarise import binary_codes
-from claid.local_features.selection import select_local
-from claid.local_features.store import LocalFeatures, LocalFeatureStore
+from claid.rerank.local_features.binarise import binary_codes
+from claid.rerank.local_features.selection import select_local
+from claid.rerank.local_features.store import LocalFeatures, LocalFeatureStore
 
 log = logging.getLogger(__name__)
 

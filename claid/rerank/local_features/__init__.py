@@ -6,5 +6,5 @@ patch tokens that a learned detector scores highest, stored compactly.
     binarise.py    128-bit codes by the ITQ projection of the binarised AMES model
     weight_file.py the published weight files (detector, AMES) or seeded random ones
     store.py       the per-image store: keyed, checksummed, resumable, read as a stranger's file
-    extract.py     images -> store, and one query's descriptors at query time
+    extract_local.py  images -> store, and one query's descriptors at query time
 """
