@@ -3,6 +3,8 @@
     dba        -> the search runs on the DBA index (a cached index dir)
     aqe        -> the query vector is expanded and searched again
     diffusion  -> region scores from the offline part, then image scores
+    superglobal -> the head of the list re-ordered (MDescAug + RerankwMDA), no offline part
+    ames       -> the head of the list re-ordered by AMES over local descriptors (``local``)
 
 The caller says how a DBA index and a diffusion offline part are obtained
 (``prepare``): the pipeline builds and caches them (:mod:`claid.rerank.rerank_stage`),
@@ -12,6 +14,7 @@ The caller says how a DBA index and a diffusion offline part are obtained
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +22,7 @@ from claid.rerank.aqe import expand_queries
 from claid.rerank.common import first_valid, image_numbers, rank_from_region_scores, whitened_view
 from claid.rerank.diffusion import online_scores
 from claid.rerank.settings import as_dict
+from claid.rerank.superglobal import superglobal_rankings
 
 
 def search_whitened(index, rows, qw: np.ndarray, qids: Sequence[str], own: Sequence[set[str]],
@@ -53,9 +57,20 @@ def seed_regions(view, qw: np.ndarray, kq: int, region_image: np.ndarray,
     return out_ids, out_ids >= 0
 
 
+@dataclass
+class LocalInputs:
+    """What ``rerank=ames`` reads: the AMES model, the database images' local-descriptor
+    store, and each query's local descriptors ((n, D) float32, in query order)."""
+
+    model: object
+    store: object
+    query_features: Sequence[np.ndarray]
+    sources: dict = field(default_factory=dict)
+
+
 def rerank(methods: dict, *, index, rows, query_vectors: np.ndarray, qids: Sequence[str],
            own: Sequence[set[str]], exclusions: Sequence[set[str]], rankings: list, k: int | None,
-           memory_gb: float, prepare) -> tuple[list, dict]:
+           memory_gb: float, prepare, local: LocalInputs | None = None) -> tuple[list, dict]:
     """Run ``methods`` ({name: settings}, running order) and return (rankings, notes).
 
     Args:
@@ -67,6 +82,7 @@ def rerank(methods: dict, *, index, rows, query_vectors: np.ndarray, qids: Seque
         rankings: the plain search's rankings.
         prepare: ``prepare(name, index, rows, settings)`` -> (index, rows, note) for
             ``dba``, (offline matrix, note) for ``diffusion``.
+        local: what ``ames`` reads (:class:`LocalInputs`); required with ``ames``.
     """
     notes: dict = {}
     qw = index.transform(np.asarray(query_vectors, dtype=np.float32))
@@ -83,6 +99,25 @@ def rerank(methods: dict, *, index, rows, query_vectors: np.ndarray, qids: Seque
         s = methods["diffusion"]
         offline, notes["diffusion"] = prepare("diffusion", index, rows, s)
         rankings = diffuse(offline, index, rows, qw, qids, own, exclusions, s)
+    if "superglobal" in methods:
+        s = methods["superglobal"]
+        rankings = superglobal_rankings(rows, qw, rankings, exclusions, m=s.m, k=s.k, beta=s.beta)
+        notes["superglobal"] = {**as_dict(s), "shortlist": "first m images of the list the protocol "
+                                "evaluates (own image, query images, junk removed), each by its "
+                                "best-matching region for the query (as searched last)"}
+    if "ames" in methods:
+        from claid.rerank.ames import ames_rankings  # torch: only when AMES runs
+
+        s = methods["ames"]
+        if local is None or len(local.query_features) != len(rankings):
+            from claid.config.rules import SettingsError
+
+            raise SettingsError("rerank=ames needs the local-descriptor store, the AMES model and each "
+                                "query's local descriptors, and this caller did not provide them")
+        rankings = ames_rankings(local.model, local.store, local.query_features, rankings, exclusions, s)
+        lam, gamma = s.fusion
+        notes["ames"] = {**as_dict(s), "lambda_used": lam, "gamma_used": gamma, "store": str(local.store.directory),
+                         "bytes_per_image": round(local.store.bytes_per_image(), 1), **local.sources}
     return rankings, notes
 
 

@@ -82,11 +82,11 @@ def reranked_search(index_dir: str | Path, query_vectors: np.ndarray, qids: Sequ
     index_dir = Path(index_dir)
     meta, region_image, boxes = load_search_table(index_dir)
     index = RegionIndex.load(index_dir, mmap=True)
-    needs_vectors = "aqe" in methods or "diffusion" in methods
+    needs_vectors = any(m in methods for m in ("aqe", "diffusion", "superglobal"))
     if needs_vectors and not index.is_exact and "dba" not in methods:
         raise RerankUnavailable(
-            f"{index_dir} is a {index.meta['factory']} index: alpha-QE and diffusion from the command "
-            "line read the region vectors from a flat index (or a DBA index); re-rank inside the run "
+            f"{index_dir} is a {index.meta['factory']} index: alpha-QE, diffusion and SuperGlobal from "
+            "the command line read the region vectors from a flat index (or a DBA index); re-rank inside the run "
             "(run.py rerank=...), which reads them from the store")
     whitened = index.database_vectors() if index.is_exact else np.zeros((0, index.dim), np.float32)
     rows = RowSource(index, region_image, boxes, meta["image_ids"], whitened=whitened)
