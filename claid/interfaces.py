@@ -121,8 +121,9 @@ class RegionSource(Protocol):
 
 @runtime_checkable
 class Reranker(Protocol):
-    """One re-ranking method: rankings -> rankings (``conf/rerank/``; the built-in ones run in
-    the fixed order :data:`claid.rerank.settings.ORDER` by :func:`claid.rerank.apply.rerank`).
+    """One re-ranking method: rankings -> rankings (``conf/rerank/``; the built-in ones are
+    :data:`claid.rerank.methods.STEPS`, run in the order :data:`claid.rerank.settings.ORDER`
+    by :func:`claid.rerank.methods.rerank`).
 
     Attributes:
         name: the ``rerank.<name>`` section it reads.

@@ -3,7 +3,7 @@ before any extraction, the database images' local-descriptor store (extracted wh
 missing), the AMES model and each query's local descriptors.
 
 A run calls :func:`check_ames_weights` before its extraction and :func:`ames_inputs`
-before re-ranking, and passes the result to :func:`claid.rerank.apply.rerank` as ``local``.
+before re-ranking, and passes the result to :func:`claid.rerank.methods.rerank` as ``local``.
 """
 
 from __future__ import annotations

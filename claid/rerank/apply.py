@@ -1,10 +1,6 @@
-"""The re-ranking methods in their running order, for the pipeline and the CLI.
-
-    dba        -> the search runs on the DBA index (a cached index dir)
-    aqe        -> the query vector is expanded and searched again
-    diffusion  -> region scores from the offline part, then image scores
-    superglobal -> the head of the list re-ordered (MDescAug + RerankwMDA), no offline part
-    ames       -> the head of the list re-ordered by AMES over local descriptors (``local``)
+"""What the re-ranking methods share: the state they pass along (:class:`RerankState`),
+the search again on whitened query vectors, the diffusion's online part, AMES's inputs.
+The methods themselves and the runner are :mod:`claid.rerank.methods`.
 
 The caller says how a DBA index and a diffusion offline part are obtained
 (``prepare``): the pipeline builds and caches them (:mod:`claid.rerank.rerank_stage`),
@@ -18,11 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from claid.rerank.aqe import expand_queries
 from claid.rerank.common import first_valid, image_numbers, rank_from_region_scores, whitened_view
 from claid.rerank.diffusion import online_scores
-from claid.rerank.settings import as_dict
-from claid.rerank.superglobal import superglobal_rankings
 
 
 def search_whitened(index, rows, qw: np.ndarray, qids: Sequence[str], own: Sequence[set[str]],
@@ -68,57 +61,35 @@ class LocalInputs:
     sources: dict = field(default_factory=dict)
 
 
-def rerank(methods: dict, *, index, rows, query_vectors: np.ndarray, qids: Sequence[str],
-           own: Sequence[set[str]], exclusions: Sequence[set[str]], rankings: list, k: int | None,
-           memory_gb: float, prepare, local: LocalInputs | None = None) -> tuple[list, dict]:
-    """Run ``methods`` ({name: settings}, running order) and return (rankings, notes).
+@dataclass
+class RerankState:
+    """What a re-ranking step reads and changes (:class:`claid.interfaces.Reranker`).
 
-    Args:
-        index, rows: the searched index and its rows (:class:`~claid.rerank.common.RowSource`).
-        query_vectors: (Q, D) as searched; qids: their ids.
-        own: per query, the images the search itself leaves out (its own image).
-        exclusions: per query, what the protocol's evaluation leaves out (feeds alpha-QE
-            and diffusion's query neighbours; the ground truth's positives never do).
-        rankings: the plain search's rankings.
-        prepare: ``prepare(name, index, rows, settings)`` -> (index, rows, note) for
-            ``dba``, (offline matrix, note) for ``diffusion``.
-        local: what ``ames`` reads (:class:`LocalInputs`); required with ``ames``.
+    Attributes:
+        index, rows: the searched index and its rows (:class:`~claid.rerank.common.RowSource`);
+            DBA replaces both.
+        qw: (Q, D) float32 query vectors, whitened as the index whitens (alpha-QE expands them).
+        qids: the queries' ids; own: per query, the images the search itself leaves out.
+        exclusions: per query, what the protocol's evaluation leaves out.
+        rankings: the current rankings, one per query, best first.
+        k, memory_gb: the search's ``index.k`` and working memory (a step that searches again).
+        prepare: ``prepare(name, index, rows, settings)``: a DBA index / diffusion offline part.
+        local: what ``ames`` reads (:class:`LocalInputs`).
+        notes: method -> what it did (``settings.rerank.methods_run`` of the run report).
     """
-    notes: dict = {}
-    qw = index.transform(np.asarray(query_vectors, dtype=np.float32))
-    if "dba" in methods:
-        index, rows, notes["dba"] = prepare("dba", index, rows, methods["dba"])
-        rankings = search_whitened(index, rows, qw, qids, own, k, memory_gb)
-    if "aqe" in methods:
-        s = methods["aqe"]
-        qw = expand_queries(whitened_view(index), rows, qw, rankings, exclusions, n=s.n, alpha=s.alpha)
-        rankings = search_whitened(index, rows, qw, qids, own, k, memory_gb)
-        notes["aqe"] = {**as_dict(s), "result_vector": "best-matching region of each of the first n "
-                        "images of the list the protocol evaluates (own image, query images, junk removed)"}
-    if "diffusion" in methods:
-        s = methods["diffusion"]
-        offline, notes["diffusion"] = prepare("diffusion", index, rows, s)
-        rankings = diffuse(offline, index, rows, qw, qids, own, exclusions, s)
-    if "superglobal" in methods:
-        s = methods["superglobal"]
-        rankings = superglobal_rankings(rows, qw, rankings, exclusions, m=s.m, k=s.k, beta=s.beta)
-        notes["superglobal"] = {**as_dict(s), "shortlist": "first m images of the list the protocol "
-                                "evaluates (own image, query images, junk removed), each by its "
-                                "best-matching region for the query (as searched last)"}
-    if "ames" in methods:
-        from claid.rerank.ames import ames_rankings  # torch: only when AMES runs
 
-        s = methods["ames"]
-        if local is None or len(local.query_features) != len(rankings):
-            from claid.config.rules import SettingsError
-
-            raise SettingsError("rerank=ames needs the local-descriptor store, the AMES model and each "
-                                "query's local descriptors, and this caller did not provide them")
-        rankings = ames_rankings(local.model, local.store, local.query_features, rankings, exclusions, s)
-        lam, gamma = s.fusion
-        notes["ames"] = {**as_dict(s), "lambda_used": lam, "gamma_used": gamma, "store": str(local.store.directory),
-                         "bytes_per_image": round(local.store.bytes_per_image(), 1), **local.sources}
-    return rankings, notes
+    index: object
+    rows: object
+    qw: np.ndarray
+    qids: Sequence[str]
+    own: Sequence[set[str]]
+    exclusions: Sequence[set[str]]
+    rankings: list
+    k: int | None
+    memory_gb: float
+    prepare: object = None
+    local: LocalInputs | None = None
+    notes: dict = field(default_factory=dict)
 
 
 def diffuse(offline, index, rows, qw: np.ndarray, qids: Sequence[str], own: Sequence[set[str]],

@@ -50,7 +50,9 @@ def dba_dir(cache_dir: Path, key: dict) -> Path:
 
 def diffusion_key(source_key: dict, settings: dict) -> dict:
     offline = ("kd", "truncation", "gamma", "alpha", "tol", "max_iter", "same_image")
-    return {"source": source_key, "diffusion": {k: settings[k] for k in offline}}
+    # kd counts the region itself, as fyang93/diffusion does: an offline part cached when kd
+    # counted other regions only is another graph, hence the marker in the key
+    return {"source": source_key, "diffusion": {k: settings[k] for k in offline}, "kd_counts_self": True}
 
 
 def diffusion_dir(cache_dir: Path, key: dict) -> Path:

@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 
 from claid.rerank import cache
-from claid.rerank.apply import rerank
 from claid.rerank.common import RowSource
+from claid.rerank.methods import rerank
 from claid.rerank.settings import ORDER, as_dict, parse_rerank
 
 

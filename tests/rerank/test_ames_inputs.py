@@ -7,7 +7,7 @@ from PIL import Image
 
 from claid.models.weights import WeightsUnavailableError
 from claid.rerank.ames_inputs import ames_inputs, check_ames_weights
-from claid.rerank.apply import rerank
+from claid.rerank.methods import rerank
 from claid.rerank.settings import AmesSettings, parse_rerank
 from claid.structures import PatchGrid, Ranking
 

@@ -7,9 +7,10 @@ import torch
 
 from claid.rerank.ames import ames_rankings, ames_scores
 from claid.rerank.ames_model import build_ames
-from claid.rerank.apply import LocalInputs, rerank
+from claid.rerank.apply import LocalInputs
 from claid.rerank.local_features.binarise import binary_codes, unpack_codes
 from claid.rerank.local_features.store import LocalFeatures, LocalFeatureStore
+from claid.rerank.methods import rerank
 from claid.rerank.settings import AmesSettings, parse_rerank
 from claid.structures import Ranking
 

@@ -106,8 +106,9 @@ def test_settings_are_checked():
 def test_runs_last_in_the_running_order(seeded):
     """rerank=[aqe,superglobal]: alpha-QE's list, then its head re-ordered by SuperGlobal
     with the expanded query."""
-    from claid.rerank.apply import rerank, search_whitened
+    from claid.rerank.apply import search_whitened
     from claid.rerank.aqe import expand_queries
+    from claid.rerank.methods import rerank
 
     x, region_image, q = _case(4, 200, 2)
     index, rows, table = make_rows(x, region_image)
