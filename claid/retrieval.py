@@ -217,7 +217,7 @@ def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m claid search", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="claid search", description=__doc__.split("\n")[0])
     parser.add_argument("image", nargs="?", help="query image (or --text)")
     parser.add_argument("--index-dir", required=True, help="index dir written by run.py")
     parser.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"), default=None)

@@ -100,7 +100,7 @@ def export_coco(store_dir: str, out: str, dataset_root: str | None = None) -> di
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m claid export-coco",
+    parser = argparse.ArgumentParser(prog="claid export-coco",
                                      description="a region store as a COCO dataset JSON")
     parser.add_argument("store", help="a region store (outputs/cache/regions-<hash>)")
     parser.add_argument("out", help="the COCO JSON to write")

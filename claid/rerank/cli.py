@@ -44,8 +44,9 @@ def parse_methods(names: str, overrides: Sequence[str] = ()) -> dict:
 class _Finder:
     """``prepare`` for the CLI: the cached parts only."""
 
-    def __init__(self, index_dir: Path, key: dict) -> None:
+    def __init__(self, index_dir: Path, key: dict, methods: Sequence[str] = ()) -> None:
         self.cache_dir, self.key, self.index_dir = index_dir.parent, key, index_dir
+        self.methods = [m for m in ORDER if m in methods]  # the combination asked for
 
     def __call__(self, name, index, rows, settings):
         if name == "dba":
@@ -68,9 +69,12 @@ class _Finder:
         return offline, {"dir": str(directory), "reused": True}
 
     def _missing(self, what, directory, method, settings) -> str:
+        combination = self.methods or [method]
+        asked = combination[0] if len(combination) == 1 else f"'rerank=[{','.join(combination)}]'"
+        asked = asked if asked.startswith("'") else f"rerank={asked}"
         return (f"no cached {what} for {self.index_dir} with rerank.{method} {as_dict(settings)} "
                 f"(looked for {directory}); run the run.py job that built the index again with "
-                f"rerank={method} (and the same rerank.{method}.* settings) to build it")
+                f"{asked} (and the same rerank.{method}.* settings) to build it")
 
 
 def reranked_search(index_dir: str | Path, query_vectors: np.ndarray, qids: Sequence[str], *,
@@ -94,7 +98,7 @@ def reranked_search(index_dir: str | Path, query_vectors: np.ndarray, qids: Sequ
     rankings = search_images(index, query_vectors, region_image, boxes, meta["image_ids"], list(qids), k=k)
     rankings, _ = rerank(methods, index=index, rows=rows, query_vectors=query_vectors, qids=qids,
                          own=own, exclusions=own, rankings=rankings, k=k, memory_gb=1.0,
-                         prepare=_Finder(index_dir, meta["key"]))
+                         prepare=_Finder(index_dir, meta["key"], list(methods)))
     return rankings
 
 

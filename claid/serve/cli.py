@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     from claid.config.registered import RecordedDescriptorError
 
     parser = argparse.ArgumentParser(
-        prog="python -m claid serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="claid serve", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Instance search in the browser over a run's index: the page at /, its JSON\n"
                     "API (documented at /docs, offline), the run explorer, and with --queries an\n"
                     "editor of the collection's queries.jsonl.",
