@@ -14,7 +14,12 @@ import math
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = ["SegmentationError", "decode_segmentation", "encode_mask", "rle_counts"]
+__all__ = ["SegmentationError", "decode_segmentation", "encode_mask", "rle_counts",
+           "segmentation_runs", "runs_box", "sample_runs"]
+
+#: how far (in image sizes) polygon coordinates may reach outside the image: further
+#: out, pycocotools' rasteriser allocates without bound (coordinates of 1e9 crash it)
+POLYGON_MARGIN = 1.0
 
 
 class SegmentationError(ValueError):
@@ -81,15 +86,30 @@ def _rle_object(segmentation: dict, height: int, width: int) -> dict:
     return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
+def _finite(value) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer of hundreds of digits
+        return False
+
+
 def _polygon_objects(polygons: list, height: int, width: int) -> list:
     if not polygons:
         raise SegmentationError("empty polygon list")
+    x_low, x_high = -POLYGON_MARGIN * width, (1 + POLYGON_MARGIN) * width
+    y_low, y_high = -POLYGON_MARGIN * height, (1 + POLYGON_MARGIN) * height
     for polygon in polygons:
         if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
             raise SegmentationError("a polygon must be a flat list of x, y pairs, at least 3 points")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in polygon):
+        if not all(_finite(v) for v in polygon):
             raise SegmentationError("polygon coordinates must be finite numbers")
+        xs, ys = polygon[0::2], polygon[1::2]
+        if min(xs) < x_low or max(xs) > x_high or min(ys) < y_low or max(ys) > y_high:
+            raise SegmentationError(
+                f"polygon coordinates reach x {min(xs):g}..{max(xs):g}, y {min(ys):g}..{max(ys):g}: "
+                f"more than one image size outside the {width}x{height} image")
     return mask_utils.frPyObjects([[float(v) for v in p] for p in polygons], height, width)
 
 
@@ -108,6 +128,50 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
         raise SegmentationError(f"segmentation must be an RLE dict or a polygon list, got "
                                 f"{type(segmentation).__name__}")
     return mask_utils.decode(rle).astype(bool)
+
+
+def segmentation_runs(segmentation, height: int, width: int) -> np.ndarray:
+    """A COCO ``segmentation`` -> its checked run lengths (int64, column-major,
+    background first), without decoding a (height, width) mask: what
+    :func:`sample_runs` and :func:`runs_box` read.
+
+    Raises:
+        SegmentationError: malformed RLE or polygons, or an RLE of another size.
+    """
+    if isinstance(segmentation, dict):
+        rle = _rle_object(segmentation, height, width)
+    elif isinstance(segmentation, list):
+        rle = mask_utils.merge(_polygon_objects(segmentation, height, width))
+    else:
+        raise SegmentationError(f"segmentation must be an RLE dict or a polygon list, got "
+                                f"{type(segmentation).__name__}")
+    runs = rle_counts(rle["counts"])
+    _check_runs(runs, height, width)
+    return np.asarray(runs, dtype=np.int64)
+
+
+def sample_runs(runs: np.ndarray, height: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(len(ys), len(xs)) bool: the mask of ``runs`` (an image ``height`` pixels high)
+    at the pixels (ys x xs); memory grows with the samples, not the image."""
+    ends = np.cumsum(runs)
+    linear = np.asarray(xs, dtype=np.int64)[None, :] * height + np.asarray(ys, dtype=np.int64)[:, None]
+    return np.searchsorted(ends, linear, side="right") % 2 == 1
+
+
+def runs_box(runs: np.ndarray, height: int) -> tuple[float, float, float, float] | None:
+    """The (x1, y1, x2, y2) pixel box (exclusive end) of the mask of ``runs``, None
+    when it covers no pixel."""
+    ends = np.cumsum(runs)
+    starts = ends - runs
+    fore = (np.arange(len(runs)) % 2 == 1) & (runs > 0)
+    if not fore.any():
+        return None
+    first, last = starts[fore], ends[fore] - 1
+    col_first, col_last = first // height, last // height
+    one_col = col_first == col_last
+    y_low = np.where(one_col, first % height, 0).min()
+    y_high = np.where(one_col, last % height, height - 1).max()
+    return (float(col_first.min()), float(y_low), float(col_last.max() + 1), float(y_high + 1))
 
 
 def encode_mask(mask: np.ndarray) -> dict:
