@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from claid.artifacts import DamagedArtifactError
 from claid.masks import patch_mask_to_pixels
@@ -261,8 +260,14 @@ class RegionStore:
         if len(counts) != length:  # never decode part of a mask
             raise ValueError(f"corrupt shard {shard.path}: masks.rle ends inside the mask of "
                              f"region {row}")
-        rle = {"size": [int(grid[0]), int(grid[1])], "counts": counts}
-        return mask_utils.decode(rle).astype(bool)
+        from claid.detections.coco_masks import SegmentationError, decode_segmentation
+
+        try:  # checked first: pycocotools writes past its mask on runs that do not add up
+            return decode_segmentation({"size": [int(grid[0]), int(grid[1])], "counts": counts},
+                                       int(grid[0]), int(grid[1]))
+        except SegmentationError as err:
+            raise DamagedArtifactError(f"corrupt shard {shard.path}: masks.rle, mask of region {row}: "
+                                       f"{err}") from None
 
     def masks(self, region_indices) -> np.ndarray:
         """(k, h, w) bool patch-level masks of the given global region indices.
