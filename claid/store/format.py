@@ -92,7 +92,9 @@ tokens and the descriptor's maps from the feature caches, shared by every store.
 from __future__ import annotations
 
 import json
+import math
 import os
+import tokenize
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,7 +145,7 @@ def read_manifest(store_dir: str) -> dict:
     dim, dtype, config = manifest.get("dim"), manifest.get("dtype"), manifest.get("config")
     if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 1 << 20:
         raise DamagedArtifactError(f"{path}: damaged, dim must be a positive integer, got {dim!r:.40}")
-    if dtype not in VECTOR_DTYPES:
+    if not isinstance(dtype, str) or dtype not in VECTOR_DTYPES:
         raise DamagedArtifactError(f"{path}: damaged, dtype must be one of {sorted(VECTOR_DTYPES)}, "
                                    f"got {dtype!r:.40}")
     if not isinstance(config, dict) or manifest.get("config_hash") != config_hash(config):
@@ -205,13 +207,19 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a .npy file from its header; checks that the data is all
     there (a truncated file is corrupt) without reading or mapping it."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        try:  # the header is a Python literal: a damaged one fails in tokenize, ast or numpy
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        except (ValueError, TypeError, SyntaxError, tokenize.TokenError, OverflowError) as err:
+            raise DamagedArtifactError(f"{os.path.basename(path)}: damaged .npy header "
+                                       f"({str(err)[:120]})") from None
         data_start = f.tell()
-    expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if dtype.hasobject or not all(isinstance(v, int) and v >= 0 for v in shape):
+        raise DamagedArtifactError(f"{os.path.basename(path)}: header says {dtype} {shape}, not a plain array")
+    expected = data_start + math.prod(shape) * dtype.itemsize
     if os.path.getsize(path) < expected:
         raise DamagedArtifactError(f"{os.path.basename(path)} is shorter than its header says")
     return tuple(shape), dtype

@@ -254,7 +254,11 @@ class RegionStore:
         if grid is None or length == 0:
             raise ValueError(f"image {self.image_ids[image]!r} was stored without masks")
         offset = int(shard.regions["mask_offset"][row])
-        with open(os.path.join(shard.path, "masks.rle"), "rb") as f:
+        path = os.path.join(shard.path, "masks.rle")
+        if offset < 0 or length < 0 or offset + length > os.path.getsize(path):
+            raise DamagedArtifactError(f"corrupt shard {shard.path}: region {row} has mask bytes "
+                                       f"{offset}+{length}, outside masks.rle")
+        with open(path, "rb") as f:
             f.seek(offset)
             counts = f.read(length)
         if len(counts) != length:  # never decode part of a mask

@@ -115,3 +115,29 @@ def test_a_damaged_mask_read_through_the_store_is_an_error_not_a_crash(store_dir
     open(path, "wb").write(bytes(data))
     with pytest.raises(DamagedArtifactError, match="masks.rle"):
         RegionStore.open(store_dir).masks([0])
+
+
+# what the store fuzzer found first (tests/boundary/fuzz_store_files.py)
+
+def test_a_damaged_npy_header_is_a_damaged_shard_not_a_tokenizer_error(store_dir):
+    path = os.path.join(first_shard(store_dir), "regions.npy")
+    data = bytearray(open(path, "rb").read())
+    data[data.index(b"'shape'") + 2] = ord("(")  # the header literal no longer parses
+    open(path, "wb").write(bytes(data))
+    ok, lines = verify_path(store_dir)
+    assert not ok and any("damaged .npy header" in line for line in lines), lines
+
+
+def test_a_manifest_dtype_of_another_type_is_damage_not_a_type_error(store_dir):
+    path = os.path.join(store_dir, "manifest.json")
+    manifest = json.loads(open(path).read())
+    manifest["dtype"] = []
+    open(path, "w").write(json.dumps(manifest))
+    with pytest.raises(DamagedArtifactError, match="dtype must be one of"):
+        RegionStore.open(store_dir)
+
+
+def test_reading_a_mask_at_a_huge_offset_is_damage_not_an_os_error(store_dir):
+    _set_row(store_dir, "mask_offset", 2**62)
+    with pytest.raises(DamagedArtifactError, match="outside masks.rle"):
+        RegionStore.open(store_dir).masks([1])
