@@ -15,7 +15,10 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.mark.parametrize("name", ["fuzz_detector_files.py", "fuzz_store_files.py"])
 def test_fuzzer_runs_clean_in_a_child_process(name):
-    env = {**os.environ, "CLAID_FUZZ_SUBPROCESS": "1"}
+    # one BLAS / OpenMP thread: on a many-core machine their reserved stacks alone would
+    # fill the capped address space
+    env = {**os.environ, "CLAID_FUZZ_SUBPROCESS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                            "--hypothesis-show-statistics", str(HERE / name)],
                           capture_output=True, text=True, env=env, timeout=900,
