@@ -26,24 +26,48 @@ class SegmentationError(ValueError):
     """A segmentation that is not a valid COCO RLE or polygon list (the message says why)."""
 
 
-def rle_counts(counts: str | bytes) -> list[int]:
-    """Run lengths of a compressed COCO RLE string (``rleFrString``), checked.
+def rle_counts(counts: str | bytes) -> np.ndarray:
+    """Run lengths (int64) of a compressed COCO RLE string (``rleFrString``), checked;
+    decoded with numpy (a mask's few hundred bytes in microseconds), exactly.
 
     Raises:
-        SegmentationError: a character outside the code's 64 symbols, or a string
-            that ends inside a number.
+        SegmentationError: a character outside the code's 64 symbols, a string that
+            ends inside a number, or a number longer than 60 bits.
     """
-    data = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    code = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if not len(code):
+        return np.zeros(0, dtype=np.int64)
+    outside = (code < 0) | (code >= 64)
+    if outside.any():
+        raise SegmentationError(f"compressed RLE has a byte {raw[int(np.argmax(outside))]:#04x} outside the code")
+    more = (code & 0x20) != 0
+    if more[-1]:
+        raise SegmentationError("compressed RLE ends inside a run length")
+    ends = np.flatnonzero(~more)
+    starts = np.r_[0, ends[:-1] + 1]
+    lengths = ends - starts + 1
+    if lengths.max() > 12:  # 60 bits: far past any image; int64 holds every step below
+        raise SegmentationError("compressed RLE has a run length of more than 60 bits")
+    shift = 5 * (np.arange(len(code)) - np.repeat(starts, lengths))
+    values = np.add.reduceat((code & 0x1F) << shift, starts)
+    values = np.where(code[ends] & 0x10, values - (np.int64(1) << (5 * lengths)), values)
+    if len(values) * int(np.abs(values).max()) >= 1 << 62:  # a sum could leave int64: exact ints
+        return np.asarray(_rle_counts_exact(raw), dtype=object)
+    runs = values.copy()  # each run from the third on is stored relative to the one two before
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs
+
+
+def _rle_counts_exact(data: bytes) -> list[int]:
+    """The same decode in Python integers (what a hostile string of huge runs gets)."""
     runs: list[int] = []
     p = 0
     while p < len(data):
         x, k, more = 0, 0, True
         while more:
-            if p >= len(data):
-                raise SegmentationError("compressed RLE ends inside a run length")
             c = data[p] - 48
-            if not 0 <= c < 64:
-                raise SegmentationError(f"compressed RLE has a byte {data[p]!r} outside the code")
             x |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)
             p += 1
@@ -56,10 +80,17 @@ def rle_counts(counts: str | bytes) -> list[int]:
     return runs
 
 
-def _check_runs(runs: list[int], height: int, width: int) -> None:
-    if any(r < 0 for r in runs):
-        raise SegmentationError("RLE has a negative run length")
-    total = sum(runs)
+def _check_runs(runs, height: int, width: int) -> None:
+    if isinstance(runs, np.ndarray) and runs.dtype == np.int64:
+        if (runs < 0).any():
+            raise SegmentationError("RLE has a negative run length")
+        if (runs > height * width).any():  # so that the sum below stays inside int64
+            raise SegmentationError(f"RLE has a run longer than the {width}x{height} image")
+        total = int(runs.sum())
+    else:
+        if any(r < 0 for r in runs):
+            raise SegmentationError("RLE has a negative run length")
+        total = sum(int(r) for r in runs)
     if total != height * width:
         raise SegmentationError(f"RLE runs cover {total} pixels, the {width}x{height} image has "
                                 f"{height * width}")
