@@ -31,8 +31,8 @@ def rle_counts(counts: str | bytes) -> np.ndarray:
     decoded with numpy (a mask's few hundred bytes in microseconds), exactly.
 
     Raises:
-        SegmentationError: a character outside the code's 64 symbols, a string that
-            ends inside a number, or a number longer than 60 bits.
+        SegmentationError: a character outside the code's 64 symbols, or a string
+            that ends inside a number.
     """
     raw = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
     code = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
@@ -47,8 +47,8 @@ def rle_counts(counts: str | bytes) -> np.ndarray:
     ends = np.flatnonzero(~more)
     starts = np.r_[0, ends[:-1] + 1]
     lengths = ends - starts + 1
-    if lengths.max() > 12:  # 60 bits: far past any image; int64 holds every step below
-        raise SegmentationError("compressed RLE has a run length of more than 60 bits")
+    if lengths.max() > 12:  # a number of more than 60 bits (no image has such runs): exact ints
+        return np.asarray(_rle_counts_exact(raw), dtype=object)
     shift = 5 * (np.arange(len(code)) - np.repeat(starts, lengths))
     values = np.add.reduceat((code & 0x1F) << shift, starts)
     values = np.where(code[ends] & 0x10, values - (np.int64(1) << (5 * lengths)), values)

@@ -26,7 +26,7 @@ def test_the_numpy_decode_is_the_python_decode(text):
     try:
         fast = rle_counts(text)
     except SegmentationError as err:
-        assert "ends inside" in str(err) or "more than 60 bits" in str(err)
+        assert "ends inside" in str(err)
         return
     assert [int(v) for v in fast] == _rle_counts_exact(text.encode())
 
