@@ -4,6 +4,7 @@ run in a child process by test_fuzz_in_subprocesses.py: whatever is changed,
 ValueError naming the store), never another exception or a crash; and when verify
 says ok, everything the store gives back is exactly what was written."""
 
+import atexit
 import json
 import os
 import shutil
@@ -19,7 +20,9 @@ from claid.store.integrity import verify_store
 from .fuzz import JSON, fuzz_settings, mutated_bytes, one_line
 from .stores import make_store
 
-ORIGINAL = make_store(tempfile.mkdtemp(prefix="claid-fuzz-store-"), images=3, shard_size=2)
+_ROOT = tempfile.mkdtemp(prefix="claid-fuzz-store-")
+atexit.register(shutil.rmtree, _ROOT, True)
+ORIGINAL = make_store(_ROOT, images=3, shard_size=2)
 SHARDS = sorted(os.listdir(os.path.join(ORIGINAL, "shards")))
 FILES = ["manifest.json"] + [os.path.join("shards", s, f) for s in SHARDS
                              for f in sorted(os.listdir(os.path.join(ORIGINAL, "shards", s)))]
