@@ -94,7 +94,9 @@ class RegionSource(Protocol):
     (:class:`claid.engine.cut_source.CutRegions`) or read from a file
     (:class:`claid.detections.file_regions.RegionsFromFile`). A ``cutter`` group whose
     class sets ``makes_regions = True`` is a source of its own (chosen once, by
-    :func:`claid.config.run_settings.region_source`).
+    :func:`claid.config.run_settings.region_source`, which builds it with ``node`` (its group's
+    resolved node), ``descriptor`` (the descriptor's), ``memory_limit_gb``
+    (``search.max_memory_gb``) and the group's own keywords).
     """
 
     makes_regions: bool

@@ -70,7 +70,8 @@ def region_source(cfg) -> Any:
     if target and getattr(get_class(target), "makes_regions", False):
         source = get_class(target)
         settings = {k: v for k, v in cutter.items() if not k.startswith("_")}
-        return source(node=cutter, descriptor=descriptor, **settings)
+        limit = (cfg.get("search") or {}).get("max_memory_gb")  # what a source may hold at once
+        return source(node=cutter, descriptor=descriptor, memory_limit_gb=limit, **settings)
     return CutRegions(backbone=plain(cfg.get("backbone")), cutter=cutter, descriptor=descriptor)
 
 

@@ -82,18 +82,23 @@ def store_to_coco(store, dataset_root: str | None = None) -> dict:
 
 
 def _has_masks(store, region: int) -> bool:
-    try:
-        store.masks([region])
-    except ValueError:  # stored without masks
-        return False
-    return True
+    """Whether the region was stored with a mask (a damaged mask raises, it is not a box)."""
+    shard, row, image = store._locate(int(region))
+    return store._grids[image] is not None and int(shard.regions["mask_length"][row]) > 0
 
 
 def export_coco(store_dir: str, out: str, dataset_root: str | None = None) -> dict:
     """Write ``store_dir``'s regions to ``out`` as COCO JSON (atomically); returns the counts."""
-    from claid.artifacts import atomic_write_json
+    from claid.artifacts import DamagedArtifactError, atomic_write_json
     from claid.store import RegionStore
+    from claid.store.integrity import verify_store
 
+    check = verify_store(store_dir)  # checksums and values: nothing damaged is exported
+    if not check.ok:
+        name, problems = next(iter(check.damaged.items()))
+        raise DamagedArtifactError(f"{store_dir}: {len(check.damaged)} damaged shard(s), e.g. {name}: "
+                                   f"{problems[0]} (python -m claid verify {store_dir} lists them; "
+                                   "a run re-extracts them)")
     coco = store_to_coco(RegionStore.open(store_dir), dataset_root)
     atomic_write_json(out, coco)
     return {"images": len(coco["images"]), "annotations": len(coco["annotations"])}

@@ -36,8 +36,13 @@ def parse_methods(names: str, overrides: Sequence[str] = ()) -> dict:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or method not in node:
-            raise RerankUnavailable(f"--rerank-set {item!r}: expected METHOD.KEY=VALUE for a method in --rerank")
-        node[method][name] = yaml.safe_load(value)
+            raise RerankUnavailable(f"--rerank-set {item!r:.80}: expected METHOD.KEY=VALUE for a method in --rerank")
+        try:  # plain YAML scalars only: no tags, no objects
+            node[method][name] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError, RecursionError) as err:
+            why = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+            raise RerankUnavailable(f"--rerank-set {item!r:.80}: the value is not a YAML number or "
+                                    f"word ({why})") from None
     return parse_rerank(node)
 
 
