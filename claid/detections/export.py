@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from claid.datasets.tar_shards import split_member_path
 from claid.detections.coco_masks import encode_mask
 from claid.masks import patch_mask_to_pixels
 
@@ -49,7 +50,8 @@ def store_to_coco(store, dataset_root: str | None = None) -> dict:
     images, annotations = [], []
     first = 0
     for image, image_id in enumerate(store.image_ids):
-        if dataset_root is not None and not os.path.isfile(os.path.join(dataset_root, image_id)):
+        path = os.path.join(dataset_root, image_id) if dataset_root is not None else None
+        if path is not None and not os.path.isfile(path) and split_member_path(path) is None:  # a file or a shard member
             raise FileNotFoundError(f"--dataset-root {dataset_root} has no image {image_id!r} of the store")
         height, width = (int(v) for v in store.image_sizes()[image])
         images.append({"id": image + 1, "file_name": image_id, "width": width, "height": height})
