@@ -155,7 +155,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> RunResult | None:
                             len(rankings))
         elif index is not None:
             log.info("dataset %s has no queries to score: indexed only; search it with "
-                     "`python -m claid search --index-dir %s <image>`", bench.name, outcome.index_dir)
+                     "`claid search --index-dir %s <image>`", bench.name, outcome.index_dir)
         if bench.gt_boxes or bench.gt_masks_file:
             outcome.detection = timed("detection", lambda: detection_stage(store, bench))
         outcome.timing = timing

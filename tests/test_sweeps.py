@@ -94,7 +94,7 @@ def test_a_failed_job_is_recorded_and_the_others_are_summarised(store):
     assert children["5"].info.status == "FINISHED"
     failed = children["0"]
     assert failed.info.status == "FAILED"
-    assert "search.save_top must be an integer >= 1" in failed.data.tags["claid.error"]
+    assert "search.save_top must be >= 1 (got 0)" in failed.data.tags["claid.error"]
     assert "error.txt" in {a.path for a in _client(store).list_artifacts(failed.info.run_id)}
     csv_text = Path(_client(store).download_artifacts(parent.info.run_id, "summary/summary.csv")).read_text()
     assert "FAILED" in csv_text and "save_top must be" in csv_text and "FINISHED" in csv_text

@@ -59,9 +59,9 @@ def test_a_search_table_that_does_not_describe_the_images_is_damaged(tmp_path, r
 
 @pytest.mark.parametrize("text", ["[" * 100_000, '{"ntotal": 1}', '{"ntotal": 1, "dim": 4, "whitening": [], "params": {}}'])
 def test_an_index_json_that_loading_cannot_use_is_a_value_error_a_run_rebuilds(tmp_path, text):
-    from claid.index.index_dir import load_index
+    from claid.index import RegionIndex
 
     (tmp_path / "index.json").write_text(text)
     with pytest.raises(ValueError) as err:
-        load_index(tmp_path)
+        RegionIndex.load(tmp_path)
     assert "\n" not in str(err.value) and "rebuild the index" in str(err.value)

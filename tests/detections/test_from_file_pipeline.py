@@ -128,7 +128,7 @@ def test_from_file_builds_no_backbone(compose_cfg, tmp_path, monkeypatch):
     original = Components.get
     monkeypatch.setattr(Components, "get", lambda self, name: built.append(name) or original(self, name))
     _run(compose_cfg, tmp_path, path, "cache.tokens=true")
-    assert built == ["descriptor"]  # the file is the region source: no backbone, no cutter
+    assert set(built) == {"descriptor"}  # the file is the region source: no backbone, no cutter
     assert not list(tmp_path.glob("**/tokens-*"))
 
 
