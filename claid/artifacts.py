@@ -53,7 +53,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "search_table": 2,  # index-<hash>/search.json + regions.npz (claid/index/search_table.py)
     "report": 1,  # <run dir>/metrics.json and rankings.json (claid/report/run_report.py)
     "run_queries": 1,  # <run dir>/queries.json: per-query figures and marks (claid/evaluation/query_records.py)
-    "scores": 1,  # scores JSON (claid/evaluation/report.py)
+    "scores": 1,  # scores JSON (claid/evaluation/scores_out.py)
     "feature_cache": 1,  # tokens-<hash>/, featuremaps-<hash>/ (claid/engine/feature_cache.py)
 }
 

@@ -9,7 +9,7 @@
 - cocoeval.py      pycocotools COCOeval AR@N / AP, class-agnostic
 - baselines.py     chance level (shuffled rankings), global-descriptor baseline
 - detection_stage.py   the run's detection scores (the report files: claid/report/)
-- report.py        Scores -> MLflow metric dict, atomic JSON
+- scores_out.py    Scores -> MLflow metric dict, atomic JSON
 
 Every number carries its protocol and variant: ``Scores.protocol`` names the
 family, the value key names the variant, ``Scores.settings`` says what was done.
@@ -46,8 +46,8 @@ from claid.evaluation.localization import (
     score_localization,
 )
 from claid.evaluation.protocols import FAMILIES, RetrievalProtocol, evaluate, resolve_protocol
-from claid.evaluation.report import read_scores_json, scores_to_metrics, write_scores_json
 from claid.evaluation.revisited_settings import REVISITED_SETTINGS, revisited_ground_truth
+from claid.evaluation.scores_out import read_scores_json, scores_to_metrics, write_scores_json
 
 __all__ = [
     "FAMILIES",

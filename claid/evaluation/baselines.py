@@ -56,7 +56,7 @@ def shuffled_scores(rankings: list[Ranking], bench, seed: int, repeats: int) -> 
     ``repeats`` seeded shuffles: one shuffle of 20 queries is too noisy a chance level
     (30 single draws of mAP-50 ranged 0.021-0.091 on the default synthetic run)."""
     from claid.evaluation.protocols import evaluate
-    from claid.evaluation.report import scores_to_metrics
+    from claid.evaluation.scores_out import scores_to_metrics
 
     if repeats < 1:
         raise ValueError(f"shuffle repeats must be >= 1, got {repeats}")
@@ -119,7 +119,7 @@ def baseline_scores(settings: BaselineSettings, bench, rankings: list[Ranking], 
             store's WholeImageRows, streamed), or None.
     """
     from claid.evaluation.protocols import evaluate
-    from claid.evaluation.report import scores_to_metrics
+    from claid.evaluation.scores_out import scores_to_metrics
 
     repeats = shuffle_repeats_of(rankings, settings.shuffle_draws)
     scores = {"shuffled": shuffled_scores(rankings, bench, settings.seed, repeats)}

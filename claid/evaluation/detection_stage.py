@@ -80,7 +80,7 @@ def detection_stage(store, bench) -> DetectionOutcome:
         recall_vs_iou,
     )
     from claid.evaluation.localization import score_localization
-    from claid.evaluation.report import scores_to_metrics
+    from claid.evaluation.scores_out import scores_to_metrics
 
     pred = boxes_by_image(store)
     scores = []
