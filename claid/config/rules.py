@@ -29,11 +29,16 @@ class SettingsError(ValueError):
 
 
 def is_number(value) -> bool:
-    """A finite int or float (not a bool; numpy scalars count)."""
+    """A finite int or float (not a bool; numpy scalars count; an integer of hundreds of
+    digits is not: no float holds it)."""
     import numpy as np
 
-    return (isinstance(value, int | float | np.integer | np.floating)
-            and not isinstance(value, bool | np.bool_) and math.isfinite(value))
+    if not isinstance(value, int | float | np.integer | np.floating) or isinstance(value, bool | np.bool_):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def is_int(value) -> bool:

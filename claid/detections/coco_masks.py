@@ -151,14 +151,17 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     Raises:
         SegmentationError: malformed RLE or polygons, or an RLE of another size.
     """
+    return mask_utils.decode(_checked_rle(segmentation, height, width)).astype(bool)
+
+
+def _checked_rle(segmentation, height: int, width: int) -> dict:
+    """The pycocotools RLE object of a checked RLE dict or polygon list."""
     if isinstance(segmentation, dict):
-        rle = _rle_object(segmentation, height, width)
-    elif isinstance(segmentation, list):
-        rle = mask_utils.merge(_polygon_objects(segmentation, height, width))
-    else:
-        raise SegmentationError(f"segmentation must be an RLE dict or a polygon list, got "
-                                f"{type(segmentation).__name__}")
-    return mask_utils.decode(rle).astype(bool)
+        return _rle_object(segmentation, height, width)
+    if isinstance(segmentation, list):
+        return mask_utils.merge(_polygon_objects(segmentation, height, width))
+    raise SegmentationError(f"segmentation must be an RLE dict or a polygon list, got "
+                            f"{type(segmentation).__name__}")
 
 
 def segmentation_runs(segmentation, height: int, width: int) -> np.ndarray:
@@ -169,13 +172,7 @@ def segmentation_runs(segmentation, height: int, width: int) -> np.ndarray:
     Raises:
         SegmentationError: malformed RLE or polygons, or an RLE of another size.
     """
-    if isinstance(segmentation, dict):
-        rle = _rle_object(segmentation, height, width)
-    elif isinstance(segmentation, list):
-        rle = mask_utils.merge(_polygon_objects(segmentation, height, width))
-    else:
-        raise SegmentationError(f"segmentation must be an RLE dict or a polygon list, got "
-                                f"{type(segmentation).__name__}")
+    rle = _checked_rle(segmentation, height, width)
     runs = rle_counts(rle["counts"])
     _check_runs(runs, height, width)
     return np.asarray(runs, dtype=np.int64)

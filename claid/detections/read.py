@@ -27,13 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from claid.config.rules import SettingsError
+from claid.config.rules import SettingsError, is_number
 from claid.detections.coco_masks import (
     SegmentationError,
     decode_segmentation,
@@ -94,14 +93,7 @@ class ImageRegions:
     clipped: int = 0
 
 
-def _number(value) -> bool:
-    """A finite JSON number (an integer of hundreds of digits is not: no float holds it)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
+_number = is_number  # a finite JSON number (an integer of hundreds of digits is not)
 
 
 def _parse_json(raw: bytes, path) -> object:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable
 
 import numpy as np
+
+from claid.config.rules import is_number
 
 Rule = Callable[[object], "str | None"]
 
@@ -32,13 +33,7 @@ def _int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _finite(value) -> bool:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
+_finite = is_number  # a finite number (an integer too large for a float is not)
 
 
 def _int_range(low: int, high: int | None = None) -> Rule:
