@@ -177,3 +177,39 @@ def test_index_dir_checks_record_the_lists_file(vectors, tmp_path):
         f.seek(100)
         f.write(b"\x00\x01\x02")
     assert any(LISTS_FILE in p and "sha256" in p for p in index_dir_problems(tmp_path / "i"))
+
+
+def _jobs(*args):
+    return subprocess.run([sys.executable, "-m", "claid.index.ondisk_jobs", *map(str, args)], cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_separate_jobs_build_a_store_index_that_opens_like_any_index_dir(tmp_path):
+    from claid.index.index_dir_check import index_dir_problems
+    from claid.index.search_table import load_search_table, region_table
+    from claid.store.generated import write_synthetic_store
+
+    store = write_synthetic_store(str(tmp_path / "store"), n_images=100, regions_per_image=30, dim=32)
+    work, sets = tmp_path / "work", [f"--set={k}={v}" for k, v in SETTINGS.items() if k != "seed"]
+    assert _jobs("train", tmp_path / "store", work,
+                 "--parts", 2, "--seed", 3, *sets).returncode == 0
+    jobs = [subprocess.Popen([sys.executable, "-m", "claid.index.ondisk_jobs", "part",
+                              str(tmp_path / "store"), str(work), str(part)], cwd=ROOT,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}) for part in range(2)]
+    assert [job.wait(timeout=300) for job in jobs] == [0, 0]
+    assert "kept" in _jobs("part", tmp_path / "store", work, 1).stdout
+    merged = _jobs("merge", tmp_path / "store", work, tmp_path / "index")
+    assert merged.returncode == 0, merged.stderr
+    assert index_dir_problems(tmp_path / "index") == []
+    meta, region_image, _ = load_search_table(tmp_path / "index")
+    assert len(region_image) == 3000 and len(meta["image_ids"]) == 100
+    table = region_table(store, None)
+    one_piece = build_from_table(table, **SETTINGS)
+    _same_results(RegionIndex.load(tmp_path / "index"), one_piece, table.gather(np.arange(0, 3000, 75)))
+
+    other = write_synthetic_store(str(tmp_path / "other"), n_images=100, regions_per_image=30, dim=32,
+                                  seed=1)
+    refused = _jobs("part", tmp_path / "other", work, 0)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "another region store" in refused.stderr
+    assert other.num_regions == 3000
