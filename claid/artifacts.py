@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -61,6 +62,32 @@ class DamagedArtifactError(ValueError):
     """An artifact on disk that is damaged, tampered with, of another schema version or
     built from something else than it says; the message names the file. The stage that
     owns it rebuilds it (with a warning); a reader outside a run reports it."""
+
+
+class NotRegularFileError(DamagedArtifactError):
+    """An output path that exists and is not a regular file (a directory, a device, a
+    FIFO, a socket, a symbolic link): claid replaces only files, never those; the
+    message names the path and what is there."""
+
+
+def refuse_non_regular(path: str | os.PathLike) -> None:
+    """Raise :class:`NotRegularFileError` when ``path`` exists and is not a regular
+    file (a symbolic link is refused whatever it points to: replacing it would
+    silently cut a link someone made)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(info.st_mode):
+        return
+    if stat.S_ISLNK(info.st_mode):
+        what = f"a symbolic link to {os.readlink(path)}"
+    else:
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device",
+                 stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+        what = next((name for test, name in kinds.items() if test(info.st_mode)), "not a regular file")
+    raise NotRegularFileError(f"{os.fspath(path)}: is {what}; claid writes only regular files there, "
+                              "so it leaves it as it is (remove it or choose another output path)")
 
 
 class DiskFullError(OSError):
@@ -296,12 +323,14 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
         DiskFullError: the filesystem is full (``path`` is left as it was).
     """
     path = Path(path)
+    refuse_non_regular(path)
     with disk_full_guard(path):
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
         with disk_full_guard(path):  # name the final file, not its temporary name
             _write_and_sync(tmp, payload)
+        refuse_non_regular(path)  # again: something may have been put there meanwhile
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -114,7 +114,7 @@ def load_checked_npy(path: str | os.PathLike, *, built_from: dict) -> np.ndarray
             return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         reason = f"{_sidecar(path).name} (its checksum record) is missing"
-    except (ValueError, OSError, AttributeError) as err:
+    except (ValueError, OSError, AttributeError, RecursionError, TypeError) as err:
         reason = f"unreadable ({err})"
     warnings.warn(f"rebuilding {path}: {reason}", stacklevel=2)
     log.warning("rebuilding %s: %s", path, reason)

@@ -24,6 +24,7 @@ from matplotlib.patches import Patch, Rectangle
 from PIL import Image
 
 from claid.artifacts import atomic_write_bytes
+from claid.drawn_regions import drawn_regions, tree_layout
 from claid.images import original_size
 from claid.masks import patch_mask_to_pixels
 from claid.structures import Query, Ranking
@@ -71,35 +72,12 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width=max(10, width))) if text else ""
 
 
-def _tree_layout(parent: np.ndarray) -> np.ndarray:
-    """x position of every node of a forest (parent -1 = child of the root): leaves
-    left to right in depth-first order, a parent above the middle of its children."""
-    children: dict[int, list[int]] = {}
-    for node, up in enumerate(parent.tolist()):
-        children.setdefault(int(up), []).append(node)
-    x = np.zeros(len(parent), dtype=np.float64)
-    next_leaf = [0.0]
-
-    def place(node: int) -> float:
-        kids = children.get(node, [])
-        if not kids:
-            x[node] = next_leaf[0]
-            next_leaf[0] += 1.0
-        else:
-            x[node] = float(np.mean([place(k) for k in kids]))
-        return x[node]
-
-    for top in children.get(-1, []):
-        place(top)
-    return x
-
-
 def _draw_tree(ax, parent: np.ndarray, depth: np.ndarray, colors: list) -> None:
     """The hierarchy as a tree: the root (depth 0), each output region at its depth
     in its panel colour, an edge to its nearest output ancestor; an edge that skips
     levels passes through hollow grey markers, the decomposed nodes that are not
     output (dummy nodes, or nodes filtered out)."""
-    x = _tree_layout(parent)
+    x = tree_layout(parent)
     root_x = float(np.mean(x[parent < 0])) if len(x) else 0.0
     ax.scatter([root_x], [0], s=120, color="black", zorder=3)
     ax.annotate("root", (root_x, 0), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
@@ -139,9 +117,11 @@ def draw_hierarchy(
     caption: str = "",
     *,
     cell: tuple[float, float],
+    left_out: int = 0,
 ) -> Figure:
     """The image, one panel per hierarchy depth with its output regions in colour,
-    and (given ``parent``) the tree.
+    and (given ``parent``) the tree; a bounded number of regions (:mod:`claid.drawn_regions`),
+    the title says how many are not drawn (with ``left_out``, those a caller left out).
 
     Args:
         image: the original image.
@@ -159,6 +139,10 @@ def draw_hierarchy(
     full_height, full_width = original_size(image)
     cell = (cell[0] * rgb.shape[0] / full_height, cell[1] * rgb.shape[1] / full_width)
     depth = np.asarray(depth, dtype=np.int64)
+    keep, kept_parent, dropped = drawn_regions(depth, depth if parent is None else parent,
+                                               np.asarray(masks).sum(axis=(1, 2)))
+    masks, depth, parent = masks[keep], depth[keep], None if parent is None else kept_parent
+    title = f"{title or 'image'} ({left_out + dropped:,} regions not drawn)" if left_out + dropped else title
     levels = sorted(set(depth.tolist()))[:max_levels]
     n_panels = len(levels) + 1 + (parent is not None)
     fig = Figure(figsize=(3.2 * n_panels, 3.9))
@@ -200,10 +184,11 @@ def hierarchy_figure(
     caption: str = "",
     *,
     cell: tuple[float, float],
+    left_out: int = 0,
 ) -> Path:
     """:func:`draw_hierarchy` written to the PNG ``path``."""
-    return save_figure(draw_hierarchy(image, masks, depth, parent, max_levels, title, caption, cell=cell),
-                       path)
+    return save_figure(draw_hierarchy(image, masks, depth, parent, max_levels, title, caption, cell=cell,
+                                      left_out=left_out), path)
 
 
 def _show(ax, image: Image.Image, box, edge: str, box_color: str) -> None:
@@ -388,7 +373,7 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
 
     out: dict[str, str] = {}
     region_image = np.asarray(store.region_image())
-    depth, parent = np.asarray(store.depth()), np.asarray(store.parent())
+    depth, parent, boxes = np.asarray(store.depth()), np.asarray(store.parent()), store.boxes()
     shown = 0
     for i, image_id in enumerate(store.image_ids):
         if shown >= n_images:
@@ -396,10 +381,13 @@ def run_figures(bench, store, rankings: Sequence[Ranking], run_dir: Path, report
         rows = np.flatnonzero(region_image == i)
         if len(rows) == 0:
             continue
-        masks = store.masks(rows)
+        box = boxes[rows]  # only the drawn regions' masks are decoded
+        keep, kept_parent, left_out = drawn_regions(depth[rows], parent[rows], (box[:, 2] - box[:, 0])
+                                                    * (box[:, 3] - box[:, 1]))
         path = Path(run_dir) / f"hierarchy_{shown}.png"
-        hierarchy_figure(open_image(image_id), masks, depth[rows], path, title=image_id,
-                         parent=parent[rows], caption=caption, cell=store.cell(i))
+        hierarchy_figure(open_image(image_id), store.masks(rows[keep]), depth[rows][keep], path,
+                         title=image_id, parent=kept_parent, caption=caption, cell=store.cell(i),
+                         left_out=left_out)
         out[f"hierarchy_{shown}"] = str(path)
         shown += 1
     image_queries = [q for q in bench.queries if q.image is not None][:n_queries]

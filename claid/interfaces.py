@@ -94,7 +94,9 @@ class RegionSource(Protocol):
     (:class:`claid.engine.cut_source.CutRegions`) or read from a file
     (:class:`claid.detections.file_regions.RegionsFromFile`). A ``cutter`` group whose
     class sets ``makes_regions = True`` is a source of its own (chosen once, by
-    :func:`claid.config.run_settings.region_source`).
+    :func:`claid.config.run_settings.region_source`, which builds it with ``node`` (its group's
+    resolved node), ``descriptor`` (the descriptor's), ``memory_limit_gb``
+    (``search.max_memory_gb``) and the group's own keywords).
     """
 
     makes_regions: bool
@@ -121,8 +123,9 @@ class RegionSource(Protocol):
 
 @runtime_checkable
 class Reranker(Protocol):
-    """One re-ranking method: rankings -> rankings (``conf/rerank/``; the built-in ones run in
-    the fixed order :data:`claid.rerank.settings.ORDER` by :func:`claid.rerank.apply.rerank`).
+    """One re-ranking method: rankings -> rankings (``conf/rerank/``; the built-in ones are
+    :data:`claid.rerank.methods.STEPS`, run in the order :data:`claid.rerank.settings.ORDER`
+    by :func:`claid.rerank.methods.rerank`).
 
     Attributes:
         name: the ``rerank.<name>`` section it reads.

@@ -8,7 +8,14 @@
 
 An index dir (written by a ``run.py`` job; its path is in the run's metrics.json under
 settings.index) holds the FAISS index, the image and box of every indexed region and
-the descriptor's registered name and settings (nothing in the dir is run as code), so queries are described exactly as the collection was.
+the descriptor's registered name and settings (nothing in the dir is run as code), so
+queries are described exactly as the collection was.
+
+The steps of a search, public for other front ends (``claid serve`` is built on them):
+:func:`checked_meta` (an index dir's record, after a structural check),
+:func:`recorded_descriptor_class` / :func:`recorded_descriptor` (the descriptor it names)
+and :func:`query_vector` (one image + box -> its vector); ranking is
+:func:`claid.index.search_images` / :func:`claid.index.first_appearances`.
 """
 
 from __future__ import annotations
@@ -67,8 +74,8 @@ def search(
         boxes = [None] * len(queries)
     if len(boxes) != len(queries):
         raise QueryError(f"{len(queries)} queries but {len(boxes)} boxes")
-    meta = _checked_meta(index_dir)
-    descriptor = descriptor if descriptor is not None else _descriptor_of(meta, index_dir)
+    meta = checked_meta(index_dir)
+    descriptor = descriptor if descriptor is not None else recorded_descriptor(meta, index_dir)
     rows = []
     for i, (query, box) in enumerate(zip(queries, boxes)):
         image = query if isinstance(query, Image.Image) else load_image(str(query))
@@ -110,14 +117,12 @@ def search_text(
     _check_top(top)
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise QueryError("texts must be a list of strings")
-    meta = _checked_meta(index_dir)
+    meta = checked_meta(index_dir)
     record = meta.get("descriptor") or {}
     if descriptor is None:
-        from claid.config.registered import descriptor_class
-
         # checked on the class, before building a network that could not read the text
-        if hasattr(descriptor_class(record, _where(index_dir)), "encode_text"):
-            descriptor = _descriptor_of(meta, index_dir)
+        if hasattr(recorded_descriptor_class(meta, index_dir), "encode_text"):
+            descriptor = recorded_descriptor(meta, index_dir)
     if descriptor is None or not hasattr(descriptor, "encode_text"):
         name = record.get("name") or record.get("target") if isinstance(record, dict) else None
         raise QueryError(
@@ -132,9 +137,16 @@ def _check_top(top: int) -> None:
         raise QueryError(f"top must be an integer >= 1, got {top!r}")
 
 
-def _checked_meta(index_dir: str | Path) -> dict:
-    """search.json of an index dir whose files have their recorded sizes (a quick
-    check; ``python -m claid verify`` also compares checksums)."""
+def checked_meta(index_dir: str | Path) -> dict:
+    """The ``search.json`` record of an index dir whose files have their recorded sizes.
+
+    A quick structural check (``python -m claid verify`` also compares checksums),
+    made before anything searches the dir.
+
+    Raises:
+        DamagedArtifactError: a file is missing or has another size than recorded
+            (one line naming the dir and the files).
+    """
     from claid.artifacts import DamagedArtifactError
     from claid.index.index_dir_check import index_dir_problems
 
@@ -146,16 +158,36 @@ def _checked_meta(index_dir: str | Path) -> dict:
     return meta
 
 
-def _where(index_dir: str | Path) -> str:
+def descriptor_where(index_dir: str | Path) -> str:
+    """How messages name an index dir's descriptor record (``<dir>/search.json: descriptor``)."""
     return f"{Path(index_dir) / 'search.json'}: descriptor"
 
 
-def _descriptor_of(meta: dict, index_dir: str | Path):
-    """The descriptor the index was built with, from its recorded name and settings
-    (checked against claid's registered classes: nothing the file names is run)."""
+def recorded_descriptor_class(meta: dict, index_dir: str | Path) -> type:
+    """The registered class the index's descriptor record names, checked, nothing built
+    (e.g. to ask whether it has a text encoder before loading a network).
+
+    Raises:
+        RecordedDescriptorError: the record names no registered class or holds a setting
+            the class does not take.
+    """
+    from claid.config.registered import descriptor_class
+
+    return descriptor_class(meta.get("descriptor") or {}, descriptor_where(index_dir))
+
+
+def recorded_descriptor(meta: dict, index_dir: str | Path):
+    """The descriptor the index was built with, built from its recorded name and settings
+    (checked against claid's registered classes: nothing the file names is run).
+
+    Raises:
+        RecordedDescriptorError: as :func:`recorded_descriptor_class`, or a nested record
+            (a ViT descriptor's backbone) that is not claid's.
+        WeightsUnavailableError: pretrained weights the record asks for are not cached.
+    """
     from claid.config.registered import build_recorded_descriptor
 
-    return build_recorded_descriptor(meta.get("descriptor"), _where(index_dir))
+    return build_recorded_descriptor(meta.get("descriptor"), descriptor_where(index_dir))
 
 
 def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | None,
@@ -185,7 +217,7 @@ def _rank(index_dir: str | Path, rows: list[np.ndarray], *, top: int, k: int | N
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m claid search", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="claid search", description=__doc__.split("\n")[0])
     parser.add_argument("image", nargs="?", help="query image (or --text)")
     parser.add_argument("--index-dir", required=True, help="index dir written by run.py")
     parser.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"), default=None)

@@ -57,7 +57,7 @@ def verify_path(path: str | Path, *, checksums: bool = True) -> tuple[bool, list
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m claid verify",
+    parser = argparse.ArgumentParser(prog="claid verify",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("path", help="a region store (regions-<hash>) or index dir (index-<hash>)")
     parser.add_argument("--sizes-only", action="store_true", help="skip the sha256 checksums")

@@ -20,12 +20,18 @@ DIM = 8
 CONFIG = {"backbone": {"name": "tiny"}, "dtype": "float32"}
 
 
+def _boxes(rng, n: int) -> np.ndarray:
+    """(n, 4) valid boxes inside a 40x30 image (x1 < x2, y1 < y2)."""
+    corner = rng.uniform(0, 15, (n, 2))
+    return np.concatenate([corner, corner + rng.uniform(1, 15, (n, 2))], axis=1).astype(np.float32)
+
+
 def _item(image_id: str, n: int, seed: int) -> RegionDescriptors:
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return RegionDescriptors(
-        image_id=image_id, image_size=(30, 40), boxes=rng.uniform(0, 30, (n, 4)).astype(np.float32),
+        image_id=image_id, image_size=(30, 40), boxes=_boxes(rng, n),
         masks=rng.random((n, 3, 4)) > 0.5, depth=np.ones(n, np.int64), parent=-np.ones(n, np.int64),
         vectors=vectors)
 

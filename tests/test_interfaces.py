@@ -12,6 +12,7 @@ from claid.interfaces import (
     Cutter,
     RegionDescriptor,
     RegionSource,
+    Reranker,
     check_ranking,
     missing_members,
 )
@@ -89,3 +90,42 @@ def test_check_ranking_refuses_what_a_reranker_must_not_return():
         check_ranking(Ranking("q", ["a", "b"], np.array([0.5, 0.9], np.float32), np.zeros((2, 4), np.float32)))
     with pytest.raises(ValueError, match="boxes"):
         check_ranking(Ranking("q", ["a"], np.array([0.5], np.float32), np.zeros((2, 4), np.float32)))
+
+
+def test_every_built_in_reranker_meets_the_reranker_protocol():
+    from claid.rerank.methods import STEPS
+    from claid.rerank.settings import ORDER, SETTINGS
+
+    assert list(STEPS) == list(ORDER)  # one step per method, in the running order
+    for name, step in STEPS.items():
+        assert isinstance(step, Reranker) and not missing_members(step, Reranker), name
+        assert step.name == name and step.settings_type is SETTINGS[name]
+
+
+def test_a_reranker_step_returns_well_formed_rankings():
+    """alpha-QE and SuperGlobal on a small exact index: every ranking they return is
+    well formed (claid.interfaces.check_ranking), and the notes say what ran."""
+    from claid.index import build_index, search_images
+    from claid.rerank.apply import RerankState
+    from claid.rerank.common import RowSource
+    from claid.rerank.methods import STEPS
+    from claid.rerank.settings import SETTINGS
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(60, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = build_index(vectors)
+    region_image = np.arange(60) // 3
+    image_ids = [f"i{n}" for n in range(20)]
+    boxes = np.zeros((60, 4), np.float32)
+    queries = vectors[[0, 10, 20]] + 0.05 * rng.normal(size=(3, 16)).astype(np.float32)
+    rankings = search_images(index, queries, region_image, boxes, image_ids, ["a", "b", "c"], k=None,
+                             exclude=[set()] * 3)
+    rows = RowSource(index, region_image, boxes, image_ids, whitened=index.transform(vectors))
+    for name in ("aqe", "superglobal"):
+        state = RerankState(index=index, rows=rows, qw=index.transform(queries), qids=["a", "b", "c"],
+                            own=[set()] * 3, exclusions=[set()] * 3, rankings=rankings, k=None, memory_gb=0.1)
+        out = STEPS[name](state, SETTINGS[name]())
+        assert name in out.notes and len(out.rankings) == 3
+        for ranking in out.rankings:
+            check_ranking(ranking)

@@ -85,6 +85,12 @@ def _rerank_section(method: str, node) -> str | None:
 STORED_DTYPES = ("float16", "float32")
 
 
+def _rerank_rules() -> dict[str, object]:
+    from claid.rerank.settings import ORDER
+
+    return {f"rerank.{method}": (lambda v, m=method: _rerank_section(m, v)) for method in ORDER}
+
+
 def _cut_rules() -> dict[str, object]:
     from claid.cutters.hierarchy import CutSettings
 
@@ -133,9 +139,7 @@ VALUE_RULES: dict[str, object] = {
     "cache.tokens": boolean,
     "cache.token_dtype": one_of(*STORED_DTYPES),
     "cache.map_dtype": one_of(*STORED_DTYPES),
-    "rerank.aqe": lambda v: _rerank_section("aqe", v),
-    "rerank.dba": lambda v: _rerank_section("dba", v),
-    "rerank.diffusion": lambda v: _rerank_section("diffusion", v),
+    **_rerank_rules(),
 }
 
 

@@ -21,4 +21,13 @@ def prepare_run(cfg: DictConfig) -> int:
 
     # the region source names the models it builds (regions from a file: no backbone)
     check_configured_weights(region_source(cfg).weight_groups())
+    from claid.rerank.settings import parse_rerank
+
+    methods = parse_rerank(cfg.get("rerank"))
+    if "ames" in methods:  # its model and detector files, before hours of extraction
+        from claid.config.run_settings import local_backbone
+        from claid.rerank.ames_inputs import check_ames_weights
+
+        check_configured_weights({"backbone (rerank=ames)": local_backbone(cfg, methods)})
+        check_ames_weights(methods["ames"])
     return threads

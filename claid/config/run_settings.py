@@ -70,7 +70,8 @@ def region_source(cfg) -> Any:
     if target and getattr(get_class(target), "makes_regions", False):
         source = get_class(target)
         settings = {k: v for k, v in cutter.items() if not k.startswith("_")}
-        return source(node=cutter, descriptor=descriptor, **settings)
+        limit = (cfg.get("search") or {}).get("max_memory_gb")  # what a source may hold at once
+        return source(node=cutter, descriptor=descriptor, memory_limit_gb=limit, **settings)
     return CutRegions(backbone=plain(cfg.get("backbone")), cutter=cutter, descriptor=descriptor)
 
 
@@ -102,6 +103,26 @@ def component_names(cfg) -> dict[str, str]:
         return str(node.get("_target_", "?")).rsplit(".", 1)[-1].removeprefix("load_")
 
     return {g: name_of(g) for g in ("dataset", "backbone", "cutter", "descriptor", "index")}
+
+
+#: The backbone AMES's local descriptors are read from (DINOv2 ViT-B/14 with registers).
+LOCAL_BACKBONE = "dinov2_vitb14_reg"
+
+
+def local_backbone(cfg, methods: dict) -> dict | None:
+    """The backbone node ``rerank=ames`` extracts local descriptors with: the run's own
+    when it is DINOv2 ViT-B/14 with registers, else ``conf/backbone/dinov2_vitb14_reg.yaml``
+    with ``rerank.ames.pretrained`` (None without AMES)."""
+    if "ames" not in methods:
+        return None
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "backbone" / f"{LOCAL_BACKBONE}.yaml"
+    wanted = plain(OmegaConf.load(conf))
+    own = plain(cfg.get("backbone"))
+    if own.get("model_name") == wanted.get("model_name"):
+        return own
+    return {**wanted, "pretrained": bool(methods["ames"].pretrained)}
 
 
 def run_settings(cfg) -> RunSettings:
@@ -145,8 +166,9 @@ def run_settings(cfg) -> RunSettings:
         queries=QuerySettings(descriptor=descriptor, accelerator=engine.get("accelerator", "cpu"),
                               devices=engine.get("devices", 1), precision=engine.get("precision", "32-true")),
         search=search,
-        rerank=RerankSettings(methods=parse_rerank(cfg.get("rerank")), k=k, memory_gb=search.memory_gb,
-                              descriptor=descriptor),
+        rerank=RerankSettings(methods=(methods := parse_rerank(cfg.get("rerank"))), k=k,
+                              memory_gb=search.memory_gb, descriptor=descriptor,
+                              local_backbone=local_backbone(cfg, methods)),
         baselines=BaselineSettings(index=index_node, k=k, seed=seed, shuffle_draws=search.shuffle_draws,
                                    global_baseline=search.global_baseline, memory_gb=search.memory_gb),
         memory=memory_settings(index=plain(cfg.index), descriptor_dim=descriptor.get("dim"), search=search,

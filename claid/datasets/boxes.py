@@ -47,26 +47,26 @@ def check_box(
             outside the image by more than ``tolerance``.
     """
     if isinstance(box, str | bytes) or not hasattr(box, "__iter__"):
-        raise ValueError(f"{where}: box {box!r} is not a list of four numbers")
+        raise ValueError(f"{where}: box {box!r:.80} is not a list of four numbers")
     if any(isinstance(v, bool | np.bool_) for v in box):
         # float(True) is 1.0: a JSON true/false is a mistake, never a coordinate
-        raise ValueError(f"{where}: box {box!r} holds true/false, not four numbers")
+        raise ValueError(f"{where}: box {box!r:.80} holds true/false, not four numbers")
     try:
         values = [float(v) for v in box]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: box {box!r} is not a list of four numbers") from err
+    except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an integer of hundreds of digits
+        raise ValueError(f"{where}: box {box!r:.80} is not a list of four numbers") from err
     if len(values) != 4 or not all(np.isfinite(values)):
-        raise ValueError(f"{where}: box {box!r} is not four finite numbers [x1, y1, x2, y2]")
+        raise ValueError(f"{where}: box {box!r:.80} is not four finite numbers [x1, y1, x2, y2]")
     x1, y1, x2, y2 = values
     if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"{where}: box {box!r} is empty (need x2 > x1 and y2 > y1)")
+        raise ValueError(f"{where}: box {box!r:.80} is empty (need x2 > x1 and y2 > y1)")
     if image_size is not None:
         h, w = image_size
         if x1 < -tolerance or y1 < -tolerance or x2 > w + tolerance or y2 > h + tolerance:
             raise ValueError(
-                f"{where}: box {box!r} lies outside the {w}x{h} (width x height) image"
+                f"{where}: box {box!r:.80} lies outside the {w}x{h} (width x height) image"
             )
         x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))
         if x2 <= x1 or y2 <= y1:
-            raise ValueError(f"{where}: box {box!r} does not overlap the {w}x{h} image")
+            raise ValueError(f"{where}: box {box!r:.80} does not overlap the {w}x{h} image")
     return (x1, y1, x2, y2)

@@ -50,12 +50,12 @@ def _image_list(value, key: str, where: str, known: set[str]) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise DatasetFormatError(f"{where}: {key!r} must be a list of image paths, got {value!r}")
+        raise DatasetFormatError(f"{where}: {key!r} must be a list of image paths, got {value!r:.80}")
     out = [_norm(v) for v in value]
     unknown = [v for v in out if v not in known]
     if unknown:
         raise DatasetFormatError(
-            f"{where}: {key} image {unknown[0]!r} is not an image under the dataset root"
+            f"{where}: {key} image {unknown[0]!r:.80} is not an image under the dataset root"
         )
     return out
 
@@ -89,24 +89,28 @@ def read_queries(
         try:
             record = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DatasetFormatError(f"{where}: not a JSON object ({err.msg})") from err
+            raise DatasetFormatError(f"{where}: not a JSON object ({err.msg})") from None
+        except RecursionError:
+            raise DatasetFormatError(f"{where}: nested deeper than the JSON reader allows") from None
+        except ValueError as err:  # an integer longer than Python converts
+            raise DatasetFormatError(f"{where}: not usable JSON ({str(err)[:80]})") from None
         if not isinstance(record, dict):
             raise DatasetFormatError(
                 f"{where}: expected a JSON object, got {type(record).__name__}"
             )
         extra = sorted(set(record) - _KEYS)
         if extra:
-            raise DatasetFormatError(f"{where}: unknown key(s) {extra}; allowed: {sorted(_KEYS)}")
+            raise DatasetFormatError(f"{where}: unknown key(s) {str(extra):.120}; allowed: {sorted(_KEYS)}")
         image = record.get("image")
         if not isinstance(image, str):
             raise DatasetFormatError(f"{where}: 'image' (a path relative to the root) is required")
         image = _norm(image)
         if image not in known:
-            raise DatasetFormatError(f"{where}: image {image!r} is not an image under {root}")
+            raise DatasetFormatError(f"{where}: image {image!r:.80} is not an image under {root}")
         try:  # every query image must be readable, boxed or not (header only)
             size = displayed_size(Path(root) / image)
         except ImageError as err:
-            raise DatasetFormatError(f"{where}: query image {image!r}: {err.reason}") from err
+            raise DatasetFormatError(f"{where}: query image {image!r:.80}: {err.reason}") from err
         box = record.get("box")
         if box is not None:
             try:
@@ -115,7 +119,7 @@ def read_queries(
                 raise DatasetFormatError(str(err)) from err
         qid = record.get("qid", f"{len(queries):04d}")
         if not isinstance(qid, str | int):
-            raise DatasetFormatError(f"{where}: 'qid' must be a string, got {qid!r}")
+            raise DatasetFormatError(f"{where}: 'qid' must be a string, got {qid!r:.80}")
         queries.append(
             Query(
                 image=image,
@@ -137,12 +141,12 @@ def read_queries(
     for q in queries:
         where = f"{name}:{q.extra['line']}"
         if q.qid in seen:
-            raise DatasetFormatError(f"{where}: qid {q.qid!r} is used twice")
+            raise DatasetFormatError(f"{where}: qid {q.qid!r:.80} is used twice")
         seen.add(q.qid)
         clash = [p for p in q.positives if p in query_images]
         if clash:
             raise DatasetFormatError(
-                f"{where}: positive {clash[0]!r} is itself a query image, so it is not in the "
+                f"{where}: positive {clash[0]!r:.80} is itself a query image, so it is not in the "
                 "database; make a copy of it if it should be found"
             )
     return queries

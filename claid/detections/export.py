@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from claid.datasets.tar_shards import split_member_path
 from claid.detections.coco_masks import encode_mask
 from claid.masks import patch_mask_to_pixels
 
@@ -49,7 +50,8 @@ def store_to_coco(store, dataset_root: str | None = None) -> dict:
     images, annotations = [], []
     first = 0
     for image, image_id in enumerate(store.image_ids):
-        if dataset_root is not None and not os.path.isfile(os.path.join(dataset_root, image_id)):
+        path = os.path.join(dataset_root, image_id) if dataset_root is not None else None
+        if path is not None and not os.path.isfile(path) and split_member_path(path) is None:  # a file or a shard member
             raise FileNotFoundError(f"--dataset-root {dataset_root} has no image {image_id!r} of the store")
         height, width = (int(v) for v in store.image_sizes()[image])
         images.append({"id": image + 1, "file_name": image_id, "width": width, "height": height})
@@ -82,25 +84,30 @@ def store_to_coco(store, dataset_root: str | None = None) -> dict:
 
 
 def _has_masks(store, region: int) -> bool:
-    try:
-        store.masks([region])
-    except ValueError:  # stored without masks
-        return False
-    return True
+    """Whether the region was stored with a mask (a damaged mask raises, it is not a box)."""
+    shard, row, image = store._locate(int(region))
+    return store._grids[image] is not None and int(shard.regions["mask_length"][row]) > 0
 
 
 def export_coco(store_dir: str, out: str, dataset_root: str | None = None) -> dict:
     """Write ``store_dir``'s regions to ``out`` as COCO JSON (atomically); returns the counts."""
-    from claid.artifacts import atomic_write_json
+    from claid.artifacts import DamagedArtifactError, atomic_write_json
     from claid.store import RegionStore
+    from claid.store.integrity import verify_store
 
+    check = verify_store(store_dir)  # checksums and values: nothing damaged is exported
+    if not check.ok:
+        name, problems = next(iter(check.damaged.items()))
+        raise DamagedArtifactError(f"{store_dir}: {len(check.damaged)} damaged shard(s), e.g. {name}: "
+                                   f"{problems[0]} (python -m claid verify {store_dir} lists them; "
+                                   "a run re-extracts them)")
     coco = store_to_coco(RegionStore.open(store_dir), dataset_root)
     atomic_write_json(out, coco)
     return {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m claid export-coco",
+    parser = argparse.ArgumentParser(prog="claid export-coco",
                                      description="a region store as a COCO dataset JSON")
     parser.add_argument("store", help="a region store (outputs/cache/regions-<hash>)")
     parser.add_argument("out", help="the COCO JSON to write")

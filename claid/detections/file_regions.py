@@ -29,6 +29,7 @@ import torch
 
 from claid.config.build import Components
 from claid.config.rules import SettingsError, any_string, at_least, check_fields, is_number, setting
+from claid.detections.budget import check_mask_memory
 from claid.structures import RegionDescriptors
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,10 @@ class RegionsFromFile:
     SETTINGS = FromFileSettings  # what **settings may hold (claid.config.checks.check_group_keys)
     makes_regions = True  # claid.config.run_settings.region_source: a source, not a cutter
 
-    def __init__(self, *, node: dict, descriptor: dict, **settings: Any) -> None:
+    def __init__(self, *, node: dict, descriptor: dict, memory_limit_gb: float | None = None,
+                 **settings: Any) -> None:
         self.settings = FromFileSettings(**settings)
+        self.memory_limit_gb = memory_limit_gb  # search.max_memory_gb: the masks' estimate stops above it
         self.node, self.descriptor_node = dict(node), descriptor
         self.networks = Components({"descriptor": descriptor})
 
@@ -145,6 +148,8 @@ class RegionsFromFile:
             if size is not None:  # an unreadable file is skipped below, with its reason
                 sizes[image_id] = size
         regions_file.check_sizes(sizes)  # every entry checked before any image is described
+        estimate = check_mask_memory(regions_file, sizes, self.settings.mask_cell, self.memory_limit_gb)
+        regions_file.counts["mask_memory_bytes"] = estimate.peak_bytes  # before any mask is decoded
         dim, dtype = int(descriptor.dim), settings.store_dtype
         ensure_store(str(store_dir), config=key, dim=dim, dtype=dtype)
         done = RegionStore.open(str(store_dir)).done_ids()

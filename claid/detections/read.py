@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,24 @@ from pathlib import Path
 import numpy as np
 
 from claid.config.rules import SettingsError
-from claid.detections.coco_masks import SegmentationError, decode_segmentation
+from claid.detections.coco_masks import (
+    SegmentationError,
+    decode_segmentation,
+    runs_box,
+    sample_runs,
+    segmentation_runs,
+)
 
 __all__ = ["FileRegion", "ImageRegions", "RegionsFile", "RegionsFileError"]
 
+log = logging.getLogger(__name__)
+
 #: how far (pixels) a box may reach past the image and still be clipped, not refused
 CLIP_TOLERANCE_PX = 1.0
+#: the largest image side (pixels) a file may claim for an image
+MAX_SIDE_PX = 1 << 17
+#: the largest depth (the store keeps it as int32)
+MAX_DEPTH = 2**31 - 1
 
 
 class RegionsFileError(SettingsError):
@@ -82,7 +95,25 @@ class ImageRegions:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (an integer of hundreds of digits is not: no float holds it)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _parse_json(raw: bytes, path) -> object:
+    """JSON from a stranger's bytes, or the one-line error (not JSON, an integer
+    longer than Python converts, nested deeper than the parser goes)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RegionsFileError(f"{path}: not usable JSON (nested deeper than the JSON reader "
+                               "allows)") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, integer digit limit
+        raise RegionsFileError(f"{path}: not JSON ({str(err)[:200]})") from None
 
 
 @dataclass
@@ -107,10 +138,7 @@ class RegionsFile:
              max_regions: int | None = None, min_score: float | None = None) -> RegionsFile:
         """Read and check the structure of ``path`` (sizes are checked by ``check_sizes``)."""
         raw = _read_bytes(path)
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RegionsFileError(f"{path}: not JSON ({err})") from None
+        data = _parse_json(raw, path)
         out = cls(path=str(path), sha256=hashlib.sha256(raw).hexdigest(), by_image={})
         if isinstance(data, list):
             entries, images, label = data, None, "entry"
@@ -132,6 +160,7 @@ class RegionsFile:
         out.counts = {"file": str(path), "sha256": out.sha256, "entries": len(entries),
                       "images_in_file": len(out.by_image),
                       "images_without_entries": len(known - set(out.by_image))}
+        out._merge_duplicates()
         out._select(max_regions, min_score)
         return out
 
@@ -142,10 +171,13 @@ class RegionsFile:
         for k, image in enumerate(images):
             if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
                 raise self.error(f"{label}[{k}]", "an image needs 'id' and 'file_name'")
-            names[_id_key(image["id"])] = image["file_name"]
+            key = _id_key(image["id"])
+            if key is not None:  # an id that cannot be compared matches no entry
+                names[key] = image["file_name"]
             if image["file_name"] in known and "width" in image and "height" in image:
-                if not (_number(image["width"]) and _number(image["height"])):
-                    raise self.error(f"{label}[{k}]", "width and height must be numbers")
+                if not all(_number(image[s]) and 1 <= image[s] <= MAX_SIDE_PX for s in ("width", "height")):
+                    raise self.error(f"{label}[{k}]", f"width and height must be numbers from 1 to "
+                                     f"{MAX_SIDE_PX}, got {image['width']!r:.40} x {image['height']!r:.40}")
                 self.sizes[image["file_name"]] = (int(image["height"]), int(image["width"]))
         return names
 
@@ -153,17 +185,18 @@ class RegionsFile:
         if "file_name" in entry:
             name = entry["file_name"]
             if not isinstance(name, str) or name not in known:
-                raise self.error(where, f"unknown image: file_name {name!r} is not an image of the "
+                raise self.error(where, f"unknown image: file_name {name!r:.80} is not an image of the "
                                  "dataset (a path relative to its root)")
             return name
         if "image_id" not in entry:
             raise self.error(where, "no 'image_id' and no 'file_name'")
         image_id = entry["image_id"]
-        name = names.get(_id_key(image_id))
+        key = _id_key(image_id)
+        name = names.get(key) if key is not None else None
         if name is None and isinstance(image_id, str) and image_id in known:
             name = image_id
         if name is None:
-            raise self.error(where, f"unknown image: image_id {image_id!r} is in no images list "
+            raise self.error(where, f"unknown image: image_id {image_id!r:.80} is in no images list "
                              "(the file's, or cutter.images) and is not an image id of the dataset")
         if name not in known:
             raise self.error(where, f"unknown image: image_id {image_id!r} is {name!r}, not an image "
@@ -175,7 +208,7 @@ class RegionsFile:
         if "bbox" in entry:
             bbox = entry["bbox"]
             if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
-                raise self.error(where, f"bbox must be [x, y, w, h] finite numbers, got {bbox!r}")
+                raise self.error(where, f"bbox must be [x, y, w, h] finite numbers, got {bbox!r:.80}")
             x, y, w, h = (float(v) for v in bbox)
             if w <= 0 or h <= 0:
                 raise self.error(where, f"degenerate region: bbox {bbox} has no area")
@@ -187,16 +220,43 @@ class RegionsFile:
             raise self.error(where, "no bbox and no segmentation")
         score = entry.get("score")
         if score is not None and not _number(score):
-            raise self.error(where, f"score must be a finite number, got {score!r}")
+            raise self.error(where, f"score must be a finite number, got {score!r:.80}")
         depth = entry.get("depth", 1)
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-            raise self.error(where, f"depth must be an integer >= 1, got {depth!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
+            raise self.error(where, f"depth must be an integer from 1 to {MAX_DEPTH}, got {depth!r:.80}")
         grid_mask = entry.get("claid_mask")
         if grid_mask is not None and not isinstance(grid_mask, dict):
             raise self.error(where, "claid_mask must be an object")
         return FileRegion(where=where, box=box, score=None if score is None else float(score),
                           segmentation=segmentation, grid_mask=grid_mask, depth=depth,
                           ann_id=_id_key(entry.get("id")), parent_id=_id_key(entry.get("parent")))
+
+    def _merge_duplicates(self) -> None:
+        """Keep one of entries of an image that are the same detection (same box,
+        segmentation, score, depth, claid_mask and parent; their ids may differ, a
+        parent naming a dropped id names the kept one); counted in
+        ``duplicates_merged`` and warned."""
+        merged = 0
+        for image_id, regions in self.by_image.items():
+            seen, kept, alias = {}, [], {}
+            for region in regions:
+                key = json.dumps([region.box, region.segmentation, region.score, region.depth,
+                                  region.grid_mask, region.parent_id], sort_keys=True)
+                first = seen.get(key)
+                if first is None or (region.ann_id is not None and first.ann_id is None):
+                    seen.setdefault(key, region)
+                    kept.append(region)
+                    continue
+                merged += 1
+                if region.ann_id is not None:
+                    alias[region.ann_id] = first.ann_id
+            for region in kept:
+                region.parent_id = alias.get(region.parent_id, region.parent_id)
+            self.by_image[image_id] = kept
+        self.counts["duplicates_merged"] = merged
+        if merged:
+            log.warning("%s: %d entries repeat another entry of their image (same box, mask, "
+                        "score); each kept once", self.path, merged)
 
     def _select(self, max_regions: int | None, min_score: float | None) -> None:
         """Keep the entries scoring at least ``min_score`` (an entry without a score is
@@ -231,15 +291,14 @@ class RegionsFile:
     def _check_region(self, region: FileRegion, image_id: str, height: int, width: int) -> int:
         where = f"{region.where} (image {image_id!r})"
         if region.segmentation is not None:
-            try:
-                mask = decode_segmentation(region.segmentation, height, width)
+            try:  # run lengths only: no full-resolution mask is decoded
+                box = runs_box(segmentation_runs(region.segmentation, height, width), height)
             except SegmentationError as err:
                 raise self.error(where, f"malformed segmentation: {err}") from None
-            if not mask.any():
+            if box is None:
                 raise self.error(where, "degenerate region: its segmentation covers no pixel of the image")
             if region.box is None:
-                ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-                region.box = (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))
+                region.box = box
         if region.grid_mask is not None:
             grid = region.grid_mask.get("grid")
             # a short RLE can claim a huge grid: no more cells than 16 per pixel of the image
@@ -280,9 +339,9 @@ class RegionsFile:
             masks = np.zeros((len(regions), gh, gw), dtype=bool)
             has_mask = np.zeros(len(regions), dtype=bool)
             for k, region in enumerate(regions):
-                if region.segmentation is not None:
-                    pixels = decode_segmentation(region.segmentation, height, width)
-                    masks[k] = pixels[np.ix_(centre_y, centre_x)]
+                if region.segmentation is not None:  # sampled at the cell centres from the runs
+                    runs = segmentation_runs(region.segmentation, height, width)
+                    masks[k] = sample_runs(runs, height, centre_y, centre_x)
                     has_mask[k] = True
                 else:
                     x1, y1, x2, y2 = region.box
@@ -322,10 +381,7 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _load_images_file(path: str) -> list:
-    try:
-        data = json.loads(_read_bytes(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RegionsFileError(f"{path}: not JSON ({err})") from None
+    data = _parse_json(_read_bytes(path), path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise RegionsFileError(f"{path}: no 'images' list (cutter.images must be a COCO dataset file)")
     return data["images"]

@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import warnings
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,15 +42,47 @@ import numpy as np
 import torch
 
 from claid._version import __version__
-from claid.artifacts import atomic_save_npz, atomic_write_json, schema_version
+from claid.artifacts import DamagedArtifactError, atomic_save_npz, atomic_write_json, schema_version
 from claid.structures import PatchGrid
 
 __all__ = ["FEATURE_KINDS", "FeatureCache"]
+
+log = logging.getLogger(__name__)
 
 #: kind -> folder prefix
 FEATURE_KINDS = {"tokens": "tokens", "feature_maps": "featuremaps"}
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 _MANIFEST = "cache.json"
+
+
+#: the arrays of one item, per kind
+_MEMBERS = {"tokens": ("image_id", "tokens", "grid", "patch_size", "scale", "image_size"),
+            "feature_maps": ("image_id", "map", "scale", "image_size")}
+
+
+def _item_problem(kind: str, arrays: dict, image_id: str) -> str | None:
+    """What is wrong with one item's arrays (None when they are usable)."""
+    missing = [name for name in _MEMBERS[kind] if name not in arrays]
+    if missing:
+        return f"no {missing[0]!r} array"
+    if arrays["image_id"].shape != () or str(arrays["image_id"]) != image_id:
+        return f"holds {str(arrays['image_id'])[:80]!r}, not {image_id!r}"
+    scale, size = arrays["scale"], arrays["image_size"]
+    if scale.shape != (2,) or not (np.isfinite(scale).all() and (scale > 0).all()):
+        return f"scale {scale.tolist()!r:.60} is not two positive numbers"
+    if size.shape != (2,) or size.dtype.kind not in "iu" or not (size > 0).all():
+        return f"image_size {size.tolist()!r:.60} is not two positive integers"
+    values = arrays["tokens"] if kind == "tokens" else arrays["map"]
+    if values.dtype.kind != "f" or not np.isfinite(values).all():
+        return f"{'tokens' if kind == 'tokens' else 'map'} {values.dtype} holds non-finite values"
+    if kind == "feature_maps":
+        return None if values.ndim == 3 else f"map of shape {values.shape}, not (C, h, w)"
+    grid, patch = arrays["grid"], arrays["patch_size"]
+    if grid.shape != (2,) or grid.dtype.kind not in "iu" or (grid < 1).any() or patch.shape != () or patch < 1:
+        return f"grid {grid.tolist()!r:.40} / patch_size {patch.tolist()!r:.20} are not positive integers"
+    if values.ndim != 2 or values.shape[0] != int(grid[0]) * int(grid[1]):
+        return f"tokens of shape {values.shape} for a {grid.tolist()} grid"
+    return None
 
 
 def _item_name(image_id: str) -> str:
@@ -130,8 +165,24 @@ class FeatureCache:
         return Path(self.directory) / "items" / f"{_item_name(image_id)}{suffix}"
 
     def has(self, image_id: str) -> bool:
-        """Whether the output of ``image_id`` is cached."""
-        return self._path(image_id).exists()
+        """Whether the output of ``image_id`` is cached and its file is whole: a zip
+        that opens, names this image and holds this kind's arrays (a file cut short
+        or overwritten counts as not cached, with a warning, so it is computed again
+        and rewritten)."""
+        path = self._path(image_id)
+        if not path.exists():
+            return False
+        try:  # the file opened here, so that numpy cannot leak it when the zip is bad
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+                whole = (set(_MEMBERS[self.kind]) <= set(data.files)
+                         and data["image_id"].shape == () and str(data["image_id"]) == image_id)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            whole = False
+        if not whole:
+            message = f"feature cache {path}: damaged, or not the output of {image_id!r}; computed again"
+            warnings.warn(message, stacklevel=2)
+            log.warning(message)
+        return whole
 
     def skip_reason(self, image_id: str) -> str | None:
         """Why ``image_id`` could not be used, if recorded (else None)."""
@@ -143,7 +194,7 @@ class FeatureCache:
     def missing(self, image_ids: Iterable[str]) -> list[str]:
         """The ids neither cached nor recorded as skipped (what a run must compute)."""
         return [i for i in image_ids
-                if not self.has(i) and not self._path(i, ".skip.json").exists()]
+                if not self._path(i, ".skip.json").exists() and not self.has(i)]
 
     def disk_bytes(self) -> int:
         """Bytes the folder takes (its files' sizes)."""
@@ -186,16 +237,16 @@ class FeatureCache:
     def _load(self, image_id: str) -> dict:
         path = self._path(image_id)
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
         except FileNotFoundError:
             raise KeyError(f"no cached {self.kind} for {image_id!r} in {self.directory}") from None
-        except (OSError, ValueError) as err:
-            raise ValueError(f"feature cache {path}: unreadable ({err}); delete the file to "
-                             "recompute it") from None
-        if str(arrays["image_id"]) != image_id:
-            raise ValueError(f"feature cache {path} holds {str(arrays['image_id'])!r}, "
-                             f"not {image_id!r}")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # incl. a bad CRC
+            raise DamagedArtifactError(f"feature cache {path}: unreadable ({str(err)[:120]}); delete the "
+                                       "file to recompute it") from None
+        problem = _item_problem(self.kind, arrays, image_id)
+        if problem:
+            raise DamagedArtifactError(f"feature cache {path}: {problem}; delete the file to recompute it")
         return arrays
 
     def patch_grid(self, image_id: str) -> PatchGrid:

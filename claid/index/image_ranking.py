@@ -50,6 +50,36 @@ def _excluded_image_indices(
     ]
 
 
+def _first_positions(keys: np.ndarray) -> np.ndarray:
+    """The rule's one step: walking a ranking best first (``keys`` in rank order), the
+    position of each key's first entry, in rank order (``return_index`` gives the first
+    occurrence of each value)."""
+    _, first = np.unique(keys, return_index=True)
+    first.sort()
+    return first
+
+
+def first_appearances(sims: np.ndarray, ids: np.ndarray, region_image: np.ndarray,
+                      top: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_images`' rule for one query over its ``k`` found regions only: O(k),
+    with none of ``rank_images``' checks of the whole region table (for a caller that
+    searched the table it holds, as ``claid serve`` does on every request).
+
+    Args:
+        sims: (k,) float32 similarities of the search, sorted descending (padding any).
+        ids: (k,) int64 row ids into ``region_image``, -1 = padding.
+        region_image: (N,) int image number of every row.
+        top: images wanted.
+    Returns:
+        (m,) int64 rows and (m,) float64 similarities of the best regions of the first
+        m <= ``top`` images, best first.
+    """
+    keep = (ids >= 0) & (sims > 0)
+    found, found_sims = ids[keep], sims[keep]
+    first = _first_positions(region_image[found])[:top]
+    return found[first].astype(np.int64), found_sims[first].astype(np.float64)
+
+
 def rank_images(
     sims: np.ndarray,
     ids: np.ndarray,
@@ -114,9 +144,7 @@ def rank_images(
         rows, cols = np.nonzero(keep[q0:q1])  # row-major: within a row, rank order
         region = ids[q0:q1][rows, cols].astype(np.int64)
         key = rows.astype(np.int64) * n_images + region_image[region]
-        # return_index gives the first (= best ranked) position of each (query, image).
-        _, first = np.unique(key, return_index=True)
-        first.sort()  # back to (query, rank) order
+        first = _first_positions(key)  # each (query, image)'s best region, in (query, rank) order
         excluded_keys = np.concatenate(
             [r * n_images + excluded[q0 + r] for r in range(q1 - q0)] + [np.zeros(0, np.int64)]
         )

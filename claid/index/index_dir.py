@@ -106,7 +106,13 @@ def load_index(directory: str | os.PathLike, *, index_class: type[RegionIndex], 
             f"no {META_FILE} in {directory}: not a claid index folder (build one with "
             "claid.index.build_index(...).save(folder))"
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{meta_path}: not usable JSON ({str(err)[:120]}); rebuild the index") from None
+    wrong = _meta_problem(meta)
+    if wrong:
+        raise ValueError(f"{meta_path}: {wrong}; rebuild the index")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(
             f"{directory} has index schema {meta.get('schema_version')}, this claid reads "
@@ -135,6 +141,20 @@ def load_index(directory: str | os.PathLike, *, index_class: type[RegionIndex], 
         **{name: meta["params"].get(name) for name in ("nprobe", "ef_search", "refine_factor")}
     )
     return index
+
+
+def _meta_problem(meta) -> str | None:
+    """What is wrong with the fields of an index.json that loading reads (None: usable)."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    for name in ("ntotal", "dim"):
+        value = meta.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"'{name}' must be an integer >= 0, got {value!r:.40}"
+    for name in ("whitening", "params"):
+        if not isinstance(meta.get(name), dict):
+            return f"'{name}' must be an object"
+    return None
 
 
 def _ondisk_lists(faiss_index: faiss.Index):

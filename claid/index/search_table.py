@@ -25,6 +25,7 @@ reading an index dir runs no code it names (:mod:`claid.config.registered`).
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,18 +202,52 @@ def read_search_meta(index_dir: str | Path) -> dict:
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DamagedArtifactError(f"{meta_path}: not valid JSON ({err}); rebuild the index") from None
+    except RecursionError:
+        raise DamagedArtifactError(f"{meta_path}: nested deeper than the JSON reader allows; "
+                                   "rebuild the index") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, an integer too long
+        raise DamagedArtifactError(f"{meta_path}: not valid JSON ({str(err)[:160]}); rebuild the index") from None
     if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
         found = meta.get("schema_version") if isinstance(meta, dict) else None
-        raise DamagedArtifactError(f"{meta_path}: search table schema {found}, this claid reads "
+        raise DamagedArtifactError(f"{meta_path}: search table schema {found!r:.40}, this claid reads "
                          f"{SCHEMA_VERSION}; rebuild the index (run.py rebuilds it)")
+    wrong = _meta_problem(meta)
+    if wrong:
+        raise DamagedArtifactError(f"{meta_path}: {wrong}; rebuild the index (run.py rebuilds it)")
     return meta
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with the fields of a search.json (None when every one is usable)."""
+    ids = meta.get("image_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return "'image_ids' must be a list of image ids"
+    if not isinstance(meta.get("files"), dict):
+        return "'files' must be an object"
+    if not isinstance(meta.get("descriptor", {}), dict):
+        return "'descriptor' must be an object"
+    if not all(isinstance(r, dict) for r in meta["files"].values()):
+        return "every record of 'files' must be an object"
+    if "key" in meta and not isinstance(meta["key"], dict | None):
+        return "'key' must be an object"
+    return None
 
 
 def load_search_table(index_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray]:
     """(search.json content, region_image (N,) int64, boxes (N, 4) float32) of an index dir."""
     index_dir = Path(index_dir)
     meta = read_search_meta(index_dir)
-    with np.load(index_dir / "regions.npz", allow_pickle=False) as table:
-        return meta, table["region_image"].astype(np.int64), table["boxes"].astype(np.float32)
+    path = index_dir / "regions.npz"
+    try:
+        with np.load(path, allow_pickle=False) as table:
+            region_image, boxes = table["region_image"], table["boxes"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        raise DamagedArtifactError(f"{path}: unreadable ({str(err)[:160]}); rebuild the index") from None
+    n = region_image.shape[0] if region_image.ndim == 1 else -1
+    if (n < 0 or region_image.dtype.kind not in "iu" or boxes.shape != (n, 4) or boxes.dtype.kind != "f"
+            or (n and (region_image.min() < 0 or region_image.max() >= len(meta["image_ids"])))
+            or not np.isfinite(boxes).all()):
+        raise DamagedArtifactError(f"{path}: region_image {region_image.dtype}{region_image.shape} and "
+                                   f"boxes {boxes.dtype}{boxes.shape} are not a table of finite boxes of "
+                                   f"the {len(meta['image_ids'])} images; rebuild the index")
+    return meta, region_image.astype(np.int64), boxes.astype(np.float32)

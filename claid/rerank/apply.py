@@ -1,8 +1,6 @@
-"""The re-ranking methods in their running order, for the pipeline and the CLI.
-
-    dba        -> the search runs on the DBA index (a cached index dir)
-    aqe        -> the query vector is expanded and searched again
-    diffusion  -> region scores from the offline part, then image scores
+"""What the re-ranking methods share: the state they pass along (:class:`RerankState`),
+the search again on whitened query vectors, the diffusion's online part, AMES's inputs.
+The methods themselves and the runner are :mod:`claid.rerank.methods`.
 
 The caller says how a DBA index and a diffusion offline part are obtained
 (``prepare``): the pipeline builds and caches them (:mod:`claid.rerank.rerank_stage`),
@@ -12,13 +10,12 @@ The caller says how a DBA index and a diffusion offline part are obtained
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from claid.rerank.aqe import expand_queries
 from claid.rerank.common import first_valid, image_numbers, rank_from_region_scores, whitened_view
 from claid.rerank.diffusion import online_scores
-from claid.rerank.settings import as_dict
 
 
 def search_whitened(index, rows, qw: np.ndarray, qids: Sequence[str], own: Sequence[set[str]],
@@ -53,37 +50,46 @@ def seed_regions(view, qw: np.ndarray, kq: int, region_image: np.ndarray,
     return out_ids, out_ids >= 0
 
 
-def rerank(methods: dict, *, index, rows, query_vectors: np.ndarray, qids: Sequence[str],
-           own: Sequence[set[str]], exclusions: Sequence[set[str]], rankings: list, k: int | None,
-           memory_gb: float, prepare) -> tuple[list, dict]:
-    """Run ``methods`` ({name: settings}, running order) and return (rankings, notes).
+@dataclass
+class LocalInputs:
+    """What ``rerank=ames`` reads: the AMES model, the database images' local-descriptor
+    store, and each query's local descriptors ((n, D) float32, in query order)."""
 
-    Args:
-        index, rows: the searched index and its rows (:class:`~claid.rerank.common.RowSource`).
-        query_vectors: (Q, D) as searched; qids: their ids.
-        own: per query, the images the search itself leaves out (its own image).
-        exclusions: per query, what the protocol's evaluation leaves out (feeds alpha-QE
-            and diffusion's query neighbours; the ground truth's positives never do).
-        rankings: the plain search's rankings.
-        prepare: ``prepare(name, index, rows, settings)`` -> (index, rows, note) for
-            ``dba``, (offline matrix, note) for ``diffusion``.
+    model: object
+    store: object
+    query_features: Sequence[np.ndarray]
+    sources: dict = field(default_factory=dict)
+
+
+@dataclass
+class RerankState:
+    """What a re-ranking step reads and changes (:class:`claid.interfaces.Reranker`).
+
+    Attributes:
+        index, rows: the searched index and its rows (:class:`~claid.rerank.common.RowSource`);
+            DBA replaces both.
+        qw: (Q, D) float32 query vectors, whitened as the index whitens (alpha-QE expands them).
+        qids: the queries' ids; own: per query, the images the search itself leaves out.
+        exclusions: per query, what the protocol's evaluation leaves out.
+        rankings: the current rankings, one per query, best first.
+        k, memory_gb: the search's ``index.k`` and working memory (a step that searches again).
+        prepare: ``prepare(name, index, rows, settings)``: a DBA index / diffusion offline part.
+        local: what ``ames`` reads (:class:`LocalInputs`).
+        notes: method -> what it did (``settings.rerank.methods_run`` of the run report).
     """
-    notes: dict = {}
-    qw = index.transform(np.asarray(query_vectors, dtype=np.float32))
-    if "dba" in methods:
-        index, rows, notes["dba"] = prepare("dba", index, rows, methods["dba"])
-        rankings = search_whitened(index, rows, qw, qids, own, k, memory_gb)
-    if "aqe" in methods:
-        s = methods["aqe"]
-        qw = expand_queries(whitened_view(index), rows, qw, rankings, exclusions, n=s.n, alpha=s.alpha)
-        rankings = search_whitened(index, rows, qw, qids, own, k, memory_gb)
-        notes["aqe"] = {**as_dict(s), "result_vector": "best-matching region of each of the first n "
-                        "images of the list the protocol evaluates (own image, query images, junk removed)"}
-    if "diffusion" in methods:
-        s = methods["diffusion"]
-        offline, notes["diffusion"] = prepare("diffusion", index, rows, s)
-        rankings = diffuse(offline, index, rows, qw, qids, own, exclusions, s)
-    return rankings, notes
+
+    index: object
+    rows: object
+    qw: np.ndarray
+    qids: Sequence[str]
+    own: Sequence[set[str]]
+    exclusions: Sequence[set[str]]
+    rankings: list
+    k: int | None
+    memory_gb: float
+    prepare: object = None
+    local: LocalInputs | None = None
+    notes: dict = field(default_factory=dict)
 
 
 def diffuse(offline, index, rows, qw: np.ndarray, qids: Sequence[str], own: Sequence[set[str]],

@@ -8,7 +8,8 @@
 The source index's key (its search.json ``key``) already holds the store's content
 hash and the index settings, so both are keyed by the store, the index and their
 own settings. A dir is reused only when its key matches and its files have their
-recorded sizes and SHA-256; loaded arrays are checked (shapes, ranges, finite)
+recorded sizes and SHA-256 (a file the records do not list is never read, and
+records that list nothing are a damaged record); loaded arrays are checked (shapes, ranges, finite)
 before use; anything else is rebuilt with a warning. Writes go to a temporary
 folder committed in one rename (:func:`claid.artifacts.commit_dir`).
 """
@@ -50,7 +51,9 @@ def dba_dir(cache_dir: Path, key: dict) -> Path:
 
 def diffusion_key(source_key: dict, settings: dict) -> dict:
     offline = ("kd", "truncation", "gamma", "alpha", "tol", "max_iter", "same_image")
-    return {"source": source_key, "diffusion": {k: settings[k] for k in offline}}
+    # kd counts the region itself, as fyang93/diffusion does: an offline part cached when kd
+    # counted other regions only is another graph, hence the marker in the key
+    return {"source": source_key, "diffusion": {k: settings[k] for k in offline}, "kd_counts_self": True}
 
 
 def diffusion_dir(cache_dir: Path, key: dict) -> Path:
@@ -61,18 +64,24 @@ def load_dba(directory: Path, key: dict):
     """(RegionIndex, its whitened database vectors or None) from a DBA index dir, or
     None when it is absent or unusable (warned)."""
     from claid.index.index_stage import _reusable_index
+    from claid.index.search_table import read_search_meta
 
     if not (directory / "search.json").exists():
         return None
-    index = _reusable_index(directory, key)
+    index = _reusable_index(directory, key)  # the recorded files' checksums, the key
     if index is None:
         return None
+    records = read_search_meta(directory).get("files") or {}
     vectors = None
-    if (directory / DBA_VECTORS).exists():
-        vectors = np.load(directory / DBA_VECTORS, mmap_mode="r", allow_pickle=False)
+    if DBA_VECTORS in records:
+        try:  # recorded and checksummed just now; still checked as any stranger's array
+            vectors = np.load(directory / DBA_VECTORS, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:  # e.g. a pickle where an array belongs
+            return _warn(directory, f"{DBA_VECTORS} is not a plain array ({str(err)[:160]})")
         if vectors.shape != (index.ntotal, index.dim) or vectors.dtype != np.float32:
-            _warn(directory, f"{DBA_VECTORS} is {vectors.dtype} {vectors.shape}")
-            return None
+            return _warn(directory, f"{DBA_VECTORS} is {vectors.dtype} {vectors.shape}")
+    elif (directory / DBA_VECTORS).exists():  # not written by the cache: never read
+        return _warn(directory, f"{DBA_VECTORS} is not recorded in its search.json")
     return index, vectors
 
 
@@ -94,11 +103,16 @@ def load_offline(directory: Path, key: dict, n: int) -> sparse.csr_matrix | None
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return _warn(directory, f"{DIFFUSION_META} is not valid JSON ({err})")
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        return _warn(directory, f"{DIFFUSION_META} is not valid JSON ({str(err)[:160]})")
     if not isinstance(meta, dict) or meta.get("key") != json.loads(json.dumps(key)):
         return _warn(directory, "built from other inputs or settings")
-    problems = record_problems(directory, meta.get("files"), checksums=True)
+    records = meta.get("files")
+    wanted = {f"offline_{name}.npy" for name in OFFLINE_FILES}
+    if not isinstance(records, dict) or set(records) != wanted:  # an emptied record checks nothing
+        listed = sorted(records) if isinstance(records, dict) else type(records).__name__
+        return _warn(directory, f"{DIFFUSION_META} records {listed}, not the offline files {sorted(wanted)}")
+    problems = record_problems(directory, records, checksums=True)
     if problems:
         return _warn(directory, "; ".join(problems))
     try:

@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 
 from claid.rerank import cache
-from claid.rerank.apply import rerank
 from claid.rerank.common import RowSource
+from claid.rerank.methods import rerank
 from claid.rerank.settings import ORDER, as_dict, parse_rerank
 
 
@@ -36,16 +36,22 @@ def parse_methods(names: str, overrides: Sequence[str] = ()) -> dict:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or method not in node:
-            raise RerankUnavailable(f"--rerank-set {item!r}: expected METHOD.KEY=VALUE for a method in --rerank")
-        node[method][name] = yaml.safe_load(value)
+            raise RerankUnavailable(f"--rerank-set {item!r:.80}: expected METHOD.KEY=VALUE for a method in --rerank")
+        try:  # plain YAML scalars only: no tags, no objects
+            node[method][name] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError, RecursionError) as err:
+            why = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+            raise RerankUnavailable(f"--rerank-set {item!r:.80}: the value is not a YAML number or "
+                                    f"word ({why})") from None
     return parse_rerank(node)
 
 
 class _Finder:
     """``prepare`` for the CLI: the cached parts only."""
 
-    def __init__(self, index_dir: Path, key: dict) -> None:
+    def __init__(self, index_dir: Path, key: dict, methods: Sequence[str] = ()) -> None:
         self.cache_dir, self.key, self.index_dir = index_dir.parent, key, index_dir
+        self.methods = [m for m in ORDER if m in methods]  # the combination asked for
 
     def __call__(self, name, index, rows, settings):
         if name == "dba":
@@ -68,9 +74,12 @@ class _Finder:
         return offline, {"dir": str(directory), "reused": True}
 
     def _missing(self, what, directory, method, settings) -> str:
+        combination = self.methods or [method]
+        asked = combination[0] if len(combination) == 1 else f"'rerank=[{','.join(combination)}]'"
+        asked = asked if asked.startswith("'") else f"rerank={asked}"
         return (f"no cached {what} for {self.index_dir} with rerank.{method} {as_dict(settings)} "
                 f"(looked for {directory}); run the run.py job that built the index again with "
-                f"rerank={method} (and the same rerank.{method}.* settings) to build it")
+                f"{asked} (and the same rerank.{method}.* settings) to build it")
 
 
 def reranked_search(index_dir: str | Path, query_vectors: np.ndarray, qids: Sequence[str], *,
@@ -82,11 +91,11 @@ def reranked_search(index_dir: str | Path, query_vectors: np.ndarray, qids: Sequ
     index_dir = Path(index_dir)
     meta, region_image, boxes = load_search_table(index_dir)
     index = RegionIndex.load(index_dir, mmap=True)
-    needs_vectors = "aqe" in methods or "diffusion" in methods
+    needs_vectors = any(m in methods for m in ("aqe", "diffusion", "superglobal"))
     if needs_vectors and not index.is_exact and "dba" not in methods:
         raise RerankUnavailable(
-            f"{index_dir} is a {index.meta['factory']} index: alpha-QE and diffusion from the command "
-            "line read the region vectors from a flat index (or a DBA index); re-rank inside the run "
+            f"{index_dir} is a {index.meta['factory']} index: alpha-QE, diffusion and SuperGlobal from "
+            "the command line read the region vectors from a flat index (or a DBA index); re-rank inside the run "
             "(run.py rerank=...), which reads them from the store")
     whitened = index.database_vectors() if index.is_exact else np.zeros((0, index.dim), np.float32)
     rows = RowSource(index, region_image, boxes, meta["image_ids"], whitened=whitened)
@@ -94,7 +103,7 @@ def reranked_search(index_dir: str | Path, query_vectors: np.ndarray, qids: Sequ
     rankings = search_images(index, query_vectors, region_image, boxes, meta["image_ids"], list(qids), k=k)
     rankings, _ = rerank(methods, index=index, rows=rows, query_vectors=query_vectors, qids=qids,
                          own=own, exclusions=own, rankings=rankings, k=k, memory_gb=1.0,
-                         prepare=_Finder(index_dir, meta["key"]))
+                         prepare=_Finder(index_dir, meta["key"], list(methods)))
     return rankings
 
 

@@ -7,11 +7,15 @@ the queries to the graph and compares normalised offline rows).
 
 Offline, once per index (cached by :mod:`claid.rerank.rerank_stage`):
 
-1. kNN graph: each region's ``kd`` nearest *other* regions from the index's own
-   search (in blocks; self dropped by row number, not by rank, so identical
-   parent/child vectors are harmless; with ``same_image: exclude`` the regions of
-   its own image are dropped too), similarities from the store's vectors, negative
-   ones set to 0, raised to ``gamma``; only mutual neighbours keep an edge.
+1. kNN graph. ``kd`` is the size of a region's neighbourhood *counting the region
+   itself*, as in the reference (``ids[:, :kd]`` starts with the item, whose own
+   entry is then dropped): each region is linked to its ``kd - 1`` nearest *other*
+   regions, so ``kd = 50`` (the reference's default) gives 49 others. They come
+   from the index's own search (in blocks; self dropped by row number, not by rank,
+   so identical parent/child vectors are harmless; with ``same_image: exclude`` the
+   regions of its own image are dropped too and the ``kd - 1`` are taken from other
+   images), similarities from the store's vectors, negative ones set to 0, raised
+   to ``gamma``; only mutual neighbours keep an edge.
 2. ``S = D^-1/2 W D^-1/2`` (degrees + 1e-12, as the reference), ``L = I - alpha S``.
 3. For every region i: its ``truncation`` nearest regions T_i (itself first), and
    ``f_i = L[T_i, T_i]^-1 e_i`` by conjugate gradient (stop when ||r|| <= tol, at most
@@ -44,14 +48,15 @@ GRAPH_EPS = 1e-12
 def knn_graph(view, x: np.ndarray, region_image: np.ndarray, *, kd: int, gamma: float,
               same_image: str, extra: int, block_rows: int = 4096) -> sparse.csr_matrix:
     """The mutual kNN affinity W (N, N) float64, symmetric, values ``max(s, 0)^gamma``
-    (similarities in float64 from the store's vectors)."""
+    (similarities in float64 from the store's vectors). ``kd``: neighbourhood size
+    counting the region itself (``kd - 1`` other regions, as the reference's ``kd``)."""
     from claid.rerank.dba import neighbours
 
     n = x.shape[0]
     rows, cols, vals = [], [], []
     for start in range(0, n, block_rows):
         block = x[start : start + block_rows]
-        ids, ok = neighbours(view, block, start, kd, region_image, same_image, extra)
+        ids, ok = neighbours(view, block, start, kd - 1, region_image, same_image, extra)
         sims = np.einsum("bd,bnd->bn", block.astype(np.float64), x[np.maximum(ids, 0)].astype(np.float64))
         r, c = np.nonzero(ok)
         rows.append((r + start).astype(np.int32))

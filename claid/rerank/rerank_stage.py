@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from claid.artifacts import clean_stale_temps, file_lock
-from claid.rerank.apply import rerank
 from claid.rerank.cache import (
     dba_dir,
     dba_key,
@@ -29,6 +28,7 @@ from claid.rerank.cache import (
     save_offline,
 )
 from claid.rerank.common import RowSource, evaluated_exclusions
+from claid.rerank.methods import rerank
 from claid.rerank.settings import as_dict
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class RerankSettings:
     k: int | None = None
     memory_gb: float = 0.5
     descriptor: dict = field(default_factory=dict)
+    local_backbone: dict | None = None  # rerank=ames: the DINOv2 (registers) backbone's node
 
 
 @dataclass
@@ -87,13 +88,14 @@ def rerank_stage(settings: RerankSettings, queries, index, index_dir, table, que
              "baselines": BASELINES_NOTE, "before": "rerank/before/*: the plain search"}
     before = _scores(rankings, queries)
     builder = _Builder(settings.descriptor, Path(cache_dir), read_search_meta(index_dir)["key"], table)
+    local = _ames_inputs(settings, queries, cache_dir) if "ames" in methods else None
     qids = [q.qid for q in queries.queries]
     rows = RowSource.of_table(index, table)
     reranked, notes["methods_run"] = rerank(
         methods, index=index, rows=rows, query_vectors=query_vectors, qids=qids,
         own=[{q.image} if q.image else set() for q in queries.queries],
         exclusions=evaluated_exclusions(queries, queries.queries), rankings=rankings,
-        k=settings.k, memory_gb=float(settings.memory_gb), prepare=builder)
+        k=settings.k, memory_gb=float(settings.memory_gb), prepare=builder, local=local)
     after = _scores(reranked, queries)
     metrics = {}
     for key, value in before.items():
@@ -102,6 +104,28 @@ def rerank_stage(settings: RerankSettings, queries, index, index_dir, table, que
             metrics[f"rerank/after/{key}"] = after[key]
             metrics[f"rerank/gain/{key}"] = after[key] - value
     return RerankOutcome(reranked, metrics, notes)
+
+
+def _ames_inputs(settings: RerankSettings, queries, cache_dir: Path):
+    """What ``rerank=ames`` reads: every database image's local descriptors (extracted
+    with the DINOv2-registers backbone where the store lacks them; one more decode of
+    each image, said in the log) and each query's, from its box's crop."""
+    from claid.artifacts import database_key
+    from claid.config.build import build
+    from claid.descriptors.queries import load_query_image
+    from claid.images import load_image
+    from claid.rerank.ames_inputs import ames_inputs
+
+    node = settings.local_backbone
+    log.info("rerank=ames: local descriptors from %s (a second pass over the database images "
+             "where the local-descriptor store lacks them)", node.get("model_name"))
+    database = [(image_id, lambda image_id=image_id: load_image(queries.path(image_id), options=queries.decode))
+                for image_id in queries.database]
+    described = [(load_query_image(queries, q), q.box) for q in queries.queries]
+    return ames_inputs(settings.methods["ames"], database_images=database, queries=described,
+                       backbone=build(node), cache_dir=cache_dir,
+                       source_key={"database": database_key(queries), "backbone": node},
+                       dim=int(node.get("embed_dim", 768)))
 
 
 def _scores(rankings, queries) -> dict:

@@ -12,8 +12,16 @@ import json
 import time
 from pathlib import Path
 
+from claid.serve.database_images import MAX_THUMB, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from claid.serve.engine import ApiError, SearchEngine
-from claid.serve.files import MAX_THUMB, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from claid.serve.request_fields import (
+    ERROR_RESPONSES,
+    SEARCH_BODY,
+    SearchQuery,
+    form_fields,
+    parse_search,
+    read_json,
+)
 
 STATIC = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 64 * 1024
@@ -22,7 +30,8 @@ MAX_JSON_BYTES = 64 * 1024
 def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
                image_root: str | Path | None = None, run_dirs=(), workers: int = 1,
                queue: int = 32, threads: int | str | None = "auto",
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS):
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+               queries_file: str | Path | None = None):
     """A FastAPI app serving ``index_dir`` (checked now; raises its one-line error).
 
     Args:
@@ -33,6 +42,8 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         workers, queue: network forwards run at once / may wait (then 503).
         threads: torch / BLAS / FAISS threads (``engine.threads`` rule).
         max_upload_bytes, max_upload_pixels: this server's upload limits.
+        queries_file: a ``queries.jsonl`` the page edits (:mod:`claid.serve.query_editor`);
+            None: the server is read-only.
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -40,12 +51,14 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException
 
-    from claid.serve import files
+    from claid.serve import database_images as files
+    from claid.serve.query_editor import QuerySet, queries_router
 
     engine = SearchEngine(index_dir, store_dir=store_dir, workers=workers, queue=queue, threads=threads)
-    app = FastAPI(title="claid serve")
+    app = FastAPI(title="claid serve", docs_url=None, redoc_url=None)  # /docs below: no CDN
     app.state.engine = engine
     descriptor = (engine.meta.get("descriptor") or {}).get("name")
+    query_set = None if queries_file is None else QuerySet(queries_file, image_root, engine)
 
     @app.exception_handler(ApiError)
     async def _api_error(_, err: ApiError):
@@ -68,15 +81,21 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
                 "descriptor_loaded": engine.descriptor_loaded, "index_dir": str(engine.index_dir),
                 "store": engine.store is not None, "images_served": image_root is not None,
                 "workers": engine.workers, "queue": engine.queue, "threads": engine.threads,
-                "max_upload_bytes": max_upload_bytes, "max_upload_pixels": max_upload_pixels}
+                "max_upload_bytes": max_upload_bytes, "max_upload_pixels": max_upload_pixels,
+                "queries_file": None if query_set is None else str(query_set.path)}
 
-    @app.get("/api/images")
-    def list_images(offset: int = 0, limit: int = 200) -> dict:
+    @app.get("/api/images", responses=ERROR_RESPONSES)
+    def list_images(offset: int = 0, limit: int = 200, q: str | None = None) -> dict:
+        """A page of the database images; ``q``: only ids holding it (case ignored)."""
         if offset < 0 or not 1 <= limit <= 5000:
             raise ApiError(400, f"need offset >= 0 and limit in [1, 5000], got {offset}, {limit}")
-        chosen = range(offset, min(len(engine.image_ids), offset + limit))
+        if q is not None and len(q) > 1000:
+            raise ApiError(400, f"q must be at most 1000 characters, got {len(q)}")
+        matching = (range(len(engine.image_ids)) if not q else
+                    [i for i, image_id in enumerate(engine.image_ids) if q.casefold() in image_id.casefold()])
+        chosen = matching[offset:offset + limit]
         sizes = engine.store.image_sizes() if engine.store is not None else None
-        return {"total": len(engine.image_ids), "images": [
+        return {"total": len(matching), "all": len(engine.image_ids), "offset": offset, "images": [
             {"index": i, "id": engine.image_ids[i],
              **({} if sizes is None else {"height": int(sizes[i][0]), "width": int(sizes[i][1])})}
             for i in chosen]}
@@ -100,7 +119,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return Response(files.thumbnail(path, size), media_type="image/jpeg",
                         headers={"X-Image-Size": f"{width}x{height}"})
 
-    @app.post("/api/search")
+    @app.post("/api/search", openapi_extra=SEARCH_BODY, responses=ERROR_RESPONSES)
     async def search(request: Request) -> JSONResponse:
         """Uploads (multipart forms): a JSON body is answered by :class:`JsonSearch`
         before it reaches this route, which documents both in the OpenAPI page."""
@@ -109,41 +128,27 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         # a JSONResponse, not a dict: FastAPI would validate and re-encode every result
         return JSONResponse(await answer(query, image, start))
 
-    async def answer(query: dict, image, start: float) -> dict:
-        """The search's answer to one parsed query (raises ApiError)."""
-        top, k = engine.check_top_k(query.get("top", 10), query.get("k"))
-        kinds = [name for name in ("image_id", "region_id", "text") if query.get(name) is not None]
-        if image is not None:
-            kinds.append("upload")
-        if len(kinds) != 1:
-            raise ApiError(400, "give exactly one of image_id, region_id, text or an uploaded image, "
-                                f"got {kinds or 'none'}")
-        box = _box(query.get("box"))
-        if box is not None and kinds[0] in ("region_id", "text"):
-            raise ApiError(400, f"a box goes with an image query, not with {kinds[0]}")
-        vector, forward_ms, cached = await _vector(kinds[0], query, image, box)
+    async def answer(body: object, image, start: float) -> dict:
+        """The search's answer to one request body (raises ApiError)."""
+        query = parse_search(body, upload=image is not None)
+        top, k = engine.check_top_k(query.top, query.k)
+        vector, forward_ms, cached = await _vector(query, image)
         results = await asyncio.wrap_future(engine.search(vector, top=top, k=k))
-        return {"query": {"kind": kinds[0], **{n: query[n] for n in ("image_id", "region_id", "text")
-                                               if query.get(n) is not None}, "box": box},
-                "top": top, "k": k, "results": results, "cached": cached,
+        return {"query": query.echo(), "top": top, "k": k, "results": results, "cached": cached,
                 "forward_ms": forward_ms, "took_ms": round((time.perf_counter() - start) * 1000, 3)}
 
-    async def _vector(kind, query, image, box):
-        if kind == "region_id":
-            return engine.region_vector(query["region_id"]), None, False  # one row: no thread hop
-        if kind == "text":
-            if not isinstance(query["text"], str) or not query["text"].strip():
-                raise ApiError(400, "text must be a non-empty string")
+    async def _vector(query: SearchQuery, image):
+        box = query.box
+        if query.kind == "region_id":
+            return engine.region_vector(query.value), None, False  # one row: no thread hop
+        if query.kind == "text":
             if not engine.text_capable:
                 raise ApiError(400, f"this index was built with {descriptor}, which has no text "
                                     "encoder; index with descriptor=siglip_tokens for text queries")
-            return (*await _forward(lambda: engine.text_vector(query["text"])), False)
-        if kind == "upload":
+            return (*await _forward(lambda: engine.text_vector(query.value)), False)
+        if query.kind == "upload":
             return (*await _forward(lambda: engine.image_query_vector(image, box, "the upload")), False)
-        ref = query["image_id"]
-        number = files.image_number(engine, str(ref)) if isinstance(ref, (str, int)) else None
-        if number is None or isinstance(ref, bool):
-            raise ApiError(400, f"image_id must be an image id or index, got {ref!r}")
+        number = files.image_number(engine, str(query.value))
         key = (number, None if box is None else tuple(box))
         vector = engine.cached(key)
         if vector is not None:
@@ -167,6 +172,8 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return value, ms
 
     _include_runs(app, run_dirs)
+    app.include_router(queries_router(query_set, max_upload_bytes, max_upload_pixels))
+    _offline_docs(app)
     app.add_middleware(JsonSearch, answer=answer)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -175,6 +182,30 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def _offline_docs(app) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the files the fastapi-offline package
+    ships (FastAPI's own pages load them from a CDN: a blank page offline)."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-files", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+              name="docs-files")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="openapi.json", title="claid serve: API",
+                                   swagger_js_url="docs-files/swagger-ui-bundle.js",
+                                   swagger_css_url="docs-files/swagger-ui.css",
+                                   swagger_favicon_url="docs-files/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc():
+        return get_redoc_html(openapi_url="openapi.json", title="claid serve: API",
+                              redoc_js_url="docs-files/redoc.standalone.js",
+                              redoc_favicon_url="docs-files/favicon.png", with_google_fonts=False)
 
 
 def _include_runs(app, run_dirs) -> None:
@@ -204,7 +235,10 @@ class JsonSearch:
             return
         start = time.perf_counter()
         try:
-            payload, status = await self.answer(_read_json(await _receive_body(receive)), None, start), 200
+            query = read_json(await _receive_body(receive))
+            if not isinstance(query, dict):
+                raise ApiError(400, "the search body must be a JSON object")
+            payload, status = await self.answer(query, None, start), 200
         except ApiError as err:
             payload, status = {"error": err.message}, err.status
         body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
@@ -234,18 +268,8 @@ async def _receive_body(receive) -> bytes:
             return body
 
 
-def _read_json(body: bytes) -> dict:
-    try:
-        query = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ApiError(400, f"malformed JSON: {err}") from None
-    if not isinstance(query, dict):
-        raise ApiError(400, "the search body must be a JSON object")
-    return query
-
-
 async def _read_upload(request, max_bytes: int, max_pixels: int) -> tuple[dict, object]:
-    from claid.serve.files import decode_upload
+    from claid.serve.database_images import decode_upload
 
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes + 64 * 1024:
@@ -258,20 +282,5 @@ async def _read_upload(request, max_bytes: int, max_pixels: int) -> tuple[dict, 
     if upload is None or isinstance(upload, str):
         raise ApiError(400, "the multipart form needs a file field 'image'")
     data = await upload.read(max_bytes + 1)
-    query = {}
-    for name in ("box", "top", "k"):
-        if form.get(name) not in (None, ""):
-            try:
-                query[name] = json.loads(form.get(name))
-            except json.JSONDecodeError:
-                raise ApiError(400, f"form field {name} must be JSON, got {form.get(name)[:80]!r}") from None
+    query = form_fields(form)
     return query, await asyncio.to_thread(decode_upload, data, max_bytes=max_bytes, max_pixels=max_pixels)
-
-
-def _box(box):
-    if box is None:
-        return None
-    if (not isinstance(box, list) or len(box) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-        raise ApiError(400, f"box must be [x1, y1, x2, y2] in original pixels, got {str(box)[:80]}")
-    return [float(v) for v in box]

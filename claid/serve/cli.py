@@ -1,8 +1,9 @@
 """``python -m claid serve``: the command line of :func:`claid.serve.create_app`.
 
-    python -m claid serve --run-dir outputs/2026-12-06/run1 [--run-dir outputs/.../run2]
+    python -m claid serve --run-dir outputs/runs/<date>/<time> [--run-dir <another run dir>]
     python -m claid serve --index-dir outputs/cache/index-ab12 --store outputs/cache/regions-cd34 \\
         --images data/photos
+    python -m claid serve --run-dir R --queries data/photos/queries.jsonl   # edit a query set
 
 ``--run-dir`` finds the index dir, region store and collection root in the run's
 metrics.json (``settings.index``, ``settings.store``, ``settings.image_root``); a
@@ -37,12 +38,20 @@ def main(argv=None) -> None:
     from claid.artifacts import DamagedArtifactError
     from claid.config.registered import RecordedDescriptorError
 
-    parser = argparse.ArgumentParser(prog="python -m claid serve", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="claid serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Instance search in the browser over a run's index: the page at /, its JSON\n"
+                    "API (documented at /docs, offline), the run explorer, and with --queries an\n"
+                    "editor of the collection's queries.jsonl.",
+        epilog="examples:\n" + __doc__.split("\n\n")[1])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--run-dir", action="append", help="a run dir (twice: two runs to compare)")
     where.add_argument("--index-dir", help="an index dir written by run.py")
     parser.add_argument("--store", help="the region store (default: the run's)")
     parser.add_argument("--images", help="the collection root (default: the run's)")
+    parser.add_argument("--queries", metavar="FILE",
+                        help="a queries.jsonl the page edits (draw boxes, mark positives); "
+                             "without it the server is read-only")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="network forwards at once (default 1)")
@@ -60,7 +69,10 @@ def main(argv=None) -> None:
         threads = int(args.threads) if str(args.threads).isdigit() else args.threads
         app = create_app(paths["index_dir"], store_dir=args.store or paths["store_dir"],
                          image_root=args.images or paths["image_root"], run_dirs=args.run_dir or (),
-                         workers=args.workers, threads=threads)
+                         workers=args.workers, threads=threads, queries_file=args.queries)
+        # built now: a record or weights the server cannot use stop it here, in one line,
+        # instead of answering every image query with an error
+        app.state.engine.descriptor()
     except (DamagedArtifactError, RecordedDescriptorError, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
     import uvicorn

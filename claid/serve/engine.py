@@ -3,8 +3,9 @@
 * The FAISS index is memory-mapped (``RegionIndex.load(mmap=True)``), the region store
   is memory-mapped by :class:`~claid.store.RegionStore`; a request reads them, never
   copies them.
-* The descriptor network is built on the first query that needs it, once, under a
-  lock; queries that run it go through a bounded pool of ``workers`` threads (one on
+* The descriptor's record is checked at start; its network is built once, under a
+  lock, by ``claid serve`` at start (so a record or weights it cannot use stop the
+  server in one line) or, from Python, on the first query that needs it; queries that run it go through a bounded pool of ``workers`` threads (one on
   a 2-core machine), each forward using ``threads`` torch / BLAS / FAISS threads
   (:func:`claid.threads.apply_threads`), and at most ``queue`` such requests wait:
   a burst beyond that is answered 503 at once instead of piling up in memory.
@@ -12,7 +13,7 @@
   (:func:`claid.retrieval.query_vector`), whole-image and box queries of database
   images cached per (image, box) in a bounded LRU.
 * Ranking is the index package's (``RegionIndex.search`` + ``rank_images``' rule over
-  the ``k`` found regions, :func:`first_appearances`, or the exhaustive
+  the ``k`` found regions, :func:`claid.index.first_appearances`, or the exhaustive
   ``search_images`` when ``k`` is None, as the CLI), so results equal the CLI's; the
   region that localised each result is read from the same search. Searches run one
   at a time on one search thread, beside the event loop (no network: no pool slot).
@@ -82,28 +83,6 @@ def _int_param(name: str, value, *, least: int, most: int) -> int:
     return value
 
 
-def first_appearances(sims: np.ndarray, ids: np.ndarray, region_image: np.ndarray,
-                      top: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rule of :func:`claid.index.rank_images` for one query, over its ``k`` found
-    regions only (O(k), where ``rank_images`` checks and indexes the whole region table):
-    walking the region ranking best first, each image's first region with similarity
-    > 0 ranks the image.
-
-    Args:
-        sims: (k,) float32 similarities of the search, sorted descending (padding any).
-        ids: (k,) int64 row ids into ``region_image``, -1 = padding.
-        region_image: (N,) int image number of every row.
-        top: images wanted.
-    Returns:
-        (m,) int64 rows and (m,) float64 similarities of the first m <= ``top`` images'
-        best regions, best first."""
-    keep = (ids >= 0) & (sims > 0)
-    found, found_sims = ids[keep], sims[keep]
-    _, first = np.unique(region_image[found], return_index=True)
-    first = np.sort(first)[:top]
-    return found[first].astype(np.int64), found_sims[first].astype(np.float64)
-
-
 class SearchEngine:
     """The index dir's index, search table, store and (lazily) descriptor."""
 
@@ -111,11 +90,14 @@ class SearchEngine:
                  workers: int = 1, queue: int = 32, threads: int | str | None = "auto") -> None:
         from claid.index import RegionIndex
         from claid.index.search_table import load_search_table
-        from claid.retrieval import _checked_meta
+        from claid.retrieval import checked_meta, recorded_descriptor_class
         from claid.threads import apply_threads
 
         self.index_dir = Path(index_dir)
-        self.meta = _checked_meta(index_dir)  # claid verify's one-line errors, no checksums
+        self.meta = checked_meta(index_dir)  # claid verify's one-line errors, no checksums
+        # a record naming no registered class stops the server now (RecordedDescriptorError),
+        # not every image query later
+        self.descriptor_class = recorded_descriptor_class(self.meta, index_dir)
         self.index = RegionIndex.load(index_dir, mmap=True)
         _, self.region_image, self.region_boxes = load_search_table(index_dir)
         self.image_ids: list[str] = list(self.meta.get("image_ids", []))
@@ -139,7 +121,7 @@ class SearchEngine:
         self._descriptor_lock = threading.Lock()
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self.text_capable = self._text_capable()
+        self.text_capable = hasattr(self.descriptor_class, "encode_text")
 
     def _open_store(self, store_dir) -> None:
         from claid.artifacts import DamagedArtifactError
@@ -156,16 +138,6 @@ class SearchEngine:
                                  self.image_ids, int(store.dim))
         self.first_region = np.concatenate([[0], np.cumsum(store.region_counts())]).astype(np.int64)
 
-    def _text_capable(self) -> bool:
-        from claid.config.registered import RecordedDescriptorError, descriptor_class
-        from claid.retrieval import _where
-
-        try:
-            return hasattr(descriptor_class(self.meta.get("descriptor") or {}, _where(self.index_dir)),
-                           "encode_text")
-        except RecordedDescriptorError:
-            return False
-
     # -- the network
 
     @property
@@ -173,14 +145,31 @@ class SearchEngine:
         return self._descriptor is not None
 
     def descriptor(self):
-        """The recorded descriptor, built once (the first caller builds, others wait)."""
+        """The recorded descriptor, built once (the first caller builds, others wait).
+
+        Raises:
+            RecordedDescriptorError: it cannot be built (a nested record that is not
+                claid's, weights that are not cached, a setting the class refuses), one line.
+        """
         if self._descriptor is None:
             with self._descriptor_lock:
                 if self._descriptor is None:
-                    from claid.retrieval import _descriptor_of
-
-                    self._descriptor = _descriptor_of(self.meta, self.index_dir)
+                    self._descriptor = self._build_descriptor()
         return self._descriptor
+
+    def _build_descriptor(self):
+        from claid.config.registered import RecordedDescriptorError
+        from claid.models.weights import WeightsUnavailableError
+        from claid.retrieval import descriptor_where, recorded_descriptor
+
+        try:
+            return recorded_descriptor(self.meta, self.index_dir)
+        except RecordedDescriptorError:
+            raise
+        except (WeightsUnavailableError, TypeError, ValueError, OSError) as err:
+            message = " ".join(str(err).split())
+            raise RecordedDescriptorError(f"{descriptor_where(self.index_dir)}: cannot build it "
+                                          f"({type(err).__name__}: {message[:300]})") from None
 
     def run_network(self, fn) -> Future:
         """Submit ``fn`` (which runs the descriptor) to the bounded pool; 503 when
@@ -214,13 +203,24 @@ class SearchEngine:
         """The CLI's query vector of an image (+ box); runs the network (use the pool)."""
         from claid.retrieval import QueryError, query_vector
 
+        descriptor = self.usable_descriptor()
         try:
-            return np.asarray(query_vector(self.descriptor(), image, box, where=where), np.float32)
+            return np.asarray(query_vector(descriptor, image, box, where=where), np.float32)
         except QueryError as err:
             raise ApiError(400, str(err)) from None
 
     def text_vector(self, text: str) -> np.ndarray:
-        return np.asarray(self.descriptor().encode_text([text])[0], np.float32)
+        return np.asarray(self.usable_descriptor().encode_text([text])[0], np.float32)
+
+    def usable_descriptor(self):
+        """:meth:`descriptor`, a build failure answered 503 with its one line (the
+        command line builds it at start, so there it stops the server instead)."""
+        from claid.config.registered import RecordedDescriptorError
+
+        try:
+            return self.descriptor()
+        except RecordedDescriptorError as err:
+            raise ApiError(503, f"this server cannot describe queries: {err}") from None
 
     def region_vector(self, region_id) -> np.ndarray:
         """The stored vector of index row ``region_id`` (the store's, no network)."""
@@ -248,7 +248,7 @@ class SearchEngine:
 
     def rank(self, vector: np.ndarray, *, top: int, k: int | None) -> list[dict]:
         """One query vector -> the first ``top`` images: score, box, matching region."""
-        from claid.index import search_images
+        from claid.index import first_appearances, search_images
 
         query = np.asarray(vector, np.float32).reshape(1, -1)
         if k is None:  # exhaustive, as the CLI's default

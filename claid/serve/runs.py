@@ -5,6 +5,8 @@
   per-query figures (default: the headline, worst first; queries not scored last);
 - ``GET /api/run/queries/{qid}?run=0|1``: the saved ranking, each result marked
   positive / junk / negative / removed, and the query box;
+- ``GET /api/run/query-image?qid=<qid>&run=0|1&size=<px>``: the query's own image (a
+  query image need not be in the index; only the images the run's queries name are served);
 - ``GET /api/run/compare?metric=<key>``: per-query ``metric`` (default: the headline)
   of run A against run B; refused when the two runs' query ids differ.
 
@@ -96,6 +98,26 @@ def runs_router(run_dirs: list[Path]):
         return {"metric": key, "headline": a.headline, "metrics": [k for k in a.metric_keys if k in b.metric_keys],
                 "runs": [str(a.run_dir), str(b.run_dir)], "points": points,
                 "n_paired": sum(p["a"] is not None and p["b"] is not None for p in points)}
+
+    @router.get("/query-image")
+    def query_image(qid: str, run: str | None = None, size: int | None = None):
+        """The image of query ``qid`` (the file, or a JPEG of long side ``size``)."""
+        from claid.serve.database_images import file_under_root, sized_image
+        from claid.serve.engine import ApiError
+
+        chosen = pick(run)
+        if isinstance(chosen, str):
+            return _error(400, chosen)
+        record = chosen.by_qid.get(qid)
+        if record is None:
+            return _error(404, f"unknown query id {qid[:80]!r} in run {chosen.run_dir.name}")
+        root = chosen.report["settings"].get("image_root")
+        if record.get("image") is None or not isinstance(root, str):
+            return _error(404, f"query {qid[:80]!r} has no image (a text query, or a run without image_root)")
+        try:
+            return sized_image(file_under_root(root, record["image"], "query image"), size)
+        except ApiError as err:
+            return _error(err.status, err.message)
 
     @router.get("/queries/{qid:path}")
     def query(qid: str, run: str | None = None):

@@ -92,7 +92,9 @@ tokens and the descriptor's maps from the feature caches, shared by every store.
 from __future__ import annotations
 
 import json
+import math
 import os
+import tokenize
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,8 +127,10 @@ def read_manifest(store_dir: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DamagedArtifactError(f"{path}: damaged, not JSON ({err})") from None
+    except RecursionError:
+        raise DamagedArtifactError(f"{path}: damaged, nested deeper than the JSON reader allows") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, an integer too long
+        raise DamagedArtifactError(f"{path}: damaged, not JSON ({str(err)[:200]})") from None
     if not isinstance(manifest, dict):
         raise DamagedArtifactError(f"{path}: damaged, not a JSON object")
     if manifest.get("format") != FORMAT_NAME:
@@ -136,6 +140,17 @@ def read_manifest(store_dir: str) -> dict:
             f"{path}: schema_version {manifest.get('schema_version')} but this claid reads "
             f"{SCHEMA_VERSION}; re-extract the regions or use a matching claid version"
         )
+    from claid.artifacts import config_hash
+
+    dim, dtype, config = manifest.get("dim"), manifest.get("dtype"), manifest.get("config")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= 1 << 20:
+        raise DamagedArtifactError(f"{path}: damaged, dim must be a positive integer, got {dim!r:.40}")
+    if not isinstance(dtype, str) or dtype not in VECTOR_DTYPES:
+        raise DamagedArtifactError(f"{path}: damaged, dtype must be one of {sorted(VECTOR_DTYPES)}, "
+                                   f"got {dtype!r:.40}")
+    if not isinstance(config, dict) or manifest.get("config_hash") != config_hash(config):
+        raise DamagedArtifactError(f"{path}: damaged, its config does not hash to its config_hash "
+                                   "(altered after it was written)")
     return manifest
 
 
@@ -192,13 +207,19 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a .npy file from its header; checks that the data is all
     there (a truncated file is corrupt) without reading or mapping it."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        try:  # the header is a Python literal: a damaged one fails in tokenize, ast or numpy
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        except (ValueError, TypeError, SyntaxError, tokenize.TokenError, OverflowError) as err:
+            raise DamagedArtifactError(f"{os.path.basename(path)}: damaged .npy header "
+                                       f"({str(err)[:120]})") from None
         data_start = f.tell()
-    expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if dtype.hasobject or not all(isinstance(v, int) and v >= 0 for v in shape):
+        raise DamagedArtifactError(f"{os.path.basename(path)}: header says {dtype} {shape}, not a plain array")
+    expected = data_start + math.prod(shape) * dtype.itemsize
     if os.path.getsize(path) < expected:
         raise DamagedArtifactError(f"{os.path.basename(path)} is shorter than its header says")
     return tuple(shape), dtype
@@ -224,16 +245,24 @@ def shard_size_problems(path: str, info: dict, *, checksums: bool = False) -> li
 
 
 def open_shard(path: str, name: str, manifest: dict) -> Shard:
+    from claid.store.shard_info import shard_info_problems
+
     try:
         with open(os.path.join(path, "shard.json"), encoding="utf-8") as f:
             info = json.load(f)
         regions_shape, regions_dtype = npy_header(os.path.join(path, "regions.npy"))
         vectors_shape, vectors_dtype = npy_header(os.path.join(path, "vectors.npy"))
+    except RecursionError:
+        raise DamagedArtifactError(f"corrupt shard {path}: shard.json nested deeper than the JSON "
+                                   "reader allows") from None
     except (OSError, ValueError) as err:
         # Committed shards are complete by construction; this is damage after the fact.
-        raise DamagedArtifactError(f"corrupt shard {path}: {err}") from err
+        raise DamagedArtifactError(f"corrupt shard {path}: {str(err)[:300]}") from err
     if not isinstance(info, dict) or not {"n_regions", "images", "skipped"} <= set(info):
         raise DamagedArtifactError(f"corrupt shard {path}: shard.json lacks n_regions / images / skipped")
+    problems = shard_info_problems(info, manifest)  # every field typed, in range
+    if problems:
+        raise DamagedArtifactError(f"corrupt shard {path}: " + "; ".join(problems))
     n = int(info["n_regions"])
     dim = int(manifest["dim"])
     problems = shard_size_problems(path, info)
@@ -243,8 +272,6 @@ def open_shard(path: str, name: str, manifest: dict) -> Shard:
         problems.append(f"regions.npy {regions_dtype}{regions_shape} vs ({n},)")
     if vectors_shape != (n, dim) or vectors_dtype != np.dtype(manifest["dtype"]):
         problems.append(f"vectors.npy {vectors_dtype}{vectors_shape} vs ({n}, {dim})")
-    if sum(e["n_regions"] for e in info["images"]) != n:
-        problems.append("image region counts do not add up to n_regions")
     if info.get("whole"):
         try:
             whole_shape, whole_dtype = npy_header(os.path.join(path, "whole.npy"))

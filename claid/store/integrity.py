@@ -12,9 +12,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from claid.artifacts import fsync_dir
 from claid.checksums import file_record
 from claid.store.format import open_shard, read_manifest, shard_size_problems
+from claid.store.shard_info import region_problems
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,15 @@ def _check_shard(path: str, name: str, manifest: dict, checksums: bool) -> tuple
         shard = open_shard(path, name, manifest)  # shard.json, headers, recorded sizes
     except (OSError, ValueError, KeyError, TypeError) as err:
         return None, [str(err).replace(f"corrupt shard {path}: ", "")]
-    problems = shard_size_problems(path, shard.info, checksums=True) if checksums else []
+    if not checksums:
+        return shard.info, []
+    problems = shard_size_problems(path, shard.info, checksums=True)
+    if not problems:  # the files are as written: now their values
+        try:
+            problems = region_problems(path, shard.info, np.load(os.path.join(path, "regions.npy"),
+                                                                 mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as err:
+            problems = [f"regions.npy: {str(err)[:200]}"]
     return shard.info, problems
 
 

@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from claid.artifacts import DamagedArtifactError
 from claid.masks import patch_mask_to_pixels
@@ -255,14 +254,24 @@ class RegionStore:
         if grid is None or length == 0:
             raise ValueError(f"image {self.image_ids[image]!r} was stored without masks")
         offset = int(shard.regions["mask_offset"][row])
-        with open(os.path.join(shard.path, "masks.rle"), "rb") as f:
+        path = os.path.join(shard.path, "masks.rle")
+        if offset < 0 or length < 0 or offset + length > os.path.getsize(path):
+            raise DamagedArtifactError(f"corrupt shard {shard.path}: region {row} has mask bytes "
+                                       f"{offset}+{length}, outside masks.rle")
+        with open(path, "rb") as f:
             f.seek(offset)
             counts = f.read(length)
         if len(counts) != length:  # never decode part of a mask
             raise ValueError(f"corrupt shard {shard.path}: masks.rle ends inside the mask of "
                              f"region {row}")
-        rle = {"size": [int(grid[0]), int(grid[1])], "counts": counts}
-        return mask_utils.decode(rle).astype(bool)
+        from claid.detections.coco_masks import SegmentationError, decode_segmentation
+
+        try:  # checked first: pycocotools writes past its mask on runs that do not add up
+            return decode_segmentation({"size": [int(grid[0]), int(grid[1])], "counts": counts},
+                                       int(grid[0]), int(grid[1]))
+        except SegmentationError as err:
+            raise DamagedArtifactError(f"corrupt shard {shard.path}: masks.rle, mask of region {row}: "
+                                       f"{err}") from None
 
     def masks(self, region_indices) -> np.ndarray:
         """(k, h, w) bool patch-level masks of the given global region indices.

@@ -33,6 +33,7 @@ from claid.store.format import (
     VECTOR_DTYPES,
     read_manifest,
 )
+from claid.store.shard_info import info_digest
 from claid.structures import PatchGrid, RegionDescriptors
 
 
@@ -343,6 +344,7 @@ class RegionStoreWriter:
             "whole": has_whole,
             "files": files,
         }
+        info["info_sha256"] = info_digest(info)  # same-size edits of shard.json are found
         # shard.json last: a staging dir without it is unmistakably incomplete.
         write_synced(os.path.join(staging, "shard.json"), json_bytes(info))
         fsync_dir(staging)

@@ -206,7 +206,7 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
 def main(argv: Sequence[str]) -> None:
     """``python -m claid runs``: print the runs table of an experiment, a sweep
     parent or run ids (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m claid runs", description="Table of logged runs.")
+    parser = argparse.ArgumentParser(prog="claid runs", description="Table of logged runs.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--experiment", action="append", help="MLflow experiment name (repeatable; default claid)")
     source.add_argument("--parent", help="a sweep's parent run id: its jobs")

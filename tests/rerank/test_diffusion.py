@@ -13,8 +13,8 @@ from .conftest import make_rows
 
 
 def _dense_graph(xw, region_image, kd, gamma, same_image):
-    """Mutual kNN (kd others, self and optionally the own image excluded), sims<0 -> 0,
-    ^gamma, S = D^-1/2 W D^-1/2: written from the formula, all dense."""
+    """Mutual kNN (kd counts the item itself: kd - 1 others; self and optionally the
+    own image excluded), sims<0 -> 0, ^gamma, S = D^-1/2 W D^-1/2: written from the formula, all dense."""
     sims = xw.astype(np.float64) @ xw.T.astype(np.float64)
     n = len(xw)
     member = np.zeros((n, n), bool)
@@ -23,7 +23,7 @@ def _dense_graph(xw, region_image, kd, gamma, same_image):
         if same_image == "exclude":
             ok &= region_image != region_image[i]
         cand = np.flatnonzero(ok)
-        member[i, cand[np.argsort(-sims[i, cand], kind="stable")[:kd]]] = True
+        member[i, cand[np.argsort(-sims[i, cand], kind="stable")[: kd - 1]]] = True
     w = np.where(member & member.T, np.maximum(sims, 0) ** gamma, 0.0)
     d = w.sum(axis=1) + 1e-12
     return w / np.sqrt(d)[:, None] / np.sqrt(d)[None, :]

@@ -82,11 +82,11 @@ def test_the_rerank_table_overlay_sweeps_and_summarises_with_and_without(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     runs = search_runs(uri, "rerank_table")
     children = [r for r in runs if r.data.tags.get("claid.role") != "sweep"]
-    assert len(children) == 5
+    assert len(children) == 6  # none, aqe, dba, diffusion, [dba,aqe], superglobal
     summary = (tmp_path / "sweep" / "summary" / "summary.csv").read_text().splitlines()
     header = summary[0].split(",")
     assert header[0] == "rerank" and "before re-ranking" in header and "re-ranking gain" in header
     by_choice = {line.split(",")[0]: line.split(",") for line in summary[1:]}
-    assert set(by_choice) >= {"none", "aqe", "dba", "diffusion"}
+    assert set(by_choice) >= {"none", "aqe", "dba", "diffusion", "superglobal"}
     gain = header.index("re-ranking gain")
     assert by_choice["none"][gain] == "" and by_choice["aqe"][gain] != ""

@@ -15,14 +15,15 @@ TINY = ["dataset.n_scenes=12", "dataset.n_queries=6", "dataset.image_size=[96,12
 FAST_DIFFUSION = ["rerank.diffusion.kd=5", "rerank.diffusion.truncation=60", "rerank.diffusion.kq=3"]
 
 
-@pytest.mark.parametrize("rerank", ["aqe", "dba", "diffusion", "[dba,aqe]"])
+@pytest.mark.parametrize("rerank", ["aqe", "dba", "diffusion", "[dba,aqe]", "superglobal",
+                                    "[aqe,superglobal]"])
 def test_each_method_runs_end_to_end_and_keeps_before_and_after(compose_cfg, tmp_path, rerank):
     extra = FAST_DIFFUSION if "diffusion" in rerank else []
     cfg = compose_cfg(*SMALL, *TINY, f"rerank={rerank}", *extra)
     result = run(cfg, run_dir=tmp_path / "run")
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     methods = report["settings"]["rerank"]["methods"]
-    assert methods == [m for m in ("dba", "aqe", "diffusion") if m in rerank]
+    assert methods == [m for m in ("dba", "aqe", "diffusion", "superglobal") if m in rerank]
     for key in ("lab/mAP-all", "lab/mAP-50"):
         before, after = result.metrics[f"rerank/before/{key}"], result.metrics[f"rerank/after/{key}"]
         assert after == pytest.approx(result.metrics[key])  # the run evaluates the re-ranked lists

@@ -1,10 +1,9 @@
-"""claid serve's O(k) ranking of one query equals rank_images on the whole region table."""
+"""first_appearances (claid serve's O(k) ranking of one query) equals rank_images on the whole region table."""
 
 import numpy as np
 import pytest
 
-from claid.index import rank_images
-from claid.serve.engine import first_appearances
+from claid.index import first_appearances, rank_images
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from claid.serve.engine import PREFIX_K, SearchEngine, first_appearances
+from claid.index import first_appearances
+from claid.serve.engine import PREFIX_K, SearchEngine
 
 
 class PrefixIndex:

@@ -50,12 +50,13 @@ async function setQuery(query) {
 
 function drawQuery() {
   const q = state.query;
-  if (!q) return;
+  if (!q || !q.img) return;  // still loading
   const canvas = $("query-canvas");
   q.scale = drawFitted(canvas, q.img, q.width, q.height, 480, 360);
   const box = state.drag ? dragBox() : state.box;
   if (box) strokeBox(canvas.getContext("2d"), box, q.scale, "#ff1744", 3);
   $("box-text").textContent = state.box ? `box [${state.box.join(", ")}] (original pixels)` : "whole image";
+  document.dispatchEvent(new CustomEvent("claid:query"));
 }
 
 function canvasPoint(canvas, event) {
@@ -141,11 +142,13 @@ function showResults(answer) {
     const id = document.createElement("div");
     id.className = "id";
     id.textContent = r.image_id;
+    id.title = r.image_id;
     card.append(canvas, meta, id);
     grid.append(card);
     card.addEventListener("click", () => showHierarchy(r.image_index, r.region_id));
     drawResult(canvas, r);
   }
+  document.dispatchEvent(new CustomEvent("claid:results"));
 }
 
 async function drawResult(canvas, r) {
@@ -237,22 +240,31 @@ function wireHierarchy() {
 
 const sizes = {};
 
+const PAGE = 60;
+const db = { offset: 0, filter: "" };
+
+// one page of the database images (any number: the server pages and filters by name)
 async function loadDatabase() {
-  const listing = await api("api/images?limit=500");
+  const query = `offset=${db.offset}&limit=${PAGE}` + (db.filter ? `&q=${encodeURIComponent(db.filter)}` : "");
+  const listing = await api(`api/images?${query}`);
   const grid = $("db-grid");
+  grid.replaceChildren();
   for (const item of listing.images) {
     if (item.width) sizes[item.index] = [item.width, item.height];
     const card = document.createElement("div");
     card.className = "card db";
     card.dataset.image = item.index;
+    card.title = item.id;
     const img = document.createElement("img");
     img.src = imageUrl(item.index, 128);
     img.style.width = "110px";
+    img.loading = "lazy";
     const row = document.createElement("div");
     row.className = "meta";
     const id = document.createElement("span");
     id.className = "id";
     id.textContent = item.id;
+    id.title = item.id;
     const tree = document.createElement("button");
     tree.textContent = "regions";
     tree.title = "show its region hierarchy";
@@ -267,14 +279,28 @@ async function loadDatabase() {
     });
     grid.append(card);
   }
-  if (listing.total > listing.images.length) {
-    grid.append(`… ${listing.total - listing.images.length} more (use the API's offset)`);
-  }
+  const last = db.offset + listing.images.length;
+  $("db-page").textContent = listing.total
+    ? `${db.offset + 1}–${last} of ${listing.total}` + (db.filter ? ` matching (${listing.all} in all)` : "")
+    : `no image name holds "${db.filter}"`;
+  $("db-prev").disabled = db.offset === 0;
+  $("db-next").disabled = last >= listing.total;
+}
+
+function wireDatabase() {
+  let typing;
+  $("db-filter").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { db.filter = $("db-filter").value.trim(); db.offset = 0; loadDatabase(); }, 250);
+  });
+  $("db-prev").addEventListener("click", () => { db.offset = Math.max(0, db.offset - PAGE); loadDatabase(); });
+  $("db-next").addEventListener("click", () => { db.offset += PAGE; loadDatabase(); });
 }
 
 async function start() {
   wireQueryCanvas();
   wireHierarchy();
+  wireDatabase();
   $("search").addEventListener("click", searchQuery);
   $("upload").addEventListener("change", (e) => {
     const file = e.target.files[0];

@@ -20,6 +20,30 @@
     if (!answer.ok) throw new Error(body.error || answer.statusText);
     return body;
   }
+  // an image (thumbnail URL answering X-Image-Size: WxH of the original) on a canvas with a box
+  // in original pixels; the full name on hover
+  function boxedImage(url, box, side, name) {
+    const canvas = el("canvas", { class: "boxed", title: name, width: side, height: side });
+    (async () => {
+      const answer = await fetch(url);
+      if (!answer.ok) throw new Error((await answer.json()).error || answer.statusText);
+      const [w, h] = (answer.headers.get("X-Image-Size") || "").split("x").map(Number);
+      const bitmap = await createImageBitmap(await answer.blob());
+      const width = w || bitmap.width, height = h || bitmap.height;
+      const scale = Math.min(side / width, side / height);
+      canvas.width = Math.round(width * scale);
+      canvas.height = Math.round(height * scale);
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      if (box) {
+        ctx.strokeStyle = "#ff1744";
+        ctx.lineWidth = 3;
+        ctx.strokeRect(box[0] * scale, box[1] * scale, (box[2] - box[0]) * scale, (box[3] - box[1]) * scale);
+      }
+      canvas.dataset.boxed = box ? "1" : "0";
+    })().catch((err) => canvas.replaceWith(el("span", { class: "error", title: name }, `${name}: ${err.message}`)));
+    return canvas;
+  }
   const gradingOf = (key, gradings) => (key.includes("/") ? key.split("/")[0] : gradings[0]);
 
   function header(runs) {
@@ -54,17 +78,18 @@
                            `${query.n_relevant[grading]} relevant · ${query.n_ranked} ranked, first ${query.results.length} shown`));
     if (query.image) {
       const q = el("figure", { class: "run-query" });
-      const img = el("img", { src: `api/images/${encodeURIComponent(query.image)}?size=160`, alt: query.image });
-      img.addEventListener("error", () => img.replaceWith(el("span", {}, `${query.image} (not an image of the index)`)));
-      q.append(img);
-      q.append(el("figcaption", {}, `query ${query.box ? "box " + query.box.map(Math.round).join(",") : "(whole image)"}`));
+      const url = `api/run/query-image?qid=${encodeURIComponent(query.qid)}&run=${query.run}&size=320`;
+      q.append(boxedImage(url, query.box, 240, query.image));
+      q.append(el("figcaption", { title: query.image },
+                  `${query.image} · ${query.box ? "box " + query.box.map(Math.round).join(",") : "whole image"}`));
       box.append(q);
     }
     const grid = el("div", { class: "run-grid" });
     query.results.forEach((r, i) => {
       const mark = r.marks[grading];
       const fig = el("figure", { class: `run-result mark-${mark}`, style: `border:4px solid ${COLORS[mark]}` });
-      fig.append(el("img", { src: `api/images/${encodeURIComponent(r.image)}?size=120`, alt: r.image, loading: "lazy" }));
+      fig.append(boxedImage(`api/images/${encodeURIComponent(r.image)}?size=240`, r.box, 140, r.image));
+      fig.append(el("figcaption", { class: "name", title: r.image }, r.image));
       fig.append(el("figcaption", {}, `#${i + 1} ${mark} ${r.score.toFixed(3)}`));
       grid.append(fig);
     });

@@ -15,6 +15,7 @@ is decoded (the pixel count comes from the header); the decode is
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import tempfile
 import warnings
@@ -24,6 +25,7 @@ from urllib.parse import unquote
 import numpy as np
 from PIL import Image
 
+from claid.datasets.tar_shards import split_member_path
 from claid.serve.engine import ApiError, SearchEngine
 
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -34,8 +36,9 @@ MAX_THUMB = 2048
 def image_number(engine: SearchEngine, ref: str) -> int:
     """A URL's image reference (integer index or percent-encoded id) -> image index."""
     text = unquote(ref)
-    if text.isdigit() and text not in engine.image_number:
-        number = int(text)
+    # ASCII digits only: str.isdigit() also accepts '²' or '١٢', which int() refuses or reads
+    if text.isascii() and text.isdigit() and text not in engine.image_number:
+        number = int(text) if len(text) <= 18 else len(engine.image_ids)  # int(): <= 4300 digits
         if number < len(engine.image_ids):
             return number
     elif text in engine.image_number:
@@ -47,17 +50,54 @@ def image_number(engine: SearchEngine, ref: str) -> int:
 
 def image_path(engine: SearchEngine, root: str | Path | None, number: int) -> str:
     """The file of database image ``number``, refused when it resolves outside ``root``."""
-    image_id = engine.image_ids[number]
     if root is None:
         raise ApiError(404, "this server has no collection root: start claid serve with --run-dir "
                             "or --images ROOT to see images")
+    return file_under_root(root, engine.image_ids[number])
+
+
+def file_under_root(root: str | Path, relative: str, what: str = "image") -> str:
+    """``<root>/<relative>`` (a name read from the index's table or a run's records, never
+    from a request), refused when its real path lies outside the root's real path."""
     real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, image_id))
-    if os.path.isabs(image_id) or os.path.commonpath([real_root, real]) != real_root:
-        raise ApiError(403, f"image {image_id!r} resolves outside the collection root; refused")
-    if not os.path.isfile(real):
-        raise ApiError(404, f"image {image_id!r}: file missing under the collection root")
+    real = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.isabs(relative) or os.path.commonpath([real_root, real]) != real_root:
+        raise ApiError(403, f"{what} {relative!r} resolves outside the collection root; refused")
+    if not os.path.isfile(real) and split_member_path(real) is None:  # a file, or a member of a tar shard
+        raise ApiError(404, f"{what} {relative!r}: file missing under the collection root")
     return real
+
+
+def sized_image(path: str, size: int | None):
+    """The file itself (``size`` None) or its JPEG thumbnail with an ``X-Image-Size`` header."""
+    from fastapi.responses import FileResponse, Response
+
+    from claid.images import ImageError, displayed_size
+
+    if size is None:
+        if split_member_path(path) is not None:  # an image inside a tar shard, read by its offset
+            return Response(_member_bytes(path), media_type=mimetypes.guess_type(path)[0] or "image/jpeg")
+        return FileResponse(path)
+    if not 1 <= size <= MAX_THUMB:
+        raise ApiError(400, f"size must be in [1, {MAX_THUMB}], got {size}")
+    try:
+        height, width = displayed_size(path)
+    except ImageError as err:
+        raise ApiError(422, f"cannot read the image header: {err.reason}") from None
+    return Response(thumbnail(path, size), media_type="image/jpeg", headers={"X-Image-Size": f"{width}x{height}"})
+
+
+def _member_bytes(path: str) -> bytes:
+    """The bytes of a tar-shard member (the shard's index checked against its size and mtime)."""
+    from claid.datasets.tar_shards import read_member
+
+    try:
+        data = read_member(path)
+    except (OSError, ValueError) as err:
+        raise ApiError(404, f"cannot read {Path(path).name!r} from its shard: {err}") from None
+    if data is None:
+        raise ApiError(404, f"{Path(path).name!r}: not a member of its shard")
+    return data
 
 
 def thumbnail(path: str, size: int) -> bytes:
