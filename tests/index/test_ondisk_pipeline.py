@@ -65,4 +65,4 @@ def test_run_with_the_ondisk_preset_completes(compose_cfg, tmp_path):
     assert 0.0 <= result.metrics["lab/mAP-all"] <= 1.0
     # a dozen images give too few regions for IVF1024: exact search, on the record
     meta = json.loads((Path(report["settings"]["index"]) / "index.json").read_text())
-    assert meta["fallback"]["requested"] == "IVF1024,PQ64"
+    assert meta["fallback"]["requested"] == OmegaConf.load(CONF / "ivfpq_ondisk.yaml").factory
