@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import faiss
@@ -276,6 +277,7 @@ def build_ondisk_index(vectors, *, parts: int = 4, work_dir: str | os.PathLike |
     """
     table = vectors if hasattr(vectors, "gather") else ArrayTable(vectors)
     work = Path(work_dir) if work_dir is not None else _work_dir_for(flat_file)
+    throwaway = work_dir is None and flat_file is None  # a temporary folder of ours
     started = time.perf_counter()
     plan = train_parts(table, work, parts, **settings)
     if not plan["is_ivf"] or table.n_rows == 0:
@@ -289,6 +291,8 @@ def build_ondisk_index(vectors, *, parts: int = 4, work_dir: str | os.PathLike |
     if not keep_parts:
         for stale in work.glob("part-*"):
             stale.unlink()
+    if throwaway:  # e.g. the global baseline's index, never saved: its folder goes with it
+        weakref.finalize(index, shutil.rmtree, str(work), True)
     return index
 
 

@@ -213,3 +213,17 @@ def test_separate_jobs_build_a_store_index_that_opens_like_any_index_dir(tmp_pat
     refused = _jobs("part", tmp_path / "other", work, 0)
     assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "another region store" in refused.stderr
     assert other.num_regions == 3000
+
+
+def test_an_index_built_without_a_folder_leaves_none_behind(vectors, one_piece, tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp creates its folder
+    index = build_ondisk_index(vectors, parts=2, **SETTINGS)  # as the global baseline builds it
+    (work,) = tmp_path.glob("claid-ondisk-*")
+    assert (work / LISTS_FILE).is_file()
+    _same_results(index, one_piece, vectors[:10])
+    del index
+    gc.collect()
+    assert not work.exists()
