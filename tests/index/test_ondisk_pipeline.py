@@ -33,7 +33,9 @@ def test_index_stage_builds_the_ondisk_preset_into_its_index_dir_and_reuses_it(t
     node.update(factory="IVF16,PQ8x4", whitening_dim=24, train_size=2000, parts=3)
     vectors = clustered_vectors(3000, 32, seed=5)
     table = _table(vectors)
-    settings = IndexSettings(node=node, seed=1, k=k)
+    descriptor = {**OmegaConf.to_container(OmegaConf.load(CONF.parent / "descriptor" / "resnet50.yaml")),
+                  "pretrained": False, "dim": 32}
+    settings = IndexSettings(node=node, seed=1, k=k, descriptor=descriptor)
     index, index_dir = index_stage(settings, table, {"store": "generated"}, tmp_path)
     meta = json.loads((index_dir / "index.json").read_text())
     assert meta["lists"] == "ondisk" and meta["parts"] == 3 and not meta["fallback"]
@@ -66,3 +68,24 @@ def test_run_with_the_ondisk_preset_completes(compose_cfg, tmp_path):
     # a dozen images give too few regions for IVF1024: exact search, on the record
     meta = json.loads((Path(report["settings"]["index"]) / "index.json").read_text())
     assert meta["fallback"]["requested"] == OmegaConf.load(CONF / "ivfpq_ondisk.yaml").factory
+
+
+def test_claid_serve_opens_the_ondisk_index_dir(tmp_path):
+    from claid.serve.engine import SearchEngine
+
+    node = OmegaConf.to_container(OmegaConf.load(CONF / "ivfpq_ondisk.yaml"))
+    node.pop("k")
+    node.update(factory="IVF16,PQ8x4", whitening_dim=24, train_size=2000, parts=2)
+    descriptor = {**OmegaConf.to_container(OmegaConf.load(CONF.parent / "descriptor" / "resnet50.yaml")),
+                  "pretrained": False, "dim": 32}
+    vectors = clustered_vectors(3000, 32, seed=5)
+    index, index_dir = index_stage(IndexSettings(node=node, seed=1, k=100, descriptor=descriptor),
+                                   _table(vectors), {"store": "generated"}, tmp_path)
+    engine = SearchEngine(index_dir, threads=1)
+    try:
+        lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(engine.index.faiss_index).invlists)
+        assert isinstance(lists, faiss.OnDiskInvertedLists)
+        answer = engine.rank(vectors[30], top=5, k=100)
+        assert answer and answer[0]["image_id"] == "10.jpg"
+    finally:
+        engine.close()
