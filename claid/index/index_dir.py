@@ -123,6 +123,8 @@ def load_index(directory: str | os.PathLike, *, index_class: type[RegionIndex], 
     faiss_index = faiss.read_index(str(directory / INDEX_FILE), flags)
     if ondisk:
         _map_lists(faiss_index, directory / LISTS_FILE)
+    elif _ondisk_lists(faiss_index) is not None:  # lists in a file the index names itself
+        raise ValueError(f"{directory}: {INDEX_FILE} has on-disk lists, {META_FILE} does not say so")
     whitening = None
     if (directory / WHITENING_FILE).is_file():
         whitening = load_whitening(directory / WHITENING_FILE)

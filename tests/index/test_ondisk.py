@@ -227,3 +227,14 @@ def test_an_index_built_without_a_folder_leaves_none_behind(vectors, one_piece, 
     del index
     gc.collect()
     assert not work.exists()
+
+
+def test_on_disk_lists_that_index_json_does_not_declare_are_refused(vectors, tmp_path):
+    build_ondisk_index(vectors, parts=2, work_dir=tmp_path / "work", **SETTINGS).save(tmp_path / "i")
+    meta_path = tmp_path / "i" / "index.json"
+    meta = json.loads(meta_path.read_text())
+    meta.pop("lists")
+    meta_path.write_text(json.dumps(meta))
+    # FAISS would map whatever file index.faiss names; claid maps only its own folder's
+    with pytest.raises((ValueError, RuntimeError)):
+        RegionIndex.load(tmp_path / "i")
