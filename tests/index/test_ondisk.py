@@ -238,3 +238,34 @@ def test_on_disk_lists_that_index_json_does_not_declare_are_refused(vectors, tmp
     # FAISS would map whatever file index.faiss names; claid maps only its own folder's
     with pytest.raises((ValueError, RuntimeError)):
         RegionIndex.load(tmp_path / "i")
+
+
+_RANK = """
+import json, sys
+import numpy as np
+import torch.distributed as dist
+from claid.index.ondisk_build import ArrayTable, build_part, merge_parts, train_parts
+vectors, work, rank, init, settings = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+table = ArrayTable(np.load(vectors, mmap_mode="r"))
+if rank == 0:
+    train_parts(table, work, 2, **json.loads(settings))
+dist.barrier()
+build_part(table, work, rank)
+dist.barrier()
+if rank == 0:
+    merge_parts(work).save(work + "/index")
+dist.destroy_process_group()
+"""
+
+
+def test_two_gloo_ranks_build_one_part_each(vectors, one_piece, tmp_path):
+    pytest.importorskip("torch.distributed")
+    np.save(tmp_path / "vectors.npy", vectors)
+    work, init = tmp_path / "work", f"file://{tmp_path}/rendezvous"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ranks = [subprocess.Popen([sys.executable, "-c", _RANK, str(tmp_path / "vectors.npy"), str(work),
+                               str(rank), init, json.dumps(SETTINGS)], cwd=ROOT, env=env)
+             for rank in range(2)]
+    assert [rank.wait(timeout=300) for rank in ranks] == [0, 0]
+    _same_results(RegionIndex.load(work / "index"), one_piece, vectors[:40])
