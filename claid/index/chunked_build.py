@@ -60,21 +60,10 @@ def _needs_sample(factory: str, whitening: str, dim: int) -> bool:
         return True  # let RegionIndex.train report the bad factory
 
 
-def build_from_table(table, *, add_block: int = 16384, flat_file=None, **cfg) -> RegionIndex:
-    """Train on a sample of ``table``'s rows and add all of them, chunk by chunk.
-
-    Args:
-        table: a :class:`~claid.index.search_table.RegionTable` (``n_rows``, ``dim``,
-            ``vector_chunks(rows)``, ``gather(rows)``); rows are L2-normalised vectors.
-        add_block: rows converted, transformed and added at a time.
-        flat_file: for a flat (exact) index, a file to write it to chunk by chunk;
-            the index then maps its vectors from that file (``pending_file``, moved
-            into the index dir by ``save``) instead of holding them in memory.
-        **cfg: the keyword arguments of ``RegionIndex.train``.
-    Returns:
-        the RegionIndex; region ids are the table's row numbers.
-    """
-    started = time.perf_counter()
+def train_from_table(table, **cfg) -> RegionIndex:
+    """An empty, trained index: :meth:`RegionIndex.train` on the seeded sample of
+    ``table``'s rows that ``build_from_table`` uses (read in the stored dtype; none
+    when nothing needs fitting). ``cfg``: the keyword arguments of ``RegionIndex.train``."""
     n, dim = table.n_rows, table.dim
     train_size, seed = cfg.get("train_size"), int(cfg.get("seed", 0))
     sample_note = None
@@ -91,7 +80,26 @@ def build_from_table(table, *, add_block: int = 16384, flat_file=None, **cfg) ->
     index = RegionIndex.train(sample, **{**cfg, "train_size": train_size})
     if sample_note:
         index.meta["train_sample"] = sample_note
-    del sample
+    return index
+
+
+def build_from_table(table, *, add_block: int = 16384, flat_file=None, **cfg) -> RegionIndex:
+    """Train on a sample of ``table``'s rows and add all of them, chunk by chunk.
+
+    Args:
+        table: a :class:`~claid.index.search_table.RegionTable` (``n_rows``, ``dim``,
+            ``vector_chunks(rows)``, ``gather(rows)``); rows are L2-normalised vectors.
+        add_block: rows converted, transformed and added at a time.
+        flat_file: for a flat (exact) index, a file to write it to chunk by chunk;
+            the index then maps its vectors from that file (``pending_file``, moved
+            into the index dir by ``save``) instead of holding them in memory.
+        **cfg: the keyword arguments of ``RegionIndex.train``.
+    Returns:
+        the RegionIndex; region ids are the table's row numbers.
+    """
+    started = time.perf_counter()
+    n = table.n_rows
+    index = train_from_table(table, **cfg)
     flat = faiss.downcast_index(index.faiss_index)
     if (isinstance(flat, faiss.IndexFlat) and flat.metric_type == faiss.METRIC_INNER_PRODUCT
             and n and flat_file is not None):

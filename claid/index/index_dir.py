@@ -3,6 +3,8 @@
     index.faiss     the FAISS index
     whitening.npz   the whitening (only when one is used)
     index.json      what produced it: factory, parameters, dims, store hash, versions
+    index.ivfdata   the inverted lists of an on-disk IVF index (``index.json``:
+                    ``"lists": "ondisk"``), searched memory-mapped
 
 Written as a whole (a temporary folder committed with one rename, see
 :mod:`claid.artifacts`); the search table (:mod:`claid.index.search_table`) is
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # the class is passed in: RegionIndex.save / load call this m
 SCHEMA_VERSION = schema_version("index")
 
 INDEX_FILE, WHITENING_FILE, META_FILE = "index.faiss", "whitening.npz", "index.json"
+LISTS_FILE = "index.ivfdata"
 
 
 def save_index(
@@ -62,6 +65,8 @@ def save_index(
     tmp = temp_path(directory)
     tmp.mkdir()
     try:
+        if index.pending_lists is not None:  # an on-disk IVF index's lists, synced
+            _move_lists(index, tmp)
         if index.pending_file is not None:  # written by a streamed flat build, synced
             move_into(index.pending_file, tmp / INDEX_FILE)
             index.pending_file = None
@@ -113,8 +118,13 @@ def load_index(directory: str | os.PathLike, *, index_class: type[RegionIndex], 
             f"{directory} has index schema {meta.get('schema_version')}, this claid reads "
             f"{SCHEMA_VERSION}; rebuild the index"
         )
-    faiss_index = faiss.read_index(str(directory / INDEX_FILE),
-                                   faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+    ondisk = meta.get("lists") == "ondisk"
+    flags = (faiss.IO_FLAG_MMAP_IFC if mmap else 0) | (faiss.IO_FLAG_SKIP_IVF_DATA if ondisk else 0)
+    faiss_index = faiss.read_index(str(directory / INDEX_FILE), flags)
+    if ondisk:
+        _map_lists(faiss_index, directory / LISTS_FILE)
+    elif _ondisk_lists(faiss_index) is not None:  # lists in a file the index names itself
+        raise ValueError(f"{directory}: {INDEX_FILE} has on-disk lists, {META_FILE} does not say so")
     whitening = None
     if (directory / WHITENING_FILE).is_file():
         whitening = load_whitening(directory / WHITENING_FILE)
@@ -128,7 +138,7 @@ def load_index(directory: str | os.PathLike, *, index_class: type[RegionIndex], 
     for key in ("ntotal", "claid_version", "faiss_version", "provenance"):
         meta.pop(key, None)
     index = index_class(faiss_index, whitening, meta)  # RegionIndex.load passes its class
-    index.mapped = mmap and index.is_exact
+    index.mapped = (mmap and index.is_exact) or ondisk
     index.set_search_params(
         **{name: meta["params"].get(name) for name in ("nprobe", "ef_search", "refine_factor")}
     )
@@ -147,3 +157,36 @@ def _meta_problem(meta) -> str | None:
         if not isinstance(meta.get(name), dict):
             return f"'{name}' must be an object"
     return None
+
+
+def _ondisk_lists(faiss_index: faiss.Index):
+    """The ``OnDiskInvertedLists`` of an IVF index, or None."""
+    ivf = faiss.try_extract_index_ivf(faiss_index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    return lists if isinstance(lists, faiss.OnDiskInvertedLists) else None
+
+
+def _move_lists(index: RegionIndex, tmp: Path) -> None:
+    """Move an on-disk index's lists file into the folder being built; the index
+    file records its name only (the reader maps it from its own folder)."""
+    lists = _ondisk_lists(index.faiss_index)
+    if lists is None:
+        raise ValueError("pending_lists is set but the index has no on-disk inverted lists")
+    move_into(index.pending_lists, tmp / LISTS_FILE)  # the mapping follows the file
+    index.pending_lists = None
+    lists.filename = LISTS_FILE
+
+
+def _map_lists(faiss_index: faiss.Index, path: Path) -> None:
+    """Map an on-disk index's lists from ``path`` (FAISS recorded the name it was
+    written under; ``IO_FLAG_ONDISK_SAME_DIR`` would print to stdout), read-only,
+    after checking that the file holds every list FAISS expects."""
+    lists = _ondisk_lists(faiss_index)
+    if lists is None:
+        raise ValueError(f"{path.parent}: {META_FILE} says on-disk lists, {INDEX_FILE} has none")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (the inverted lists of an on-disk index)")
+    if os.path.getsize(path) < lists.totsize:
+        raise ValueError(f"{path}: {os.path.getsize(path)} bytes, the index needs {lists.totsize}")
+    lists.filename, lists.read_only = str(path), True
+    lists.do_mmap()

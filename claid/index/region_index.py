@@ -60,8 +60,12 @@ class RegionIndex:
         #: an ``index.faiss`` already written for this index by a streamed flat build
         #: (:mod:`claid.index.flat_file`), which ``save`` moves into the index dir
         self.pending_file: Path | None = None
-        #: True when the flat vectors are memory-mapped from a file (read-only: FAISS
-        #: aborts the process on an add to a mapped index, so ``add`` refuses first)
+        #: the inverted lists' data file of an on-disk IVF index
+        #: (:mod:`claid.index.ondisk_build`), which ``save`` moves into the index dir
+        self.pending_lists: Path | None = None
+        #: True when the flat vectors (or an IVF index's on-disk lists) are
+        #: memory-mapped from a file (read-only: FAISS aborts the process on an add to
+        #: a mapped index, so ``add`` refuses first)
         self.mapped = False
 
     # ------------------------------------------------------------------ build

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from claid.index import RegionIndex, build_index, search_images
+from claid.index.ondisk_build import build_ondisk_index
 
 from .conftest import clustered_vectors
 
@@ -23,10 +24,17 @@ def test_presets_exist():
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_keys_are_build_arguments(preset):
     cfg = OmegaConf.to_container(OmegaConf.load(preset))
-    assert cfg.pop("_target_") == "claid.index.build_index" and cfg.pop("_partial_") is True
+    target = cfg.pop("_target_")
+    assert cfg.pop("_partial_") is True
     accepted = set(inspect.signature(RegionIndex.train).parameters) - {"cls", "training_vectors"}
+    if target == "claid.index.ondisk_build.build_ondisk_index":  # train settings + its own
+        own = {"parts", "work_dir", "keep_parts", "add_block", "flat_file", "vectors"}
+        assert set(inspect.signature(build_ondisk_index).parameters) == accepted | own
+        accepted |= own - {"flat_file", "vectors"}
+    else:
+        assert target == "claid.index.build_index"
+        assert set(inspect.signature(build_index).parameters) == accepted | {"vectors", "add_block"}
     assert set(cfg) - {"k"} <= accepted
-    assert set(inspect.signature(build_index).parameters) == accepted | {"vectors", "add_block"}
     assert "k" in cfg and "factory" in cfg
 
 
