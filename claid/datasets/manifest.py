@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from claid.datasets.boxes import check_box
@@ -152,6 +153,18 @@ def read_queries(
     return queries
 
 
+_UPLOADED = re.compile(r"^[0-9a-f]{32}\.(png|jpg)$")
+
+
+def _uploaded(images: list[str], queries_path: Path, root: Path) -> set[str]:
+    """The images the query editor uploaded beside the queries file (``queries/<hash>.jpg``)."""
+    try:
+        folder = (Path(queries_path).parent / "queries").resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:  # the queries file lies outside the collection
+        return set()
+    return {i for i in images if i.rpartition("/")[0] == folder and _UPLOADED.match(i.rpartition("/")[2])}
+
+
 def load_manifest(
     root: str | os.PathLike, *, queries_file: str = "queries.jsonl", query: str = "crop"
 ) -> Benchmark:
@@ -182,12 +195,16 @@ def load_manifest(
         )
     queries = read_queries(qpath, root, images)
     query_images = {q.image for q in queries}
-    removed = [i for i in images if i in query_images]  # the protocol rule: not searched for any query
+    # photos the query editor uploaded (claid serve --queries: <queries file dir>/queries/<hash>)
+    # are query photos only, never photos of the collection
+    uploads = _uploaded(images, qpath, root)
+    photos = [i for i in images if i not in uploads]
+    removed = [i for i in photos if i in query_images]  # the protocol rule: not searched for any query
     for image in removed[:10]:
         log.info("query image %s is a photo of the collection: it leaves the database for every query", image)
     if removed:
         log.info("%d of %d photos are query images and left the database (%d remain)",
-                 len(removed), len(images), len(images) - len(removed))
+                 len(removed), len(photos), len(photos) - len(removed))
     return Benchmark(
         name="manifest",
         root=str(root),

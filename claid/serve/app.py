@@ -31,7 +31,7 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
                image_root: str | Path | None = None, run_dirs=(), workers: int = 1,
                queue: int = 32, threads: int | str | None = "auto",
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
-               queries_file: str | Path | None = None):
+               queries_file: str | Path | None = None, command_overrides: tuple[str, ...] | list[str] = ()):
     """A FastAPI app serving ``index_dir`` (checked now; raises its one-line error).
 
     Args:
@@ -42,6 +42,8 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
         workers, queue: network forwards run at once / may wait (then 503).
         threads: torch / BLAS / FAISS threads (``engine.threads`` rule).
         max_upload_bytes, max_upload_pixels: this server's upload limits.
+        command_overrides: the overrides the editor's offered command carries (default: those
+            of the first run dir, from its ``.hydra/overrides.yaml``).
         queries_file: a ``queries.jsonl`` the page edits (:mod:`claid.serve.query_editor`);
             None: the server is read-only.
     """
@@ -52,13 +54,15 @@ def create_app(index_dir: str | Path, *, store_dir: str | Path | None = None,
     from starlette.exceptions import HTTPException
 
     from claid.serve import database_images as files
-    from claid.serve.query_editor import QuerySet, queries_router
+    from claid.serve.query_editor import QuerySet, queries_router, run_overrides
 
     engine = SearchEngine(index_dir, store_dir=store_dir, workers=workers, queue=queue, threads=threads)
     app = FastAPI(title="claid serve", docs_url=None, redoc_url=None)  # /docs below: no CDN
     app.state.engine = engine
     descriptor = (engine.meta.get("descriptor") or {}).get("name")
-    query_set = None if queries_file is None else QuerySet(queries_file, image_root, engine)
+    query_set = None if queries_file is None else QuerySet(
+        queries_file, image_root, engine,
+        list(command_overrides) or run_overrides(run_dirs[0] if run_dirs else None))
 
     @app.exception_handler(ApiError)
     async def _api_error(_, err: ApiError):

@@ -1,9 +1,9 @@
-"""``python -m claid serve``: the command line of :func:`claid.serve.create_app`.
+"""``claid serve``: the command line of :func:`claid.serve.create_app`.
 
-    python -m claid serve --run-dir outputs/runs/<date>/<time> [--run-dir <another run dir>]
-    python -m claid serve --index-dir outputs/cache/index-ab12 --store outputs/cache/regions-cd34 \\
+    claid serve --run-dir outputs/runs/<date>/<time> [--run-dir <another run dir>]
+    claid serve --index-dir outputs/cache/index-ab12 --store outputs/cache/regions-cd34 \\
         --images data/photos
-    python -m claid serve --run-dir R --queries data/photos/queries.jsonl   # edit a query set
+    claid serve --run-dir R --queries data/photos/queries.jsonl   # edit a query set
 
 ``--run-dir`` finds the index dir, region store and collection root in the run's
 metrics.json (``settings.index``, ``settings.store``, ``settings.image_root``); a
@@ -65,10 +65,18 @@ def main(argv=None) -> None:
         paths = ({"index_dir": args.index_dir, "store_dir": None, "image_root": None}
                  if args.index_dir else run_dir_paths(args.run_dir[0]))
         from claid.serve.app import create_app
+        from claid.serve.query_editor import run_overrides
 
         threads = int(args.threads) if str(args.threads).isdigit() else args.threads
+        run_dirs = list(args.run_dir or ())
+        if run_dirs and args.queries and not (Path(run_dirs[0]) / "queries.json").is_file():
+            # a run that only indexed (no queries yet): its index, store and photos, no explorer
+            print(f"{run_dirs[0]} searched no queries: the run explorer is off; the search page and "
+                  "the query editor work", flush=True)
+            run_dirs = run_dirs[1:]
         app = create_app(paths["index_dir"], store_dir=args.store or paths["store_dir"],
-                         image_root=args.images or paths["image_root"], run_dirs=args.run_dir or (),
+                         image_root=args.images or paths["image_root"], run_dirs=run_dirs,
+                         command_overrides=run_overrides(args.run_dir[0]) if args.run_dir else (),
                          workers=args.workers, threads=threads, queries_file=args.queries)
         # built now: a record or weights the server cannot use stop it here, in one line,
         # instead of answering every image query with an error

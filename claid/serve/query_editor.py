@@ -35,10 +35,14 @@ UPLOADED = re.compile(r"^[0-9a-f]{32}\.(png|jpg)$")
 class QuerySet:
     """FILE, its backup and its ``queries/`` folder, for one collection root."""
 
-    def __init__(self, path: str | Path, root: str | Path | None, engine) -> None:
+    def __init__(self, path: str | Path, root: str | Path | None, engine,
+                 run_overrides: list[str] | tuple[str, ...] = ()) -> None:
         self.path = Path(path).absolute()
         self.root = None if root is None else Path(root).absolute()
         self.engine = engine
+        # the served run's own overrides (backbone, weights...), so the offered command
+        # describes the queries as the collection was described
+        self.run_overrides = [o for o in run_overrides if not o.lstrip("+~").startswith(("dataset", "hydra"))]
         self.folder = self.path.parent / "queries"
         self._lock = threading.Lock()
         if self.path.exists() and not self.path.is_file():
@@ -98,8 +102,9 @@ class QuerySet:
             file = self.path.relative_to(root)
         except ValueError:
             file = self.path
-        return (f"python run.py dataset=manifest dataset.root={shlex.quote(str(root))} "
-                f"dataset.queries_file={shlex.quote(str(file))}")
+        return " ".join([f"python run.py dataset=manifest dataset.root={shlex.quote(str(root))}",
+                         f"dataset.queries_file={shlex.quote(str(file))}",
+                         *(shlex.quote(o) for o in self.run_overrides)])
 
     # -- checking a new entry
 
@@ -345,3 +350,21 @@ def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
         return editable().rewrite(qid, None)
 
     return router
+
+
+def run_overrides(run_dir: str | Path | None) -> list[str]:
+    """The command-line overrides of the run in ``run_dir`` (Hydra's
+    ``.hydra/overrides.yaml``, read as plain strings), or [] when there are none or the
+    file is not a list of strings."""
+    if run_dir is None:
+        return []
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    try:
+        import yaml
+
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):
+        return []
+    if not isinstance(values, list) or not all(isinstance(v, str) and len(v) < 1000 for v in values):
+        return []
+    return values[:100]
