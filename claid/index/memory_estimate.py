@@ -102,10 +102,18 @@ class MemorySettings:
     global_baseline: bool = True
     memory_gb: float = 0.5
     max_memory_gb: float | None = None
+    ondisk_parts: int | None = None  # an index whose lists live on disk, built in this many parts
 
 
 #: The ``index`` keys the estimate reads.
 INDEX_KEYS = ("factory", "whitening", "whitening_dim", "k", "train_size")
+
+
+def _ondisk_parts(index: dict) -> int | None:
+    """Parts of an on-disk index preset (``index=ivfpq_ondisk``), None for an in-memory one."""
+    if str(index.get("_target_", "")).endswith("build_ondisk_index"):
+        return max(1, int(index.get("parts") or 1))
+    return None
 
 
 def memory_settings(*, index: dict, descriptor_dim: int | None, search, stored_dtype: str) -> MemorySettings:
@@ -113,6 +121,7 @@ def memory_settings(*, index: dict, descriptor_dim: int | None, search, stored_d
     :class:`claid.index.index_stage.SearchSettings` and ``store.dtype``."""
     return MemorySettings(
         **{key: index[key] for key in INDEX_KEYS if key in index}, dim=descriptor_dim,
+        ondisk_parts=_ondisk_parts(index),
         stored_dtype=stored_dtype, regions_per_image=search.regions_per_image,
         whole_image_region=search.whole_image_region, global_baseline=search.global_baseline,
         memory_gb=search.memory_gb, max_memory_gb=search.max_memory_gb)
@@ -139,7 +148,9 @@ def estimate_run_memory(settings: MemorySettings, n_images: int, n_queries: int)
     parts = {
         # a flat index is memory-mapped from its file (page cache, not anonymous
         # memory) but read once per query block: counted, as memory it wants resident
-        "index": int(rows * per_row),
+        # an on-disk index holds one part's codes at a time while it is built (twice, as
+        # encoded and as written), and its lists are memory-mapped when it is searched
+        "index": int(rows * per_row) if s.ondisk_parts is None else int(2 * -(-rows // s.ondisk_parts) * per_row),
         "search table": rows * TABLE_ROW_BYTES,
         # the whole-image vectors stay in the store (RegionStore.whole_image_rows),
         # the global baseline's own index over them does not
@@ -178,7 +189,7 @@ def check_run_memory(settings: MemorySettings, n_images: int, n_queries: int) ->
     fits = []
     for path in sorted((Path(__file__).resolve().parents[2] / "conf" / "index").glob("*.yaml")):
         preset = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        other = replace(settings, **{key: preset.get(key) for key in INDEX_KEYS})
+        other = replace(settings, **{key: preset.get(key) for key in INDEX_KEYS}, ondisk_parts=_ondisk_parts(preset))
         total = estimate_run_memory(other, n_images, n_queries).total
         if total <= limit:
             fits.append(f"index={path.stem} ({total / GIB:.1f} GiB)")

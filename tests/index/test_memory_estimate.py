@@ -49,3 +49,11 @@ def test_a_run_that_cannot_fit_stops_with_the_estimate_and_a_preset_that_fits():
         check_run_memory(_cfg("flat", max_memory_gb=24), 1_000_000, 1)
     with pytest.raises(SettingsError, match="no shipped index preset fits"):
         check_run_memory(_cfg("flat", max_memory_gb=2), 5_000_000, 1)
+
+
+def test_an_on_disk_index_counts_one_parts_codes_not_the_whole_index():
+    ondisk = estimate_run_memory(_cfg("ivfpq_ondisk"), 27_000, 1250)
+    in_memory = estimate_run_memory(_cfg("ivfpq"), 27_000, 1250)
+    rows = 27_000 * 20
+    assert in_memory.parts["index"] == rows * 72
+    assert ondisk.parts["index"] == 2 * (rows // 4) * 64  # two copies of one part of four, 64-byte codes
