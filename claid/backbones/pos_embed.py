@@ -24,7 +24,7 @@ bicubic kernel:
 
 PyTorch's antialiased bicubic uses other kernel weights even when upsampling, and
 the ``+ 0.1`` offset samples at slightly other positions, so the rules give tokens
-that differ by a relative 2-5 % on real photos (issue 20).
+that differ by a relative 2-5 % on real photos (experiments/bench_detector, "Position-table rule").
 """
 
 from __future__ import annotations

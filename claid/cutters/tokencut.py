@@ -1,4 +1,4 @@
-"""TokenCut and MaskCut single-cut region finders (issue 18, items 1-2; core only).
+"""TokenCut and MaskCut single-cut region finders (their cores: no CRF, no pseudo-mask training).
 
 TokenCut (Wang et al., CVPR 2022, ``object_discovery.ncut``): one normalised cut of
 the binary patch affinity ``A = (F F^T > alpha)`` (eps where not, diagonal included),
