@@ -27,7 +27,7 @@ def test_two_runs_at_once_share_the_store_and_keep_their_own_run_dirs(tmp_path):
     outputs = [run.communicate(timeout=600) for run in runs]
     for run, (_, err) in zip(runs, outputs):
         assert run.returncode == 0, err[-3000:]
-    run_dirs = [next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run dir: "))
+    run_dirs = [next(line.split(": ", 1)[1].strip() for line in out.splitlines() if line.startswith("run dir: "))
                 for out, _ in outputs]
     assert run_dirs[0] != run_dirs[1]
     reports = [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs]
