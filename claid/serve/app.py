@@ -19,6 +19,7 @@ from claid.serve.request_fields import (
     SEARCH_BODY,
     SearchQuery,
     form_fields,
+    image_form,
     parse_search,
     read_json,
 )
@@ -278,13 +279,6 @@ async def _read_upload(request, max_bytes: int, max_pixels: int) -> tuple[dict, 
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes + 64 * 1024:
         raise ApiError(413, f"upload of {length} bytes is over this server's limit of {max_bytes}")
-    try:
-        form = await request.form(max_files=1, max_fields=8)
-    except Exception as err:  # noqa: BLE001 - a malformed multipart body
-        raise ApiError(400, f"malformed multipart form: {err}") from None
-    upload = form.get("image")
-    if upload is None or isinstance(upload, str):
-        raise ApiError(400, "the multipart form needs a file field 'image'")
-    data = await upload.read(max_bytes + 1)
+    form, data = await image_form(request, max_fields=8, max_bytes=max_bytes)
     query = form_fields(form)
     return query, await asyncio.to_thread(decode_upload, data, max_bytes=max_bytes, max_pixels=max_pixels)

@@ -318,15 +318,11 @@ def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
     @router.post("/upload", openapi_extra=UPLOAD_BODY)
     async def upload_query_image(request: Request) -> dict:
         """A query photo from outside the collection (multipart field ``image``)."""
+        from claid.serve.request_fields import image_form
+
         target = editable()
-        try:
-            form = await request.form(max_files=1, max_fields=2)
-        except Exception as err:  # noqa: BLE001 - a malformed multipart body
-            raise ApiError(400, f"malformed multipart form: {str(err)[:200]}") from None
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            raise ApiError(400, "the multipart form needs a file field 'image'")
-        return target.save_upload(await upload.read(max_bytes + 1), max_bytes, max_pixels)
+        _, data = await image_form(request, max_fields=2, max_bytes=max_bytes)
+        return target.save_upload(data, max_bytes, max_pixels)
 
     @router.get("/image")
     def uploaded_image(name: str, size: int | None = None):

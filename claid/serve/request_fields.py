@@ -159,3 +159,17 @@ def _short(value) -> str:
         return repr(value)[:80]
     except ValueError:  # an integer past Python's digit limit for str()
         return "a value with an integer too long to print"
+
+
+async def image_form(request, *, max_fields: int, max_bytes: int):
+    """(the form, the bytes of its file field ``image``, at most ``max_bytes + 1`` of them:
+    one more tells the caller the file is over its limit) of a multipart request; a
+    malformed form or one without that file is a 400."""
+    try:
+        form = await request.form(max_files=1, max_fields=max_fields)
+    except Exception as err:  # noqa: BLE001 - a malformed multipart body, whatever the parser raised
+        raise ApiError(400, f"malformed multipart form: {' '.join(str(err).split())[:200]}") from None
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise ApiError(400, "the multipart form needs a file field 'image'")
+    return form, await upload.read(max_bytes + 1)
