@@ -52,8 +52,8 @@ def main(argv=None) -> None:
     parser.add_argument("--queries", metavar="FILE",
                         help="a queries.jsonl the page edits (draw boxes, mark positives); "
                              "without it the server is read-only")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="network forwards at once (default 1)")
     parser.add_argument("--threads", default="auto", help="torch/BLAS/FAISS threads (engine.threads rule)")
     parser.add_argument("--access-log", action="store_true",

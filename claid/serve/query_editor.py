@@ -125,7 +125,7 @@ class QuerySet:
         box = parse_box(body.get("box"))
         if box is not None:
             try:
-                box = [float(v) for v in check_box(box, size, where="box", tolerance=0.0)]
+                box = [_pixel(v) for v in check_box(box, size, where="box", tolerance=0.0)]
             except ValueError as err:
                 raise ApiError(400, str(err)) from None
         lists = {key: self._ids(body.get(key), key) for key in ("positives", "junk")}
@@ -346,6 +346,12 @@ def queries_router(query_set: QuerySet | None, max_bytes: int, max_pixels: int):
         return editable().rewrite(qid, None)
 
     return router
+
+
+def _pixel(value) -> int | float:
+    """A box coordinate as written: whole pixels as integers (``90``, not ``90.0``)."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
 
 
 def run_overrides(run_dir: str | Path | None) -> list[str]:

@@ -64,6 +64,7 @@ def test_append_list_edit_delete(served_run, collection):
     line = json.loads(queries.read_text().splitlines()[0])
     assert line == {"image": "a/cat.png", "box": [10.0, 5.0, 100.0, 90.0],
                     "positives": ["a/coffee.png", third], "junk": [], "qid": "q0000"}
+    assert '"box": [10, 5, 100, 90]' in queries.read_text()  # whole pixels written as integers
     client.post("/api/queries", json={"image_id": 3, "positives": ["a/cat.png"], "qid": "astro"})
     listing = client.get("/api/queries").json()
     assert [q["qid"] for q in listing["queries"]] == ["q0000", "astro"] and listing["problems"] == []
