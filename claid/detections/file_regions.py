@@ -16,7 +16,6 @@ searched, evaluated and logged by the same stages as any cutter's.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -82,9 +81,6 @@ class RegionsFromFile:
         self.memory_limit_gb = memory_limit_gb  # search.max_memory_gb: the masks' estimate stops above it
         self.node, self.descriptor_node = dict(node), descriptor
         self.networks = Components({"descriptor": descriptor})
-
-    def config(self) -> dict[str, Any]:
-        return {"cutter": "from_file", **dataclasses.asdict(self.settings)}
 
     def key_parts(self) -> dict:
         """The store key's parts: the files' contents' sha256 and no backbone."""

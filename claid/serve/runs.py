@@ -53,6 +53,16 @@ def runs_router(run_dirs: list[Path]):
             return runs[1]
         return f"run must be 0{' or 1' if len(runs) == 2 else ' (one run dir given)'}, got {run[:40]!r}"
 
+    def pick_query(run: str | None, qid: str):
+        """(the run, query ``qid``'s record), or (the error response, None)."""
+        chosen = pick(run)
+        if isinstance(chosen, str):
+            return _error(400, chosen), None
+        record = chosen.by_qid.get(qid)
+        if record is None:
+            return _error(404, f"unknown query id {qid[:80]!r} in run {chosen.run_dir.name}"), None
+        return chosen, record
+
     @router.get("")
     def run_summary() -> dict:
         """Settings, metrics and baselines of run A (and run B when two)."""
@@ -105,12 +115,9 @@ def runs_router(run_dirs: list[Path]):
         from claid.serve.database_images import file_under_root, sized_image
         from claid.serve.engine import ApiError
 
-        chosen = pick(run)
-        if isinstance(chosen, str):
-            return _error(400, chosen)
-        record = chosen.by_qid.get(qid)
+        chosen, record = pick_query(run, qid)
         if record is None:
-            return _error(404, f"unknown query id {qid[:80]!r} in run {chosen.run_dir.name}")
+            return chosen  # the one-line error
         root = chosen.report["settings"].get("image_root")
         if record.get("image") is None or not isinstance(root, str):
             return _error(404, f"query {qid[:80]!r} has no image (a text query, or a run without image_root)")
@@ -122,12 +129,9 @@ def runs_router(run_dirs: list[Path]):
     @router.get("/queries/{qid:path}")
     def query(qid: str, run: str | None = None):
         """One query's saved ranking with its marks, its box and its figures."""
-        chosen = pick(run)
-        if isinstance(chosen, str):
-            return _error(400, chosen)
-        record = chosen.by_qid.get(qid)
+        chosen, record = pick_query(run, qid)
         if record is None:
-            return _error(404, f"unknown query id {qid[:80]!r} in run {chosen.run_dir.name}")
+            return chosen  # the one-line error
         return {"run": 0 if chosen is runs[0] else 1, "gradings": chosen.records["gradings"],
                 "headline": chosen.headline, **record}
 
