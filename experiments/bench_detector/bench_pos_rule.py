@@ -1,4 +1,4 @@
-"""How much the position-table rule moves regions (issue 20): tokens and k-sums regions
+"""How much the position-table rule moves regions: tokens and k-sums regions
 of one seeded DINO backbone under the official rule (``pos_resample=dino``) and the
 old one (``timm``), on the same photos.
 

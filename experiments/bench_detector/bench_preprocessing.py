@@ -1,4 +1,4 @@
-"""How far claid's network inputs are from the authors' preprocessing (issue 20, item 4).
+"""How far claid's network inputs are from the authors' preprocessing.
 
     python experiments/bench_detector/bench_preprocessing.py [--images DIR]
 

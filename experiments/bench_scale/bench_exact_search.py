@@ -1,4 +1,4 @@
-"""Exhaustive search before and after issue 11, on the same data in one run.
+"""Exhaustive search: the older per-block loop against the memory-bounded blocks, on the same data in one run.
 
 Before: similarity blocks of 16M entries (``block // ntotal`` queries per block, the
 database read once per block) ranked with ``rank_images_dense``. After:
@@ -22,7 +22,7 @@ from claid.index.image_ranking import rank_images_dense
 
 
 def before(database, queries, region_image, boxes, image_ids, qids, block=16_000_000):
-    """The pre-issue-11 loop (region_index.iter_similarities + rank_images_dense)."""
+    """The older loop (region_index.iter_similarities + rank_images_dense)."""
     rows = max(1, block // max(database.shape[0], 1))
     rankings = []
     for start in range(0, queries.shape[0], rows):
